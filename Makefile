@@ -1,0 +1,46 @@
+# rfcx: two commands do the whole set-up on a fresh machine.
+#   make run   installs into .venv and runs the notebook series headless on the embedded synthetic data
+#   make test  installs into .venv and runs the test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.rfcx-installed
+PROFILE ?= mini
+RUN_ID ?=
+ARGS ?=
+
+export TF_CPP_MIN_LOG_LEVEL := 3
+export KERAS_HOME := $(CURDIR)/.keras
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install run test test-fast lab bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name rfcx --display-name "Python (rfcx)" >/dev/null
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/rfcx run --profile $(PROFILE) $(if $(RUN_ID),--run-id $(RUN_ID)) $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab --no-browser --ip 127.0.0.1 --notebook-dir notebooks $(if $(shell [ "$$(id -u)" = 0 ] && echo root),--allow-root)
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_features.py
+	$(BIN)/python benchmarks/bench_models.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build dist *.egg-info

@@ -1,0 +1,5 @@
+import sys
+
+from rfcxlib.cli import main
+
+sys.exit(main())

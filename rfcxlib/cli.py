@@ -1,0 +1,46 @@
+"""The ``rfcx`` command. Each subcommand lives in the module that does the work; that module
+provides ``configure_parser(parser)`` and ``cli_main(args) -> int``."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from rfcxlib.errors import RfcxError
+
+# subcommand -> (module, one-line help)
+COMMANDS = {
+    "synth": ("rfcxlib.synth", "write a synthetic data set in the RFCx layout"),
+    "validate": ("rfcxlib.data", "check a data folder in the RFCx layout and summarise it"),
+    "run": ("rfcxlib.series", "run the notebook series headless into outputs/<run_id>/"),
+    "kaggle": ("rfcxlib.kaggle", "build a Kaggle kernel bundle from a notebook"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rfcx", description="RFCx species detection toolkit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        module.configure_parser(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._module.cli_main(args) or 0)
+    except RfcxError as exc:
+        print(f"rfcx {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"rfcx {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""Error classes. Every error rfcxlib raises on purpose is an :class:`RfcxError`."""
+
+
+class RfcxError(Exception):
+    """Root of the errors rfcxlib raises on purpose."""
+
+
+class ParameterError(RfcxError, ValueError):
+    """A parameter has a value outside what the function or configuration accepts.
+
+    The message quotes the parameter's name, the bad value and what was expected.
+    """
+
+
+class DataError(RfcxError):
+    """A data file is missing, unreadable or inconsistent.
+
+    The message names the file (and row, where there is one) and what was expected.
+    """
+
+
+def unknown_choice(kind: str, value, choices) -> ParameterError:
+    """Build the error for a name that is not in a registry, listing the valid names."""
+    valid = ", ".join(repr(c) for c in sorted(choices))
+    return ParameterError(f"unknown {kind} {value!r}; valid choices: {valid}")

@@ -1,0 +1,7 @@
+"""Every figure the notebooks show. Each function takes ``ax=None`` (or ``fig=None``), draws,
+and returns the figure or axes; none shows or saves (notebooks save through ``RunDir``).
+
+Submodules by topic: ``eda`` (data set), ``features`` (spectrograms, augmentations),
+``training`` (curves, per-class scores), ``noisy`` (method comparisons), ``ensemble``.
+"""
+from rfcxlib.plots import eda, ensemble, features, noisy, training  # noqa: F401

@@ -1,0 +1,1 @@
+"""noisy figures."""

@@ -1,0 +1,50 @@
+import json
+
+import pytest
+
+from rfcxlib.config import RunConfig
+from rfcxlib.errors import ParameterError
+
+
+def test_defaults_round_trip_through_json(tmp_path):
+    cfg = RunConfig()
+    path = cfg.save(tmp_path / "config.json")
+    assert RunConfig.load(path) == cfg
+    assert json.loads(path.read_text())["features"]["n_mels"] == 128
+
+
+def test_from_params_sorts_flat_names_into_sections():
+    cfg = RunConfig.from_params({"backbone": "densenet121", "crop_s": 7, "train_folds": [0, 2],
+                                 "n_mels": 64})
+    assert cfg.model.backbone == "densenet121"
+    assert cfg.audio.crop_s == 7.0 and isinstance(cfg.audio.crop_s, float)
+    assert cfg.train.train_folds == (0, 2)
+    assert cfg.features.n_mels == 64
+
+
+def test_unknown_parameter_lists_the_valid_ones():
+    with pytest.raises(ParameterError, match=r"unknown parameter 'n_mel'.*'n_mels'"):
+        RunConfig.from_params({"n_mel": 64})
+
+
+def test_ignored_names_are_skipped():
+    cfg = RunConfig.from_params({"run_dir": "x", "epochs": 3}, ignore={"run_dir"})
+    assert cfg.train.epochs == 3
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"fmin": 20000.0}, r"'fmin' = 20000.0: expected 0 <= fmin < fmax"),
+    ({"n_fft": 1000}, r"'n_fft' = 1000: expected a positive power of two"),
+    ({"p_mixup": 1.5}, r"'p_mixup' = 1.5: expected a probability"),
+    ({"log": "ln"}, r"unknown value for 'log'.*'log1p'"),
+    ({"train_folds": [7]}, r"'train_folds' = \(7,\)"),
+    ({"epochs": "three"}, r"'epochs' = 'three': expected a value of type int"),
+])
+def test_bad_values_name_the_parameter(params, match):
+    with pytest.raises(ParameterError, match=match):
+        RunConfig.from_params(params)
+
+
+def test_replace_keeps_other_values():
+    cfg = RunConfig().replace(epochs=2)
+    assert cfg.train.epochs == 2 and cfg.features.hop_length == 512
