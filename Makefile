@@ -13,7 +13,7 @@ export TF_CPP_MIN_LOG_LEVEL := 3
 export KERAS_HOME := $(CURDIR)/.keras
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run test test-fast lab bench clean
+.PHONY: install run test test-fast lab screenshot bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,17 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)
 
+# JupyterLab on the notebooks with the project's kernel ("Python (rfcx)"); open the URL it prints.
 lab: $(STAMP)
-	$(BIN)/jupyter lab --no-browser --ip 127.0.0.1 --notebook-dir notebooks $(if $(shell [ "$$(id -u)" = 0 ] && echo root),--allow-root)
+	$(BIN)/jupyter lab --no-browser --ip 127.0.0.1 --ServerApp.root_dir=notebooks $(if $(shell [ "$$(id -u)" = 0 ] && echo root),--allow-root)
+
+# Pictures for the README: /lab in headless Chromium (the test keeps it) and the newest run's summary.
+screenshot: $(STAMP)
+	@command -v chromium >/dev/null || { echo "needs Chromium: apt-get install -y chromium"; exit 1; }
+	RFCX_SCREENSHOT_DIR=docs/images $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_jupyterlab.py -k screenshot
+	@latest=$$(ls -td outputs/*/ 2>/dev/null | head -1); \
+	if [ -n "$$latest" ]; then $(BIN)/python -m rfcxlib.summary "$$latest" --png docs/images/summary.png; \
+	else echo "no run under outputs/ yet: make run first for docs/images/summary.png"; fi
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_features.py

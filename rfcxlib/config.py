@@ -52,8 +52,12 @@ class AudioConfig:
     sr: int = 48000
     resample: bool = True  # recordings at another rate are resampled; False -> DataError
     crop_s: float = 6.0  # training / inference window length in seconds
+    audio_backend: str = "soundfile"  # decoder: "soundfile" (libsndfile), "tfio", "tf" (WAV only)
+    audio_cache: str = "auto"  # decoded audio: "memory", "disk" (int16 under $RFCX_CACHE_DIR), "none", "auto"
 
     def __post_init__(self):
+        check_choice("audio_backend", self.audio_backend, ("soundfile", "tfio", "tf"))
+        check_choice("audio_cache", self.audio_cache, ("auto", "memory", "disk", "none"))
         check(isinstance(self.sr, int) and 8000 <= self.sr <= 192000, "sr", self.sr,
               "an integer sample rate in Hz between 8000 and 192000")
         check(0.5 <= float(self.crop_s) <= 60.0, "crop_s", self.crop_s, "seconds in [0.5, 60]")
@@ -75,6 +79,8 @@ class FeatureConfig:
     image_height: int = 0  # 0: keep n_mels rows
     image_width: int = 0  # 0: keep one column per STFT frame
     channels: int = 3
+    mel_scale: str = "htk"  # "htk" (tf.signal's, unnormalised) or "slaney" (librosa's default)
+    normalize: str = "standardize"  # per image: "standardize" (mean 0, std 1), "minmax", "none"
 
     def __post_init__(self):
         check(self.n_fft > 0 and self.n_fft & (self.n_fft - 1) == 0, "n_fft", self.n_fft,
@@ -88,6 +94,8 @@ class FeatureConfig:
         check(self.image_height >= 0 and self.image_width >= 0, "image_height/image_width",
               (self.image_height, self.image_width), "sizes >= 0 (0 keeps the native size)")
         check(self.channels in (1, 3), "channels", self.channels, "1 or 3")
+        check_choice("mel_scale", self.mel_scale, ("htk", "slaney"))
+        check_choice("normalize", self.normalize, ("standardize", "minmax", "none"))
 
 
 @dataclass(frozen=True)
@@ -103,11 +111,13 @@ class AugmentConfig:
     snr_db_max: float = 30.0
     p_shift: float = 0.0
     shift_s: float = 0.5
+    wave_noise: str = "pink"  # colour of the added noise: "pink" (1/f) or "white"
     # spectrogram
     p_time_mask: float = 0.5
     time_mask: int = 50  # frames
     p_freq_mask: float = 0.5
     freq_mask: int = 16  # mel bins
+    mask_impl: str = "tf"  # "tf": seeded, reproducible masks; "tfio": tensorflow-io's (falls back to "tf")
     p_resize_crop: float = 0.0
     crop_scale_min: float = 0.8
     p_noise: float = 0.0
@@ -127,6 +137,14 @@ class AugmentConfig:
                 check(0.0 <= value <= 1.0, f.name, value, "a probability in [0, 1]")
         check(0.0 < self.crop_scale_min <= 1.0, "crop_scale_min", self.crop_scale_min, "in (0, 1]")
         check(self.mixup_alpha > 0, "mixup_alpha", self.mixup_alpha, "> 0")
+        check(self.time_mask >= 1 and self.freq_mask >= 1, "time_mask/freq_mask",
+              (self.time_mask, self.freq_mask), "mask widths >= 1 (frames / mel bins)")
+        check(self.gain_db >= 0 and self.shift_s >= 0, "gain_db/shift_s", (self.gain_db, self.shift_s),
+              "values >= 0")
+        check(self.noise_std >= 0 and self.brightness >= 0, "noise_std/brightness",
+              (self.noise_std, self.brightness), "values >= 0")
+        check_choice("wave_noise", self.wave_noise, ("pink", "white"))
+        check_choice("mask_impl", self.mask_impl, ("tf", "tfio"))
         check(self.snr_db_min <= self.snr_db_max, "snr_db_min", self.snr_db_min,
               f"<= snr_db_max ({self.snr_db_max})")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from rfcxlib.errors import unknown_choice
+from rfcxlib.errors import ParameterError, unknown_choice
 
 
 def pack_targets(y, mask):
@@ -44,9 +44,75 @@ def masked_bce(targets, logits):
     return tf.reduce_sum(_bce_cells(y, logits) * mask, axis=-1) / tf.cast(tf.shape(y)[-1], tf.float32)
 
 
+LSOFT_BETA = 0.7  # the 22nd-place solution's beta
+
+
+def _soft_targets(y, logits, beta: float):
+    """``beta * y + (1 - beta) * sigmoid(logits)``, the prediction stopped from the gradient."""
+    y_hat = tf.stop_gradient(tf.sigmoid(tf.cast(logits, tf.float32)))
+    return beta * y + (1.0 - beta) * y_hat
+
+
+def _check_beta(beta: float) -> float:
+    if not 0.0 <= float(beta) <= 1.0:
+        raise ParameterError(f"parameter 'beta' = {beta!r}: expected a weight in [0, 1]")
+    return float(beta)
+
+
+def make_lsoft_tp(beta: float = LSOFT_BETA):
+    """Lsoft on TP examples only: the ``lsoft_tp`` loss with another ``beta``.
+
+    Every cell of an example that carries at least one TP label gets soft bootstrapping,
+    ``BCE(beta * y + (1 - beta) * sg(sigmoid(z)), z)`` with unknown labels read as 0 (the seed
+    trained on TP crops only, where the other species are noisy zeros). Examples without a TP
+    label (FP-only crops) add nothing. Per example: mean over species.
+    """
+    beta = _check_beta(beta)
+
+    def lsoft_tp(targets, logits):
+        y, mask = split_targets(targets)
+        has_tp = tf.cast(tf.reduce_max(y * mask, axis=-1) > 0.5, tf.float32)
+        cells = _bce_cells(_soft_targets(y, logits, beta), logits)
+        return tf.reduce_mean(cells, axis=-1) * has_tp
+
+    return lsoft_tp
+
+
+def make_lsoft_unknown(beta: float = LSOFT_BETA):
+    """BCE on the known cells, Lsoft on the unknown ones: the ``lsoft_unknown`` loss with another ``beta``.
+
+    Known cells (TP = 1, FP = 0) keep plain BCE; an unknown cell's target is
+    ``(1 - beta) * sg(sigmoid(z))`` (its label read as 0, softened by the model's own belief), so
+    an unlabelled species that the model hears is pushed down ``beta`` times as hard as under
+    naive BCE. Per example: the sum over cells divided by the number of species (as
+    :func:`masked_bce`), so with every cell known this is plain mean BCE.
+    """
+    beta = _check_beta(beta)
+
+    def lsoft_unknown(targets, logits):
+        y, mask = split_targets(targets)
+        known = _bce_cells(y, logits) * mask
+        unknown = _bce_cells(_soft_targets(y * mask, logits, beta), logits) * (1.0 - mask)
+        return tf.reduce_sum(known + unknown, axis=-1) / tf.cast(tf.shape(y)[-1], tf.float32)
+
+    return lsoft_unknown
+
+
+lsoft_tp = make_lsoft_tp()
+lsoft_unknown = make_lsoft_unknown()
+
+
+def bce_cells(targets, logits):
+    """Per-cell BCE ``(batch, num_species)`` with unknown labels read as 0 (for sample selection)."""
+    y, mask = split_targets(targets)
+    return _bce_cells(y * mask, logits)
+
+
 LOSSES = {
     "naive_bce": naive_bce,
     "masked_bce": masked_bce,
+    "lsoft_tp": lsoft_tp,
+    "lsoft_unknown": lsoft_unknown,
 }
 
 

@@ -1,1 +1,192 @@
-"""eda figures."""
+"""Figures of the data set: rows per species, bands and box lengths, co-occurrence, and
+spectrograms with their TP / FP boxes (and, on synthetic data, the calls nobody labelled).
+
+Every function takes ``ax=None`` (or ``fig=None``), returns the axes or the figure, never shows
+or saves.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
+
+from rfcxlib.config import FeatureConfig
+
+NUM_SPECIES = 24
+TP_COLOR = "#2ca02c"
+FP_COLOR = "#d62728"
+UNLABELLED_COLOR = "#00e5ff"
+BOX_COLORS = {"tp": "#4cff4c", "fp": "#ff5c5c", "unlabelled": UNLABELLED_COLOR}
+
+
+def _axes(ax, figsize):
+    if ax is None:
+        _, ax = plt.subplots(figsize=figsize, layout="constrained")
+    return ax
+
+
+def rows_per_species(tp: pd.DataFrame, fp: pd.DataFrame, *, ax=None):
+    """Grouped bars: TP and FP rows per species, with the number of recordings above each bar."""
+    ax = _axes(ax, (11, 3.6))
+    x = np.arange(NUM_SPECIES)
+    for offset, df, color, name in ((-0.2, tp, TP_COLOR, "TP"), (0.2, fp, FP_COLOR, "FP")):
+        rows = df.groupby("species_id").size().reindex(x, fill_value=0)
+        recs = df.groupby("species_id").recording_id.nunique().reindex(x, fill_value=0)
+        ax.bar(x + offset, rows, width=0.4, color=color, label=f"{name} rows ({len(df)})")
+        for xi, r, n in zip(x + offset, rows, recs):
+            ax.text(xi, r, str(n), ha="center", va="bottom", fontsize=6, color=color)
+    ax.set_xticks(x)
+    ax.set_xlabel("species id")
+    ax.set_ylabel("annotation rows")
+    ax.set_title("Rows per species (numbers above bars: recordings)")
+    ax.legend(frameon=False)
+    ax.margins(x=0.01)
+    return ax
+
+
+def species_bands(rows: pd.DataFrame, *, ax=None):
+    """Each species' frequency band (median f_min to f_max of its rows) on a log axis, coloured
+    by its median box length."""
+    ax = _axes(ax, (11, 3.6))
+    g = rows.groupby("species_id")
+    stats = pd.DataFrame({"lo": g.f_min.median(), "hi": g.f_max.median(),
+                          "len": (rows.t_max - rows.t_min).groupby(rows.species_id).median()})
+    norm = plt.Normalize(0, max(1.0, float(stats.len.max())))
+    cmap = plt.get_cmap("viridis")
+    ax.bar(stats.index, stats.hi - stats.lo, bottom=stats.lo, width=0.7, color=cmap(norm(stats.len)))
+    ax.set_yscale("log")
+    ax.set_yticks([100, 300, 1000, 3000, 10000])
+    ax.set_yticklabels(["100", "300", "1k", "3k", "10k"])
+    ax.set_xticks(np.arange(NUM_SPECIES))
+    ax.set_xlabel("species id")
+    ax.set_ylabel("frequency (Hz)")
+    ax.set_title("Frequency band per species (colour: median box length)")
+    sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
+    ax.figure.colorbar(sm, ax=ax, label="box length (s)", pad=0.01)
+    return ax
+
+
+def box_lengths(rows: pd.DataFrame, *, ax=None):
+    """Distribution of box lengths (t_max - t_min) per species."""
+    ax = _axes(ax, (11, 3.2))
+    lengths = (rows.t_max - rows.t_min).groupby(rows.species_id)
+    data = [lengths.get_group(s).to_numpy() if s in lengths.groups else np.array([np.nan])
+            for s in range(NUM_SPECIES)]
+    ax.boxplot(data, positions=np.arange(NUM_SPECIES), widths=0.6, flierprops={"markersize": 2})
+    ax.set_xlabel("species id")
+    ax.set_ylabel("box length (s)")
+    ax.set_title("Box length per species (template detector: nearly constant)")
+    return ax
+
+
+def cooccurrence_matrix(pairs: pd.DataFrame) -> np.ndarray:
+    """``(24, 24)`` counts of recordings in which two species both appear (diagonal: recordings
+    with the species) from a table with ``recording_id`` and ``species_id``."""
+    onehot = pd.crosstab(pairs.recording_id, pairs.species_id).reindex(
+        columns=range(NUM_SPECIES), fill_value=0).clip(upper=1).to_numpy()
+    return onehot.T @ onehot
+
+
+def cooccurrence(pairs: pd.DataFrame, *, title: str = "", ax=None):
+    """Heatmap of :func:`cooccurrence_matrix` (off-diagonal cells; the diagonal is left blank)."""
+    ax = _axes(ax, (5.2, 4.6))
+    m = cooccurrence_matrix(pairs).astype(float)
+    np.fill_diagonal(m, np.nan)
+    im = ax.imshow(m, cmap="Blues", origin="lower")
+    ax.figure.colorbar(im, ax=ax, label="recordings", fraction=0.046, pad=0.04)
+    ax.set_xticks(range(0, NUM_SPECIES, 2))
+    ax.set_yticks(range(0, NUM_SPECIES, 2))
+    ax.set_xlabel("species id")
+    ax.set_ylabel("species id")
+    ax.set_title(title or "Species in the same recording")
+    return ax
+
+
+def species_per_recording(pairs: pd.DataFrame, *, ax=None, title: str = ""):
+    """Histogram of the number of distinct species per recording."""
+    ax = _axes(ax, (4.5, 3.2))
+    counts = pairs.groupby("recording_id").species_id.nunique()
+    bins = np.arange(0.5, counts.max() + 1.5)
+    ax.hist(counts, bins=bins, color="#555555", rwidth=0.8)
+    ax.set_xticks(np.arange(1, counts.max() + 1))
+    ax.set_xlabel("species per recording")
+    ax.set_ylabel("recordings")
+    ax.set_title(title or "Species per recording")
+    return ax
+
+
+def _mel_row(f_hz, config: FeatureConfig):
+    from rfcxlib import features
+
+    centers = features.mel_band_centers(config)
+    return np.interp(f_hz, centers, np.arange(config.n_mels))
+
+
+def power_to_db(M, *, top_db: float = 60.0) -> np.ndarray:
+    """``10 log10(M)`` clipped to ``top_db`` below its maximum: the scale to look at a mel
+    spectrogram with (the models' ``log1p`` compresses quiet sounds to black)."""
+    M = M.numpy() if hasattr(M, "numpy") else np.asarray(M)
+    db = 10.0 * np.log10(np.maximum(M, 1e-12))
+    return np.maximum(db, db.max() - top_db)
+
+
+def _box(ax, t0, t1, f0, f1, label, kind, config, ls="-"):
+    y0, y1 = _mel_row(f0, config), _mel_row(f1, config)
+    color = BOX_COLORS[kind]
+    ax.add_patch(Rectangle((t0, y0), t1 - t0, y1 - y0, fill=False, ec=color, lw=2.0, ls=ls))
+    # TP labels above the box's left corner, FP labels below it, unlabelled above its right corner
+    x, y, va, ha = {"tp": (t0, y1 + 0.6, "bottom", "left"), "fp": (t0, y0 - 0.6, "top", "left"),
+                    "unlabelled": (t1, y1 + 0.6, "bottom", "right")}[kind]
+    ax.text(x, y, label, color=color, fontsize=9, fontweight="bold", va=va, ha=ha, clip_on=True,
+            bbox=dict(facecolor="black", alpha=0.6, pad=1.2, edgecolor="none"))
+
+
+def spectrogram_with_boxes(S, *, tp: pd.DataFrame, fp: pd.DataFrame, unlabelled: Optional[pd.DataFrame] = None,
+                           sr: int = 48000, config: Optional[FeatureConfig] = None, start_s: float = 0.0,
+                           title: str = "", ax=None, legend: bool = True, cmap: str = "gray",
+                           floor_percentile: float = 50.0):
+    """A spectrogram ``(frames, n_mels)`` (e.g. :func:`power_to_db` of a mel power) with its boxes.
+
+    ``tp`` / ``fp``: rows of the recording (RFCx columns); ``unlabelled``: calls present without
+    a row (``species_id, t_min, t_max, f_min, f_max``, as ``synth.unlabelled_calls`` gives),
+    drawn dashed. A grey colour map keeps the coloured boxes readable; values below the
+    ``floor_percentile`` percentile (the background, mostly) are drawn black.
+    """
+    from rfcxlib.plots.features import specshow
+
+    c = config or FeatureConfig()
+    ax = _axes(ax, (12, 4))
+    arr = S.numpy() if hasattr(S, "numpy") else np.asarray(S)
+    specshow(arr, sr=sr, config=c, ax=ax, title=title, colorbar=False, start_s=start_s, cmap=cmap,
+             vmin=float(np.percentile(arr, floor_percentile)))
+    for kind, df in (("tp", tp), ("fp", fp), ("unlabelled", unlabelled)):
+        if df is None:
+            continue
+        for r in df.itertuples():
+            name = {"tp": "TP", "fp": "FP", "unlabelled": "no row:"}[kind]
+            _box(ax, r.t_min, r.t_max, r.f_min, r.f_max, f"{name} s{r.species_id}", kind, c,
+                 ls="--" if kind == "unlabelled" else "-")
+    handles = [Line2D([], [], color=BOX_COLORS["tp"], lw=2, label="TP row:\nspecies present"),
+               Line2D([], [], color=BOX_COLORS["fp"], lw=2, label="FP row:\ndetector fired,\nspecies absent")]
+    if unlabelled is not None and len(unlabelled):
+        handles.append(Line2D([], [], color=UNLABELLED_COLOR, lw=2, ls="--",
+                              label="call present,\nno row (unknown)"))
+    if legend:
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8,
+                  frameon=False, borderaxespad=0.0)
+    return ax
+
+
+def pick_examples(tp: pd.DataFrame, fp: pd.DataFrame, n: int = 3, *, seed: int = 0) -> list[str]:
+    """Up to ``n`` training recordings worth showing: first those with both TP and FP rows,
+    then those with TP rows only, then FP only (random order within each group, seeded)."""
+    rng = np.random.default_rng(seed)
+    tp_ids, fp_ids = set(tp.recording_id), set(fp.recording_id)
+    out: list[str] = []
+    for group in (tp_ids & fp_ids, tp_ids - fp_ids, fp_ids - tp_ids):
+        out += [str(r) for r in rng.permutation(sorted(group))]
+    return out[:n]

@@ -1,0 +1,302 @@
+"""The run at a glance: ``outputs/<run_id>/summary.html``.
+
+One self-contained page (figures embedded as base64 PNG): the headline scores, the notebooks and
+their status, the data, every model's scores, the ensemble, the parameters and the figures.
+``rfcx run`` writes it at the end of a run, and after a failure with what exists.
+
+``python -m rfcxlib.summary RUN_DIR [--png OUT.png]`` rewrites it and, when Chromium is
+installed, renders it to a PNG.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+from rfcxlib.runs import read_json, write_text_atomic
+
+SCORE_KEYS = ("test_lwlrap", "oof_lwlrap", "val_lwlrap")
+LABELS = {"test_lwlrap": "test LWLRAP", "oof_lwlrap": "out-of-fold LWLRAP (masked)",
+          "val_lwlrap": "validation LWLRAP (masked)"}
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;
+max-width:1180px;color:#1d2733;padding:0 16px}
+h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #d8dee6}
+.muted{color:#617083}.ok{color:#1a7f37}.bad{color:#c62828}.run{color:#9a6700}
+.cards{display:flex;gap:12px;flex-wrap:wrap;margin:14px 0}
+.card{border:1px solid #d8dee6;border-radius:8px;padding:10px 16px;min-width:190px;background:#f7f9fb}
+.card b{display:block;font-size:26px}table{border-collapse:collapse;margin:6px 0;font-size:13px}
+td,th{border:1px solid #d8dee6;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#eef2f6}td.num{text-align:right;font-variant-numeric:tabular-nums}
+pre{background:#fff4f4;border:1px solid #f1c0c0;padding:8px;white-space:pre-wrap;font-size:12px}
+figure{display:inline-block;margin:8px 12px 8px 0;vertical-align:top;max-width:100%}
+figure img{max-width:560px;width:100%;border:1px solid #e3e8ee}figcaption{font-size:12px;color:#617083}
+code{font-size:12px}
+"""
+
+
+def _scalar(value: Any) -> Optional[float]:
+    """A number from a metric value: a number, or the mean of a list / per-fold dict of numbers."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    items = list(value.values()) if isinstance(value, dict) else value
+    if isinstance(items, list) and items and all(isinstance(v, (int, float)) for v in items):
+        return float(sum(items) / len(items))
+    return None
+
+
+def _best(models: dict) -> Optional[tuple[str, str, float]]:
+    """``(model, key, score)`` of the best model on the first score key that every model has."""
+    for key in SCORE_KEYS:
+        scored = {n: _scalar(m.get(key)) for n, m in models.items() if isinstance(m, dict)}
+        scored = {n: s for n, s in scored.items() if s is not None}
+        if scored:
+            name = max(scored, key=scored.get)
+            return name, key, scored[name]
+    return None
+
+
+def headline(metrics: dict) -> list[tuple[str, str]]:
+    """The numbers that matter: the best model's and the ensemble's scores (test LWLRAP, or the
+    validation scores when the test set has no ground truth)."""
+    out = []
+    best = _best(metrics.get("models") or {})
+    if best:
+        out.append((f"best model {LABELS[best[1]]}", f"{best[2]:.4f} (model {best[0]})"))
+    ensemble = metrics.get("ensemble") or {}
+    for key in SCORE_KEYS:
+        value = _scalar(ensemble.get(key))
+        if value is not None:
+            out.append((f"ensemble {LABELS[key]}", f"{value:.4f}"))
+            break
+    if not out:
+        out.append(("scores", "none yet (metrics.json has no 'models' or 'ensemble' section)"))
+    return out
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _fmt(value: Any) -> str:
+    number = _scalar(value)
+    if number is not None and not isinstance(value, int):
+        suffix = f" <span class=muted>(mean of {len(value)})</span>" if isinstance(
+            value, (list, dict)) else ""
+        return f"{number:.4f}{suffix}"
+    text = _e(value if not isinstance(value, (list, dict)) else str(value)[:120])
+    return text
+
+
+def _table(rows: list[dict], columns: Optional[list[str]] = None) -> str:
+    if not rows:
+        return "<p class=muted>nothing yet</p>"
+    columns = columns or list(dict.fromkeys(k for r in rows for k in r))
+    head = "".join(f"<th>{_e(str(c).lstrip('@'))}</th>" for c in columns)
+    body = []
+    for r in rows:
+        cells = []
+        for c in columns:
+            value = r.get(c, "")
+            numeric = _scalar(value) is not None
+            cells.append(f"<td{' class=num' if numeric else ''}>"
+                         f"{value if str(c).startswith('@') else _fmt(value)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _duration(seconds) -> str:
+    if not isinstance(seconds, (int, float)):
+        return ""
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds // 60:.0f} min {seconds % 60:.0f} s"
+
+
+def _data_section(meta: dict) -> str:
+    root = Path(meta.get("data_dir") or "")
+    if not root.is_dir():
+        return "<p class=muted>data folder unknown</p>"
+    facts = {"folder": str(root)}
+    for split in ("train", "test"):
+        folder = root / split
+        facts[f"{split} recordings"] = sum(1 for _ in folder.glob("*.flac")) if folder.is_dir() else 0
+    for name in ("train_tp.csv", "train_fp.csv"):
+        path = root / name
+        if path.exists():
+            with path.open() as f:
+                facts[f"{name} rows"] = max(sum(1 for _ in f) - 1, 0)
+    facts["test ground truth"] = ("yes: test LWLRAP is reported" if meta.get("ground_truth")
+                                  else "no: validation scores are reported")
+    return _table([{"": k, "value": v} for k, v in facts.items()])
+
+
+def _steps_section(state: dict) -> str:
+    rows = []
+    for key in state.get("order") or list(state.get("steps", {})):
+        s = state.get("steps", {}).get(key, {"status": "not started"})
+        status = s.get("status", "not started")
+        css = {"completed": "ok", "failed": "bad", "running": "run"}.get(status, "muted")
+        out = Path(s.get("output", ""))
+        link = (f"<a href='notebooks/{_e(out.name)}'>{_e(out.name)}</a>"
+                if out.name and out.exists() else "")
+        rows.append({"step": key, "@status": f"<span class={css}>{_e(status)}</span>",
+                     "@time": _e(_duration(s.get("elapsed_s"))), "@executed notebook": link})
+    errors = [f"<p><b>{_e(k)}</b></p><pre>{_e(s['error'])}</pre>"
+              for k, s in state.get("steps", {}).items() if s.get("status") == "failed"]
+    return _table(rows) + "".join(errors)
+
+
+def _models_section(metrics: dict, state: dict) -> str:
+    models = metrics.get("models") or {}
+    rows = [{"model": n, **{k: v for k, v in m.items() if _scalar(v) is not None}}
+            for n, m in models.items() if isinstance(m, dict)]
+    keys = [k for k in SCORE_KEYS if any(k in r for r in rows)]
+    others = sorted({k for r in rows for k in r} - set(keys) - {"model"})
+    best = _best(models)
+    for r in rows:
+        if best and r["model"] == best[0]:
+            r["model"] = f"{r['model']} (best)"
+    varied = _varied_parameters(state)
+    for r in rows:
+        r.update(varied.get(r["model"].replace(" (best)", ""), {}))
+    columns = ["model"] + keys + others + sorted({k for v in varied.values() for k in v})
+    return _table(rows, columns)
+
+
+def _varied_parameters(state: dict) -> dict[str, dict]:
+    """Per model (swept step), the parameters that differ between the swept steps."""
+    swept = {k.split("[", 1)[1].rstrip("]"): s.get("parameters", {})
+             for k, s in state.get("steps", {}).items() if "[" in k}
+    if len(swept) < 2:
+        return {}
+    names = set().union(*swept.values())
+    differ = [n for n in sorted(names) if n not in ("model_name", "run_dir")
+              and len({repr(p.get(n)) for p in swept.values()}) > 1]
+    return {m: {n: p.get(n, "") for n in differ} for m, p in swept.items()}
+
+
+def _sections_table(metrics: dict, skip=("models",)) -> str:
+    parts = []
+    for section, values in metrics.items():
+        if section in skip or not isinstance(values, dict):
+            continue
+        flat = {}
+        for k, v in values.items():
+            if isinstance(v, dict):
+                flat.update({f"{k}.{k2}": v2 for k2, v2 in v.items()})
+            else:
+                flat[k] = v
+        rows = [{"": k, "value": v} for k, v in flat.items()
+                if _scalar(v) is not None or isinstance(v, (str, int))]
+        parts.append(f"<h3>{_e(section)}</h3>{_table(rows)}")
+    return "".join(parts) or "<p class=muted>nothing yet</p>"
+
+
+def _parameters_section(state: dict) -> str:
+    steps = state.get("steps", {})
+    rows = [{"step": k, "parameters": ", ".join(f"{n}={v!r}" for n, v in
+                                                s.get("parameters", {}).items()
+                                                if n not in ("data_dir", "run_dir"))}
+            for k, s in steps.items()]
+    return _table(rows)
+
+
+def _figures_section(run: Path) -> str:
+    figures = sorted((run / "figures").glob("*.png"), key=lambda p: (p.stat().st_mtime, p.name))
+    parts = []
+    for path in figures:
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        parts.append(f"<figure><img alt='{_e(path.stem)}' src='data:image/png;base64,{data}'>"
+                     f"<figcaption>{_e(path.stem.replace('_', ' '))}</figcaption></figure>")
+    return "".join(parts) or "<p class=muted>no figures yet</p>"
+
+
+def render(run: Path) -> str:
+    """The page for the run folder ``run`` as HTML text."""
+    run = Path(run)
+    state = read_json(run / "series.json", default={}) or {}
+    metrics = read_json(run / "metrics.json", default={}) or {}
+    statuses = [s.get("status") for s in state.get("steps", {}).values()]
+    order = state.get("order") or []
+    if "failed" in statuses:
+        status = "<span class=bad>failed</span>"
+    elif order and all(state["steps"].get(k, {}).get("status") == "completed" for k in order):
+        status = "<span class=ok>completed</span>"
+    else:
+        status = "<span class=run>incomplete</span>"
+    cards = "".join(f"<div class=card>{_e(label)}<b>{_e(value.split(' (')[0])}</b>"
+                    f"<span class=muted>{_e(value[len(value.split(' (')[0]):])}</span></div>"
+                    for label, value in headline(metrics))
+    files = [p.name for p in (run / "submission.csv",) if p.exists()]
+    return f"""<!doctype html><html><head><meta charset="utf-8">
+<title>rfcx run {_e(run.name)}</title><style>{CSS}</style></head><body>
+<h1>rfcx run {_e(run.name)} &middot; {status}</h1>
+<div class=muted>{_e(run.resolve())} &middot; profile {_e(state.get('profile', '?'))}
+&middot; kernel {_e(state.get('kernel', '?'))}</div>
+<div class=cards>{cards}</div>
+{''.join(f"<p>Submission: <a href='{f}'>{f}</a></p>" for f in files)}
+<h2>Notebooks</h2>{_steps_section(state)}
+<h2>Data</h2>{_data_section(state)}
+<h2>Models</h2>{_models_section(metrics, state)}
+<h2>Ensemble and other results</h2>{_sections_table(metrics)}
+<h2>Figures</h2>{_figures_section(run)}
+<h2>Parameters</h2>{_parameters_section(state)}
+</body></html>
+"""
+
+
+def write_summary(run) -> Path:
+    """Write ``<run>/summary.html`` (atomic) and return its path."""
+    return write_text_atomic(Path(run) / "summary.html", render(Path(run)))
+
+
+def find_chromium() -> Optional[str]:
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def screenshot(url: str, png, *, width: int = 1280, height: int = 2000,
+               wait_ms: int = 0, timeout_s: float = 120) -> Path:
+    """Render ``url`` with headless Chromium into ``png``; FileNotFoundError without Chromium."""
+    exe = find_chromium()
+    if exe is None:
+        raise FileNotFoundError("no chromium on PATH (Debian: apt-get install chromium)")
+    png = Path(png).resolve()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as profile:
+        cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+               "--no-first-run", "--disable-background-networking", "--disable-component-update",
+               "--disable-sync", "--hide-scrollbars", f"--user-data-dir={profile}",
+               f"--screenshot={png}", f"--window-size={width},{height}"]
+        if wait_ms:
+            cmd.append(f"--virtual-time-budget={wait_ms}")
+        subprocess.run(cmd + [url], check=True, timeout=timeout_s, capture_output=True)
+    return png
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rfcxlib.summary", description=__doc__)
+    parser.add_argument("run_dir")
+    parser.add_argument("--png", default="", help="also render the page to this PNG (Chromium)")
+    parser.add_argument("--height", type=int, default=2000)
+    args = parser.parse_args(argv)
+    page = write_summary(args.run_dir)
+    print(page)
+    if args.png:
+        print(screenshot(page.resolve().as_uri(), args.png, height=args.height))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    raise SystemExit(main())

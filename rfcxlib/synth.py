@@ -1,0 +1,485 @@
+"""The synthetic RFCx-format data set: the embedded default of the notebooks and a benchmark
+with full ground truth.
+
+:func:`generate` writes, in the exact layout of the competition::
+
+    <out_dir>/train_tp.csv, train_fp.csv      recording_id,species_id,songtype_id,t_min,f_min,t_max,f_max
+    <out_dir>/train/<id>.flac, test/<id>.flac 48 kHz, mono, 16-bit FLAC
+    <out_dir>/sample_submission.csv           recording_id,s0,...,s23
+    <out_dir>/test_ground_truth.csv           recording_id,species_id (every species in each test recording)
+
+plus two files the real data lacks: ``synth_calls.csv`` (every sound placed: calls of the 24
+species, labelled or not, and the confusers the simulated detector fired on) and
+``synth_info.json`` (profile, seed, counts).
+
+How the labels are made, as in the real tables: a training recording has a focal species whose
+calls are mostly boxed as TP rows; other species may call in it without any row (partial labels);
+a simulated template detector adds FP rows for species that are absent, on sounds that fool it
+(a call of a species with an overlapping band, or a noise burst in the band), so an FP row is a
+true negative for its whole recording. Test recordings hold 1-4 species each.
+
+Everything is decided by ``seed``: the plan is drawn in one process, and each recording is
+rendered from its own seeded generator, so the output does not depend on ``workers``.
+"""
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import multiprocessing as mp
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.fft as sfft
+import soundfile as sf
+
+from rfcxlib import synth_sounds as snd
+from rfcxlib.errors import ParameterError, unknown_choice
+from rfcxlib.runs import write_json_atomic, write_text_atomic
+
+SR = 48000
+COLUMNS = ["recording_id", "species_id", "songtype_id", "t_min", "f_min", "t_max", "f_max"]
+VERSION = 3  # bump when the output changes: cached data sets of other versions are rebuilt
+
+# n_train / n_test recordings of duration_s; fp_only: share of training recordings with FP rows
+# only; both: share of the TP recordings that also get FP rows (real data: 0.76 and 0.32).
+PROFILES = {
+    "tiny": dict(n_train=48, n_test=12, duration_s=10.0, fp_only=0.15, both=0.4),
+    "mini": dict(n_train=360, n_test=120, duration_s=15.0, fp_only=0.2, both=0.35),
+    "full": dict(n_train=4727, n_test=1992, duration_s=60.0, fp_only=0.76, both=0.32),
+}
+
+
+def cache_root() -> Path:
+    """``$RFCX_CACHE_DIR`` or ``~/.cache/rfcx``."""
+    return Path(os.environ.get("RFCX_CACHE_DIR") or Path.home() / ".cache" / "rfcx")
+
+
+def _check_profile(profile: str) -> dict:
+    if profile not in PROFILES:
+        raise unknown_choice("synthetic profile", profile, PROFILES)
+    return PROFILES[profile]
+
+
+# ---------------------------------------------------------------- the plan
+def _snr_db(rng) -> float:
+    """In-band SNR of a call: mostly moderate (about 10 dB), a few hard ones near 0 dB."""
+    return float(np.clip(rng.normal(10.0, 5.0), 0.0, 25.0))
+
+
+class _Recording:
+    """What one recording holds: events (calls and confuser bursts) and its annotation rows."""
+
+    def __init__(self, rng, duration_s: float):
+        self.rng, self.duration_s = rng, duration_s
+        self.events: list[dict] = []
+        self.tp: list[tuple] = []
+        self.fp: list[tuple] = []
+
+    @property
+    def present(self) -> set:
+        return {e["species"] for e in self.events if e["kind"] == "call"}
+
+    def _onset(self, box_s: float, latest_s: float = np.inf) -> float:
+        return float(self.rng.uniform(0.1, max(0.1, min(latest_s, self.duration_s - box_s - 0.1))))
+
+    def add_call(self, species: int, *, labelled: bool, songtype=None, latest_s=np.inf) -> dict:
+        rng = self.rng
+        sts = snd.songtypes(species)
+        st = songtype or (sts[-1] if len(sts) > 1 and rng.random() < 0.3 else sts[0])
+        box_s = min(snd.SPECIES[species][2], self.duration_s - 0.2)
+        ev = dict(kind="call", species=species, songtype=st, t_s=self._onset(box_s, latest_s), box_s=box_s,
+                  snr_db=_snr_db(rng), variant=int(rng.integers(1 << 30)), labelled=labelled,
+                  seed=int(rng.integers(1 << 31)))
+        self.events.append(ev)
+        if labelled:
+            self.tp.append(_row(species, st, ev["t_s"], box_s))
+        return ev
+
+    def add_detector_false_positive(self, species: int) -> None:
+        """A detector for ``species`` (absent here) fires on a confusable sound."""
+        rng = self.rng
+        box_s = min(snd.SPECIES[species][2], self.duration_s - 0.2)
+        mates = [s for s in snd.confusers(species) if s not in self.fp_species]
+        if mates and rng.random() < 0.6:
+            mate = int(rng.choice(mates))
+            old = [e for e in self.events if e["kind"] == "call" and e["species"] == mate
+                   and e["t_s"] + box_s <= self.duration_s]
+            ev = old[0] if old else self.add_call(mate, labelled=False, latest_s=self.duration_s - box_s)
+            t_s = ev["t_s"]
+        else:
+            t_s = self.add_burst(species)["t_s"]
+        self.fp.append(_row(species, snd.songtypes(species)[0], t_s, box_s))
+
+    def add_burst(self, species: int) -> dict:
+        """A noise burst or buzz in the band of ``species`` (not a call of any species)."""
+        box_s = min(snd.SPECIES[species][2], self.duration_s - 0.2)
+        ev = dict(kind="burst", species=species, songtype=1, t_s=self._onset(box_s), box_s=box_s,
+                  snr_db=_snr_db(self.rng), variant=0, labelled=False,
+                  seed=int(self.rng.integers(1 << 31)))
+        self.events.append(ev)
+        return ev
+
+    @property
+    def fp_species(self) -> set:
+        return {r[0] for r in self.fp}
+
+
+def _row(species, songtype, t_s, box_s) -> tuple:
+    f_lo, f_hi = snd.SPECIES[species][0], snd.SPECIES[species][1]
+    return (species, songtype, round(t_s, 4), f_lo, round(t_s + box_s, 4), f_hi)
+
+
+def _balanced(rng, n: int) -> list[int]:
+    """``n`` species ids, each species as often as possible, in random order."""
+    reps = -(-n // snd.NUM_SPECIES)
+    ids = np.concatenate([rng.permutation(snd.NUM_SPECIES) for _ in range(reps)])[:n]
+    return [int(s) for s in ids]
+
+
+def _plan_train(rng, n: int, duration_s: float, fp_only: float, both: float) -> list[_Recording]:
+    n_tp = n - int(round(n * fp_only))
+    focal = _balanced(rng, n_tp)
+    recs = []
+    for i in range(n):
+        rec = _Recording(rng, duration_s)
+        tp_species = [focal[i]] if i < n_tp else []
+        if tp_species and rng.random() < 0.05:
+            tp_species.append(int(rng.choice([s for s in range(snd.NUM_SPECIES) if s != focal[i]])))
+        for s in tp_species:
+            for k in range(int(rng.integers(1, 4))):
+                rec.add_call(s, labelled=(k == 0 or rng.random() < 0.8))
+        others = [s for s in range(snd.NUM_SPECIES) if s not in tp_species]
+        for s in rng.choice(others, size=int(rng.choice([0, 1, 2], p=[0.4, 0.4, 0.2])), replace=False):
+            for _ in range(int(rng.integers(1, 3))):
+                rec.add_call(int(s), labelled=False)
+        if not tp_species or rng.random() < both:
+            for _ in range(min(4, 1 + int(rng.poisson(0.8)))):
+                free = [s for s in range(snd.NUM_SPECIES) if s not in rec.present | rec.fp_species]
+                rec.add_detector_false_positive(int(rng.choice(free)))
+        recs.append(rec)
+    order = rng.permutation(n)  # TP-only, TP+FP and FP-only recordings interleaved
+    return [recs[i] for i in order]
+
+
+def _plan_test(rng, n: int, duration_s: float) -> list[_Recording]:
+    counts = rng.choice([1, 2, 3, 4], size=n, p=[0.35, 0.35, 0.2, 0.1])
+    while counts.sum() < min(snd.NUM_SPECIES, 4 * n):  # every species in the test set
+        counts[rng.choice(np.flatnonzero(counts < 4))] += 1
+    pool = _balanced(rng, int(counts.sum()) + snd.NUM_SPECIES)
+    recs = []
+    for k in counts:
+        rec = _Recording(rng, duration_s)
+        while len(rec.present) < k:
+            s = pool.pop(0)
+            if s in rec.present:
+                pool.append(s)
+                continue
+            for _ in range(int(rng.integers(1, 4))):
+                rec.add_call(s, labelled=False)
+        for _ in range(int(rng.poisson(0.7))):  # sounds a detector would confuse with a species
+            rec.add_burst(int(rng.integers(snd.NUM_SPECIES)))
+        recs.append(rec)
+    return recs
+
+
+def _recording_ids(rng, n: int) -> list[str]:
+    ids: list[str] = []
+    seen = set()
+    while len(ids) < n:
+        rid = f"{int(rng.integers(16**9)):09x}"
+        if rid not in seen:
+            seen.add(rid)
+            ids.append(rid)
+    return ids
+
+
+def make_plan(profile: str = "mini", seed: int = 0) -> dict:
+    """Everything about the data set except the audio samples: ``{"train": [...], "test": [...]}``,
+    each a list of ``(recording_id, _Recording)``."""
+    spec = _check_profile(profile)
+    rng = np.random.default_rng([seed, 20210101])
+    train = _plan_train(rng, spec["n_train"], spec["duration_s"], spec["fp_only"], spec["both"])
+    test = _plan_test(rng, spec["n_test"], spec["duration_s"])
+    ids = _recording_ids(rng, len(train) + len(test))
+    return {"train": list(zip(ids[: len(train)], train)), "test": list(zip(ids[len(train):], test))}
+
+
+# ---------------------------------------------------------------- rendering
+_TEMPLATES: dict = {}
+N_VARIANTS = 4
+
+
+def _templates(seed: int) -> dict:
+    if seed not in _TEMPLATES:
+        _TEMPLATES.clear()
+        _TEMPLATES[seed] = snd.render_templates(seed, sr=SR, n_variants=N_VARIANTS)
+    return _TEMPLATES[seed]
+
+
+def render_recording(rec: _Recording, *, seed: int, rec_seed: int) -> np.ndarray:
+    """The audio of one planned recording, float32 in [-1, 1], shape ``(duration_s * sr,)``."""
+    templates = _templates(seed)
+    rng = np.random.default_rng([seed, rec_seed])
+    n = int(round(rec.duration_s * SR))
+    y = snd.background(rng, n, sr=SR)
+    power = np.abs(sfft.rfft(y.astype(np.float32))) ** 2
+    cum = np.concatenate([[0.0], np.cumsum(power, dtype=np.float64)])
+    freqs = sfft.rfftfreq(n, 1.0 / SR)
+    for ev in rec.events:
+        lo, hi = snd.SPECIES[ev["species"]][0], snd.SPECIES[ev["species"]][1]
+        if ev["kind"] == "call":
+            variants = templates[(ev["species"], ev["songtype"])]
+            wave = variants[ev["variant"] % len(variants)]
+        else:
+            wave = snd.confuser_burst(np.random.default_rng(ev["seed"]), ev["species"], sr=SR)
+        i_lo, i_hi = np.searchsorted(freqs, [lo, hi])
+        p_band = 2.0 * (cum[i_hi] - cum[i_lo]) / n**2
+        gain = np.sqrt(p_band * 10 ** (ev["snr_db"] / 10))
+        slack = max(0, int(ev["box_s"] * SR) - wave.size)
+        i0 = int(ev["t_s"] * SR) + int(np.random.default_rng(ev["seed"]).integers(0, slack + 1))
+        i1 = min(n, i0 + wave.size)
+        y[i0:i1] += gain * wave[: i1 - i0]
+    peak = float(np.max(np.abs(y)))
+    if peak > 0.95:
+        y *= 0.95 / peak
+    return y.astype(np.float32)
+
+
+def _write_flac(path: Path, y: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    sf.write(tmp, y, SR, format="FLAC", subtype="PCM_16")
+    os.replace(tmp, path)
+
+
+def _render_job(job) -> str:
+    path, rec, seed, rec_seed = job
+    _write_flac(Path(path), render_recording(rec, seed=seed, rec_seed=rec_seed))
+    return path
+
+
+# ---------------------------------------------------------------- tables
+def _tables(plan: dict) -> dict[str, pd.DataFrame]:
+    def rows(kind):
+        out = [(rid,) + r for rid, rec in plan["train"] for r in getattr(rec, kind)]
+        df = pd.DataFrame(out, columns=["recording_id", "species_id", "songtype_id", "t_min", "f_min",
+                                        "t_max", "f_max"])
+        return df[COLUMNS]
+
+    test_ids = [rid for rid, _ in plan["test"]]
+    sub = pd.DataFrame({"recording_id": test_ids})
+    for s in range(snd.NUM_SPECIES):
+        sub[f"s{s}"] = 0
+    truth = pd.DataFrame([(rid, s) for rid, rec in plan["test"] for s in sorted(rec.present)],
+                         columns=["recording_id", "species_id"])
+    calls = pd.DataFrame([
+        dict(split=split, recording_id=rid, kind=e["kind"], species_id=e["species"],
+             songtype_id=e["songtype"], t_min=round(e["t_s"], 4), t_max=round(e["t_s"] + e["box_s"], 4),
+             snr_db=round(e["snr_db"], 2), labelled=e["labelled"])
+        for split in ("train", "test") for rid, rec in plan[split] for e in rec.events])
+    return {"train_tp.csv": rows("tp"), "train_fp.csv": rows("fp"), "sample_submission.csv": sub,
+            "test_ground_truth.csv": truth, "synth_calls.csv": calls}
+
+
+def _summary(tables: dict, profile: str, seed: int) -> dict:
+    calls = tables["synth_calls.csv"]
+    train_calls = calls[(calls.split == "train") & (calls.kind == "call")]
+    return {
+        "profile": profile, "seed": seed, "version": VERSION, "sr": SR,
+        "duration_s": PROFILES[profile]["duration_s"],
+        "n_train": int(calls[calls.split == "train"].recording_id.nunique()),
+        "n_test": len(tables["sample_submission.csv"]),
+        "tp_rows": len(tables["train_tp.csv"]), "fp_rows": len(tables["train_fp.csv"]),
+        "train_calls": len(train_calls),
+        "unlabelled_calls": int((~train_calls.labelled.astype(bool)).sum()),
+        "test_species_present": len(tables["test_ground_truth.csv"]),
+    }
+
+
+# ---------------------------------------------------------------- public API
+def _check_resume(out: Path, profile: str, seed: int) -> None:
+    info_path = out / "synth_info.json"
+    if info_path.exists():
+        info = json.loads(info_path.read_text())
+        if (info.get("profile"), info.get("seed"), info.get("version")) != (profile, seed, VERSION):
+            raise ParameterError(
+                f"out_dir {str(out)!r} holds a synthetic data set of profile {info.get('profile')!r}, "
+                f"seed {info.get('seed')!r}; expected an empty folder or profile {profile!r}, seed {seed}")
+    elif out.exists() and any(out.iterdir()):
+        raise ParameterError(f"out_dir {str(out)!r} is not empty and holds no synthetic data set; "
+                             "expected an empty or new folder")
+
+
+def generate(out_dir, *, profile: str = "mini", seed: int = 0, workers=None,
+             progress: bool = True) -> Path:
+    """Write the synthetic data set of ``profile`` and ``seed`` into ``out_dir``.
+
+    Parameters
+    ----------
+    out_dir : path-like
+        Folder to write; created if missing. A folder holding a partial run of the same profile
+        and seed is completed (existing FLAC files are kept), so an interrupted run resumes.
+    profile : {"tiny", "mini", "full"}
+        ``tiny``: 48 train / 12 test recordings of 10 s (tests); ``mini``: 360 / 120 of 15 s (the
+        default data set); ``full``: 4727 / 1992 of 60 s (the competition's scale).
+    seed : int
+        Every random choice derives from it.
+    workers : int, optional
+        Processes rendering audio; default: the CPU count (one for ``tiny``).
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    Path of ``out_dir``.
+    """
+    _check_profile(profile)
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ParameterError(f"parameter 'seed' = {seed!r}: expected an integer >= 0")
+    out = Path(out_dir)
+    _check_resume(out, profile, int(seed))
+    plan = make_plan(profile, int(seed))
+    tables = _tables(plan)
+    info = _summary(tables, profile, int(seed))
+    for split in ("train", "test"):
+        (out / split).mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "synth_info.json", {**info, "complete": False})
+    jobs = [(str(out / split / f"{rid}.flac"), rec, int(seed), i)
+            for split in ("train", "test") for i, (rid, rec) in
+            enumerate(plan[split], start=0 if split == "train" else 10**6)]
+    jobs = [j for j in jobs if not Path(j[0]).exists()]
+    _run_jobs(jobs, int(seed), workers if workers else (1 if profile == "tiny" else os.cpu_count() or 1),
+              progress, f"synth {profile}")
+    for name, df in tables.items():
+        write_text_atomic(out / name, df.to_csv(index=False))
+    write_json_atomic(out / "synth_info.json", {**info, "complete": True})
+    return out
+
+
+def _run_jobs(jobs, seed: int, workers: int, progress: bool, desc: str) -> None:
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(jobs), desc=desc, unit="rec", disable=not progress or not jobs)
+    _templates(seed)  # rendered once here; forked workers inherit them
+    if workers <= 1 or len(jobs) < 8:
+        for job in jobs:
+            _render_job(job)
+            bar.update()
+    else:
+        methods = mp.get_all_start_methods()
+        ctx = mp.get_context("fork" if "fork" in methods else None)
+        with ctx.Pool(workers) as pool:
+            for _ in pool.imap_unordered(_render_job, jobs, chunksize=4):
+                bar.update()
+    bar.close()
+
+
+def dataset_dir(profile: str = "mini", seed: int = 0) -> Path:
+    """Where :func:`ensure_dataset` keeps the data set of ``profile`` and ``seed``."""
+    return cache_root() / "synth" / f"{profile}-seed{seed}"
+
+
+def _info(path) -> dict:
+    info = Path(path) / "synth_info.json"
+    try:
+        return json.loads(info.read_text()) if info.is_file() else {}
+    except json.JSONDecodeError:
+        return {}
+
+
+def is_complete(path) -> bool:
+    """Whether ``path`` holds a finished synthetic data set of this version of the generator."""
+    info = _info(path)
+    return bool(info.get("complete")) and info.get("version") == VERSION
+
+
+def ensure_dataset(profile: str = "mini", seed: int = 0, *, progress: bool = True,
+                   kaggle: bool = True) -> Path:
+    """The synthetic data set of ``profile`` and ``seed``, generated on first use.
+
+    It lives under ``$RFCX_CACHE_DIR/synth/<profile>-seed<seed>/`` (default cache:
+    ``~/.cache/rfcx``); a copy made by another version of the generator is replaced. It is built in a ``.partial`` folder beside it (resumed if a previous
+    attempt was interrupted) and renamed into place when complete; a lock keeps two processes
+    from building it at once.
+
+    Inside a Kaggle kernel (``/kaggle/input`` exists) the attached competition data is returned
+    instead (:func:`rfcxlib.kaggle.kaggle_data_dir`); ``kaggle=False`` turns that off.
+    """
+    _check_profile(profile)
+    if kaggle:
+        from rfcxlib.kaggle import kaggle_data_dir
+
+        found = kaggle_data_dir()
+        if found is not None:
+            return found
+    final = dataset_dir(profile, seed)
+    if is_complete(final):
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with open(final.parent / f".{final.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if is_complete(final):
+            return final
+        partial = final.parent / f".{final.name}.partial"
+        info = _info(partial)
+        if partial.exists() and (info.get("profile"), info.get("seed"), info.get("version")) != (
+                profile, seed, VERSION):
+            shutil.rmtree(partial)  # left by another version of the generator: start afresh
+        generate(partial, profile=profile, seed=seed, progress=progress)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(partial, final)
+    return final
+
+
+def read_calls(data_dir) -> "pd.DataFrame | None":
+    """Every sound placed in a synthetic data set (``synth_calls.csv``) with its species' band
+    (``f_min``, ``f_max``); None for a folder without that file (real data).
+
+    Columns: ``split, recording_id, kind ("call" or "burst"), species_id, songtype_id, t_min,
+    t_max, snr_db, labelled, f_min, f_max``.
+    """
+    path = Path(data_dir) / "synth_calls.csv"
+    if not path.is_file():
+        return None
+    calls = pd.read_csv(path, dtype={"recording_id": str})
+    calls["f_min"] = calls.species_id.map(lambda s: snd.SPECIES[s][0])
+    calls["f_max"] = calls.species_id.map(lambda s: snd.SPECIES[s][1])
+    return calls
+
+
+def unlabelled_calls(calls: pd.DataFrame, recording_id: str) -> pd.DataFrame:
+    """Calls of a training recording that no TP row covers (species present, label unknown)."""
+    sel = (calls.recording_id == recording_id) & (calls.kind == "call") & ~calls.labelled.astype(bool)
+    return calls[sel]
+
+
+# ---------------------------------------------------------------- command line
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default="mini", choices=sorted(PROFILES),
+                   help="size of the data set (default: mini)")
+    p.add_argument("--out", default="", help="output folder (default: the cache, "
+                   "$RFCX_CACHE_DIR/synth/<profile>-seed<seed>)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--workers", type=int, default=0, help="processes (default: all CPUs)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def cli_main(args) -> int:
+    start = time.perf_counter()
+    if args.out:
+        out = generate(args.out, profile=args.profile, seed=args.seed, workers=args.workers or None,
+                       progress=not args.no_progress)
+    else:
+        out = ensure_dataset(args.profile, args.seed, progress=not args.no_progress)
+    info = json.loads((out / "synth_info.json").read_text())
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    print(f"wrote {out} in {time.perf_counter() - start:.1f} s ({size / 1e6:.1f} MB)")
+    print(f"  {info['n_train']} train + {info['n_test']} test recordings of {info['duration_s']:g} s; "
+          f"{info['tp_rows']} TP rows, {info['fp_rows']} FP rows; {info['unlabelled_calls']} of "
+          f"{info['train_calls']} training calls present but unlabelled")
+    return 0

@@ -1,0 +1,174 @@
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from rfcxlib import audio
+from rfcxlib.config import AudioConfig
+from rfcxlib.errors import DataError, ParameterError
+
+SR = 48000
+
+
+def _peak_hz(y, sr):
+    spectrum = np.abs(np.fft.rfft(y))
+    return np.fft.rfftfreq(len(y), 1 / sr)[spectrum.argmax()]
+
+
+def test_load_flac_matches_the_written_signal(signal_files, signals):
+    y, sr = audio.load_audio(signal_files["tone"])
+    assert sr == SR and y.dtype == np.float32 and y.shape == signals["tone"].shape
+    np.testing.assert_allclose(y, signals["tone"], atol=1.0 / 32768)
+
+
+def test_tfio_backend_is_bit_exact_with_soundfile(signal_files):
+    ok, reason = audio.tfio_status()
+    if not ok:
+        pytest.skip(f"tensorflow-io's ops do not load here: {reason}")
+    a, _ = audio.load_audio(signal_files["chirp"])
+    b, sr = audio.load_audio(signal_files["chirp"], backend="tfio")
+    assert sr == SR
+    np.testing.assert_array_equal(a, b)
+
+
+def test_tf_backend_reads_wav_only(tmp_path, signals, signal_files):
+    wav = tmp_path / "tone.wav"
+    sf.write(wav, signals["tone"].astype(np.float32), SR, subtype="PCM_16")
+    a, _ = audio.load_audio(wav)
+    b, sr = audio.load_audio(wav, backend="tf")
+    assert sr == SR
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    with pytest.raises(DataError, match=r"tone\.flac.*WAV files only"):
+        audio.load_audio(signal_files["tone"], backend="tf")
+
+
+def test_unknown_backend_lists_the_valid_ones(signal_files):
+    with pytest.raises(ParameterError, match=r"unknown audio backend 'sox'.*'soundfile'.*'tfio'"):
+        audio.load_audio(signal_files["tone"], backend="sox")
+
+
+def test_other_rates_are_resampled_or_rejected(tmp_path, signals):
+    path = tmp_path / "tone32k.flac"
+    t = np.arange(32000) / 32000
+    sf.write(path, (0.5 * np.sin(2 * np.pi * 2000 * t)).astype(np.float32), 32000, subtype="PCM_16")
+    y, sr = audio.load_audio(path, sr=SR)
+    assert sr == SR and len(y) == SR
+    assert _peak_hz(y, SR) == pytest.approx(2000.0, abs=2.0)
+    with pytest.raises(DataError, match=r"tone32k\.flac: sample rate 32000 Hz, expected 48000 Hz"):
+        audio.load_audio(path, sr=SR, resample=False)
+    y, sr = audio.load_audio(path)
+    assert sr == 32000 and len(y) == 32000
+
+
+def test_stereo_is_downmixed(tmp_path, signals):
+    path = tmp_path / "stereo.flac"
+    left, right = signals["tone"], signals["noise"]
+    sf.write(path, np.stack([left, right], axis=1).astype(np.float32), SR, subtype="PCM_16")
+    y, _ = audio.load_audio(path)
+    assert y.ndim == 1
+    np.testing.assert_allclose(y, (left + right) / 2, atol=2.0 / 32768)
+
+
+def test_partial_read(signal_files, signals):
+    y, _ = audio.load_audio(signal_files["chirp"], offset_s=0.5, duration_s=1.0)
+    np.testing.assert_allclose(y, signals["chirp"][SR // 2:SR // 2 + SR], atol=1.0 / 32768)
+
+
+def test_bad_files_raise_data_error_naming_the_file(tmp_path, signal_files):
+    data = signal_files["noise"].read_bytes()
+    truncated = tmp_path / "truncated.flac"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=r"truncated\.flac: cannot decode"):
+        audio.load_audio(truncated)
+    garbage = tmp_path / "garbage.flac"
+    garbage.write_bytes(b"not audio at all" * 20)
+    with pytest.raises(DataError, match=r"garbage\.flac: cannot decode"):
+        audio.load_audio(garbage)
+    with pytest.raises(DataError, match=r"missing\.flac: audio file does not exist"):
+        audio.load_audio(tmp_path / "missing.flac")
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, np.float32), SR)
+    with pytest.raises(DataError, match=r"empty\.wav: the file holds no audio"):
+        audio.load_audio(empty)
+
+
+def test_crop_pads_past_the_end():
+    y = np.arange(10 * 100, dtype=np.float32)
+    out = audio.crop(y, sr=100, start_s=8.0, crop_s=3.0)
+    assert out.shape == (300,)
+    np.testing.assert_array_equal(out[:200], y[800:])
+    assert not out[200:].any()
+
+
+def test_crop_start_puts_the_box_inside_the_crop(rng):
+    for _ in range(200):
+        t_min = rng.uniform(0, 55)
+        t_max = t_min + rng.uniform(0.2, 4.0)
+        start = audio.crop_start(t_min, t_max, crop_s=6.0, duration_s=60.0, rng=rng)
+        assert 0.0 <= start <= 54.0
+        if t_max <= 60.0:
+            assert start <= t_min + 1e-9 and start + 6.0 >= min(t_max, 60.0) - 1e-9
+    starts = [audio.crop_start(10.0, 11.0, crop_s=6.0, duration_s=60.0, rng=rng) for _ in range(500)]
+    assert min(starts) < 5.3 and max(starts) > 9.7  # the box lands anywhere in the crop
+    assert audio.crop_start(10.0, 11.0, crop_s=6.0, duration_s=60.0) == pytest.approx(7.5)
+    long_box = audio.crop_start(10.0, 20.0, crop_s=6.0, duration_s=60.0, rng=rng)
+    assert 10.0 <= long_box <= 14.0
+    assert audio.crop_start(58.0, 59.5, crop_s=6.0, duration_s=60.0) == 54.0
+    with pytest.raises(ParameterError, match="t_min=5.0 > t_max=4.0"):
+        audio.crop_start(5.0, 4.0, crop_s=6.0, duration_s=60.0)
+
+
+def test_window_starts_end_aligned():
+    starts = audio.window_starts(60.0, crop_s=7.0, hop_s=5.0)
+    assert starts[0] == 0.0 and starts[-1] == pytest.approx(53.0)
+    assert np.all(np.diff(starts) <= 5.0 + 1e-9)
+    np.testing.assert_allclose(audio.window_starts(60.0, crop_s=6.0, hop_s=6.0), np.arange(0, 55, 6.0))
+    assert audio.window_starts(3.0, crop_s=6.0, hop_s=2.0).tolist() == [0.0]
+    with pytest.raises(ParameterError, match="hop_s"):
+        audio.window_starts(60.0, crop_s=6.0, hop_s=0.0)
+
+
+def test_memory_cache_decodes_once(signal_files, signals):
+    cache = audio.AudioCache(mode="memory")
+    a = cache.get(signal_files["tone"])
+    assert cache.get(signal_files["tone"]) is a and len(cache) == 1
+    piece = cache.crop(signal_files["tone"], start_s=0.5, crop_s=1.0)
+    np.testing.assert_allclose(piece, signals["tone"][SR // 2:SR // 2 + SR], atol=1.0 / 32768)
+    assert cache.duration_s(signal_files["tone"]) == pytest.approx(2.0)
+
+
+def test_disk_cache_is_int16_and_keyed_by_file_state(tmp_path, signals):
+    src = tmp_path / "rec.flac"
+    sf.write(src, signals["chirp"].astype(np.float32), SR, subtype="PCM_16")
+    cache = audio.AudioCache(mode="disk", directory=tmp_path / "cache")
+    piece = cache.crop(src, start_s=0.25, crop_s=1.0)
+    files = list((tmp_path / "cache").glob("*.npy"))
+    assert len(files) == 1 and np.load(files[0]).dtype == np.int16
+    np.testing.assert_allclose(piece, signals["chirp"][SR // 4:SR // 4 + SR], atol=1.0 / 32768)
+    again = audio.AudioCache(mode="disk", directory=tmp_path / "cache")
+    np.testing.assert_array_equal(again.crop(src, start_s=0.25, crop_s=1.0), piece)
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 1
+    sf.write(src, signals["tone"].astype(np.float32), SR, subtype="PCM_16")
+    os.utime(src, ns=(1, 1))
+    fresh = audio.AudioCache(mode="disk", directory=tmp_path / "cache")
+    np.testing.assert_allclose(fresh.get(src)[:100] / 32768, signals["tone"][:100], atol=1.0 / 32768)
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
+
+
+def test_default_disk_cache_lives_under_rfcx_cache_dir(signal_files):
+    cache = audio.AudioCache(mode="disk")
+    cache.get(signal_files["clicks"])
+    assert str(cache.directory).startswith(os.environ["RFCX_CACHE_DIR"])
+    assert list(cache.directory.glob("*.npy"))
+
+
+def test_cache_modes_and_config(signal_files):
+    with pytest.raises(ParameterError, match=r"unknown audio cache mode 'ram'.*'disk'"):
+        audio.AudioCache(mode="ram")
+    cache = audio.AudioCache.from_config(AudioConfig(), paths=list(signal_files.values()))
+    assert cache.mode == "memory"
+    none = audio.AudioCache(mode="none").preload(signal_files.values())
+    assert len(none) == 0 and none.get(signal_files["tone"]).shape == (2 * SR,)
+    with pytest.raises(ParameterError, match="audio_cache"):
+        AudioConfig(audio_cache="ram")

@@ -1,0 +1,134 @@
+import librosa
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from rfcxlib import features
+from rfcxlib.config import FeatureConfig
+from rfcxlib.errors import ParameterError
+
+SR = 48000
+
+
+def test_tone_peaks_in_its_mel_bin(signals):
+    S = features.log_mel(signals["tone"], sr=SR).numpy()
+    centers = features.mel_band_centers()
+    assert S.shape == (1 + (2 * SR - 2048) // 512, 128)
+    peak = int(S.mean(axis=0).argmax())
+    assert peak == int(np.abs(centers - 2000.0).argmin())
+    assert abs(centers[peak] - 2000.0) < 60.0
+
+
+def test_chirp_rises_through_the_mel_bins(signals):
+    S = features.log_mel(signals["chirp"], sr=SR).numpy()
+    peaks = S.argmax(axis=1)
+    assert peaks[-5:].mean() > peaks[:5].mean() + 30
+    assert np.mean(np.diff(peaks) >= 0) > 0.95
+
+
+@pytest.mark.parametrize("mel_scale", ["htk", "slaney"])
+def test_matches_librosa_melspectrogram(signals, mel_scale):
+    y = (signals["noise"] + signals["chirp"]).astype(np.float32)
+    config = FeatureConfig(mel_scale=mel_scale)
+    ref = librosa.feature.melspectrogram(
+        y=y, sr=SR, n_fft=2048, hop_length=512, win_length=2048, center=False, power=2.0,
+        n_mels=128, fmin=40.0, fmax=15000.0, htk=mel_scale == "htk",
+        norm=None if mel_scale == "htk" else "slaney").T
+    ours = features.mel_power(y, sr=SR, config=config).numpy()
+    assert ours.shape == ref.shape
+    np.testing.assert_allclose(np.log1p(ours), np.log1p(ref), atol=1e-4)
+    fb = librosa.filters.mel(sr=SR, n_fft=2048, n_mels=128, fmin=40.0, fmax=15000.0,
+                             htk=mel_scale == "htk", norm=None if mel_scale == "htk" else "slaney")
+    np.testing.assert_allclose(features._config_filterbank(SR, config), fb, atol=1e-7)
+
+
+def test_default_mel_range_covers_every_species_band():
+    c = FeatureConfig()
+    assert c.fmin <= 94 and c.fmax >= 13688
+    assert (c.n_fft, c.hop_length, c.n_mels, c.power, c.log) == (2048, 512, 128, 2.0, "log1p")
+
+
+def test_log_variants_and_silence(signals):
+    silence = signals["silence"]
+    assert float(tf.reduce_max(tf.abs(features.log_mel(silence, sr=SR)))) == 0.0
+    S = features.log_mel(silence, sr=SR, config=FeatureConfig(log="log_eps")).numpy()
+    np.testing.assert_allclose(S, np.log(1e-4), rtol=1e-6)
+
+
+def test_batched_input_equals_single(signals):
+    batch = np.stack([signals["tone"], signals["noise"], signals["clicks"]]).astype(np.float32)
+    S = features.log_mel(batch, sr=SR).numpy()
+    assert S.shape[0] == 3
+    np.testing.assert_allclose(S[1], features.log_mel(batch[1], sr=SR).numpy(), atol=1e-5)
+
+
+def test_mel_frequencies_are_monotonic_and_span_the_range():
+    f = features.mel_frequencies(130, fmin=40.0, fmax=15000.0)
+    assert f[0] == pytest.approx(40.0) and f[-1] == pytest.approx(15000.0)
+    assert np.all(np.diff(f) > 0)
+    np.testing.assert_allclose(f, librosa.mel_frequencies(130, fmin=40.0, fmax=15000.0, htk=True))
+
+
+def test_errors_name_the_bad_value(signals):
+    with pytest.raises(ParameterError, match=r"'fmax' = 15000.0.*sr / 2 \(8000.0\)"):
+        features.log_mel(signals["tone"][:16000], sr=16000)
+    with pytest.raises(ParameterError, match=r"1000 samples.*win_length=2048"):
+        features.log_mel(np.zeros(1000, np.float32), sr=SR)
+    with pytest.raises(ParameterError, match="scalar"):
+        features.log_mel(np.float32(1.0), sr=SR)
+    with pytest.raises(ParameterError, match=r"'fmin_hz' = 5000"):
+        features.band_crop(np.zeros((10, 128)), fmin_hz=5000, fmax_hz=4000, sr=SR)
+    with pytest.raises(ParameterError, match=r"64 mel bins.*n_mels=128"):
+        features.band_crop(np.zeros((10, 64)), fmin_hz=500, fmax_hz=4000, sr=SR)
+    with pytest.raises(ParameterError, match="'log'"):
+        FeatureConfig(log="log10")
+
+
+def test_band_crop_keeps_the_tone_band(signals):
+    S = features.log_mel(signals["tone"], sr=SR)
+    inside = features.band_crop(S, fmin_hz=1500, fmax_hz=2500, sr=SR)
+    outside = features.band_crop(S, fmin_hz=5000, fmax_hz=8000, sr=SR)
+    lo, hi = features.band_bins(fmin_hz=1500, fmax_hz=2500)
+    assert inside.shape == (S.shape[0], hi - lo)
+    assert float(tf.reduce_max(inside)) > 10 * float(tf.reduce_max(outside))
+    masked = features.band_crop(S, fmin_hz=5000, fmax_hz=8000, sr=SR, mode="mask")
+    assert masked.shape == S.shape
+    assert float(tf.reduce_max(masked)) == pytest.approx(float(tf.reduce_max(outside)))
+
+
+def test_band_crop_of_a_very_narrow_band_keeps_one_row():
+    lo, hi = features.band_bins(fmin_hz=2000.0, fmax_hz=2001.0)
+    assert hi - lo == 1
+
+
+def test_to_image_shapes_and_scaling(signals):
+    S = features.log_mel(signals["noise"], sr=SR)
+    x = features.to_image(S)
+    assert x.shape == (128, S.shape[0], 3) and x.dtype == tf.float32
+    assert abs(float(tf.reduce_mean(x))) < 1e-4 and float(tf.math.reduce_std(x)) == pytest.approx(1.0, abs=1e-3)
+    np.testing.assert_array_equal(x[..., 0].numpy(), x[..., 2].numpy())
+    c = FeatureConfig(image_height=64, image_width=100, channels=1, normalize="minmax")
+    y = features.to_image(S, config=c)
+    assert y.shape == (64, 100, 1)
+    assert float(tf.reduce_min(y)) >= -1e-6 and float(tf.reduce_max(y)) <= 1 + 1e-6
+    batch = features.to_image(tf.stack([S, S]))
+    assert batch.shape == (2, 128, S.shape[0], 3)
+    assert features.image_shape(2 * SR) == (128, S.shape[0], 3)
+
+
+def test_logmel_layer_matches_the_function(signals):
+    layer = features.LogMel(sr=SR, image=True)
+    batch = np.stack([signals["tone"], signals["chirp"]]).astype(np.float32)
+    out = layer(batch)
+    expected = features.to_image(features.log_mel(batch, sr=SR))
+    np.testing.assert_allclose(out.numpy(), expected.numpy(), atol=1e-5)
+    clone = features.LogMel.from_config(layer.get_config())
+    assert clone.feature_config == layer.feature_config and clone.image
+    with pytest.raises(ParameterError, match="fmax"):
+        features.LogMel(sr=16000)
+
+
+def test_log_mel_runs_inside_tf_data(signals):
+    ds = tf.data.Dataset.from_tensor_slices(np.stack([signals["tone"]] * 2).astype(np.float32))
+    out = list(ds.map(lambda y: features.log_mel(y, sr=SR)))
+    np.testing.assert_allclose(out[0].numpy(), features.log_mel(signals["tone"], sr=SR).numpy(), atol=1e-5)

@@ -1,0 +1,261 @@
+"""The series runner (``rfcx run``): real papermill, a real kernel, small notebooks in tmp dirs."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from rfcxlib import series, summary
+from rfcxlib.errors import DataError, ParameterError
+
+ROOT = Path(__file__).resolve().parent.parent
+KERNEL = {"name": "python3", "display_name": "Python 3", "language": "python"}
+
+PARAMS = '''data_dir: str = ""  # data folder
+run_dir: str = ""  # run folder
+profile: str = "mini"  # synthetic profile
+data_seed: int = 0  # synthetic seed
+'''
+LOG = '''from pathlib import Path
+Path(run_dir, "executions.log").open("a").write("{name}\\n")
+'''
+METRICS = '''import json
+from rfcxlib.runs import RunDir
+run = RunDir(run_dir)
+{body}
+'''
+
+
+def _notebook(path: Path, params: str, *cells: str) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = KERNEL
+    nb.cells = [nbformat.v4.new_markdown_cell(f"# {path.stem}"),
+                nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]})]
+    nb.cells += [nbformat.v4.new_code_cell(c) for c in cells]
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture
+def series_dir(tmp_path) -> Path:
+    """A four-notebook series: 01 logs, 02 can hold or fail, 04 trains (swept), 06 ensembles."""
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    _notebook(folder / "01_first.ipynb", PARAMS + "scale: float = 1.0  # a float\n",
+              LOG.format(name="01"), "assert isinstance(scale, float), scale")
+    _notebook(folder / "02_second.ipynb", PARAMS + "hold_s: float = 0.0  # wait\n"
+              "fail: bool = False  # raise\n", LOG.format(name="02"),
+              "import time\nPath(run_dir, 'holding').touch()\ntime.sleep(hold_s)",
+              "if fail:\n    raise ValueError('the second notebook failed on purpose')")
+    _notebook(folder / "04_train.ipynb", PARAMS + 'model_name: str = "m"  # model\n'
+              "epochs: int = 1  # epochs\n", LOG.format(name="04"),
+              METRICS.format(body="run.model_dir(model_name)\nrun.update_metrics('models', "
+                             "{model_name: {'oof_lwlrap': 0.5 + epochs / 100}})"))
+    _notebook(folder / "06_ensemble.ipynb", PARAMS, LOG.format(name="06"),
+              METRICS.format(body="names = [p.name for p in run.model_dirs()]\n"
+                             "run.update_metrics('ensemble', {'oof_lwlrap': 0.9, 'n': len(names)})"
+                             "\nrun.figures.mkdir(exist_ok=True)\n"
+                             "import matplotlib; matplotlib.use('Agg')\n"
+                             "import matplotlib.pyplot as plt\nfig, ax = plt.subplots()\n"
+                             "ax.plot([0, 1])\nrun.save_figure(fig, 'ensemble_curve')"))
+    return folder
+
+
+@pytest.fixture
+def fake_data(tmp_path) -> Path:
+    """A folder with the RFCx layout's names (the runner's own check; notebooks here read none)."""
+    root = tmp_path / "data"
+    (root / "train").mkdir(parents=True)
+    (root / "test").mkdir()
+    for name in ("train_tp.csv", "train_fp.csv", "sample_submission.csv"):
+        (root / name).write_text("recording_id\n")
+    return root
+
+
+@pytest.fixture
+def profile_file(tmp_path) -> Path:
+    path = tmp_path / "small.yaml"
+    path.write_text("description: test profile\nparameters:\n  profile: tiny\n"
+                    "notebooks:\n  '04': {epochs: 2}\n"
+                    "sweep:\n  - {model_name: a, epochs: 3}\n  - {model_name: b}\n")
+    return path
+
+
+# ``rfcx`` through ``rfcxlib.cli.main`` with only the ``run`` subcommand registered, so that these
+# tests do not depend on the other subcommands' modules (the last test runs the full entry point).
+RFCX = [sys.executable, "-c", "import sys; from rfcxlib import cli; "
+        "cli.COMMANDS = {'run': cli.COMMANDS['run']}; sys.exit(cli.main(sys.argv[1:]))"]
+
+
+def _rfcx(*args, env=None, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([*RFCX, *map(str, args)], env=env, capture_output=True, text=True,
+                          timeout=300, **kwargs)
+
+
+def _env(tmp_path) -> dict:
+    return {**os.environ, "RFCX_OUTPUTS": str(tmp_path / "outputs"), "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def test_parse_value_reads_yaml_scalars_like_papermill():
+    assert series.parse_value("3") == 3 and series.parse_value("0.5") == 0.5
+    assert series.parse_value("1e-3") == 0.001 and series.parse_value("true") is True
+    assert series.parse_value("[0, 1]") == [0, 1] and series.parse_value("null") is None
+    assert series.parse_value("densenet121") == "densenet121"
+    assert series.parse_value("007", "str") == "007"
+
+
+def test_plan_resolves_precedence_sweep_and_types(series_dir, profile_file, fake_data, tmp_path,
+                                                  monkeypatch):
+    monkeypatch.setenv("RFCX_OUTPUTS", str(tmp_path / "out"))
+    s = series.prepare(profile=str(profile_file), run_id="plan", data_dir=str(fake_data),
+                       folder=str(series_dir), overrides={"01.scale": "2", "data_seed": "5"})
+    keys = [step.key for step in s.steps]
+    assert keys == ["01_first", "02_second", "04_train[a]", "04_train[b]", "06_ensemble"]
+    p = {step.key: step.parameters for step in s.steps}
+    assert p["01_first"]["scale"] == 2.0 and isinstance(p["01_first"]["scale"], float)
+    assert p["04_train[a]"]["epochs"] == 3 and p["04_train[b]"]["epochs"] == 2
+    assert p["04_train[b]"]["model_name"] == "b" and p["02_second"]["profile"] == "tiny"
+    assert all(v["data_seed"] == 5 and v["data_dir"] == str(fake_data) for v in p.values())
+    assert s.steps[2].output.name == "04_train-a.ipynb"
+
+
+def test_unknown_names_and_profiles_give_clear_errors(series_dir, profile_file, fake_data,
+                                                      tmp_path, monkeypatch):
+    monkeypatch.setenv("RFCX_OUTPUTS", str(tmp_path / "out"))
+    kw = dict(profile=str(profile_file), data_dir=str(fake_data), folder=str(series_dir))
+    with pytest.raises(ParameterError, match=r"unknown parameter \(-p\) 'epoch'.*'epochs'"):
+        series.prepare(overrides={"epoch": "3"}, **kw)
+    with pytest.raises(ParameterError, match=r"unknown parameter \(-p, notebook 01\) 'epochs'"):
+        series.prepare(overrides={"01.epochs": "3"}, **kw)
+    with pytest.raises(ParameterError, match=r"01_first.ipynb: parameter 'scale' = 'big': expected .* float"):
+        series.prepare(overrides={"01.scale": "big"}, **kw)
+    with pytest.raises(ParameterError, match=r"unknown profile .*'huge'; valid choices: .*'mini'"):
+        series.prepare(profile="huge", folder=str(series_dir))
+    with pytest.raises(ParameterError, match=r"-p data_dir: use --data-dir"):
+        series.prepare(overrides={"data_dir": "/x"}, **kw)
+    with pytest.raises(DataError, match=r"missing train_tp.csv"):
+        series.prepare(profile=str(profile_file), data_dir=str(tmp_path), folder=str(series_dir))
+    with pytest.raises(ParameterError, match=r"unknown notebook '05'"):
+        series.prepare(select="01,05", **kw)
+    bad = tmp_path / "bad_sweep.yaml"
+    bad.write_text("models:\n  - {model_name: a, epohcs: 2}\n")
+    with pytest.raises(ParameterError, match=r"unknown parameter \(sweep .*bad_sweep.yaml\) 'epohcs'"):
+        series.prepare(sweep=str(bad), **kw)
+
+
+def test_project_profiles_and_sweep_files_parse():
+    for name in ("tiny", "mini", "full"):
+        body = series.load_profile(name)
+        assert body["parameters"]["profile"] == name
+    seed = series.load_sweep("seed_densenet7.yaml")
+    assert len(seed["models"]) == 7 and len({m["model_name"] for m in seed["models"]}) == 7
+    assert series.load_profile("mini")["sweep"]["models"], "make run trains several models"
+
+
+def test_run_resume_after_kill_skips_finished_notebooks(series_dir, profile_file, fake_data,
+                                                        tmp_path):
+    env = _env(tmp_path)
+    args = ["run", "--profile", profile_file, "--data-dir", fake_data, "--notebooks-dir",
+            series_dir, "--run-id", "r1", "--kernel", "python3"]
+    run = tmp_path / "outputs" / "r1"
+    proc = subprocess.Popen([*RFCX, *map(str, args), "-p",
+                             "02.hold_s", "120"], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (run / "holding").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert (run / "holding").exists(), "the series did not reach notebook 02"
+    os.killpg(proc.pid, signal.SIGKILL)  # the runner and its kernel, in the middle of 02
+    proc.wait(timeout=30)
+    state = json.loads((run / "series.json").read_text())
+    assert state["steps"]["01_first"]["status"] == "completed"
+    assert state["steps"]["02_second"]["status"] == "running"
+
+    done = _rfcx(*args, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "01_first: done before with the same parameters, skipped" in done.stdout
+    assert (run / "executions.log").read_text().split() == ["01", "02", "02", "04", "04", "06"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["models"] == {"a": {"oof_lwlrap": 0.53}, "b": {"oof_lwlrap": 0.52}}
+    assert "best model out-of-fold LWLRAP (masked): 0.5300 (model a)" in done.stdout
+    assert "ensemble out-of-fold LWLRAP (masked): 0.9000" in done.stdout
+    config = json.loads((run / "config.json").read_text())["series"]
+    assert [s["key"] for s in config["steps"]][2:4] == ["04_train[a]", "04_train[b]"]
+    page = (run / "summary.html").read_text()
+    assert "completed" in page and "data:image/png;base64," in page and "0.5300" in page
+
+    again = _rfcx(*args, env=env)  # everything done: nothing re-executes
+    assert again.returncode == 0 and again.stdout.count("skipped") == 5
+    changed = _rfcx(*args, "-p", "04.epochs", "4", env=env)  # from 04 on, again
+    assert changed.returncode == 0
+    assert (run / "executions.log").read_text().split()[6:] == ["04", "04", "06"]
+
+
+def test_failure_reports_cell_error_and_notebook_path(series_dir, profile_file, fake_data,
+                                                      tmp_path):
+    env = _env(tmp_path)
+    done = _rfcx("run", "--profile", profile_file, "--data-dir", fake_data, "--notebooks-dir",
+                 series_dir, "--run-id", "bad", "--kernel", "python3", "-p", "fail", "true",
+                 env=env)
+    run = tmp_path / "outputs" / "bad"
+    assert done.returncode == 1
+    assert "ValueError: the second notebook failed on purpose" in done.stdout
+    assert f"the partly executed notebook: {run / 'notebooks' / '02_second.ipynb'}" in done.stdout
+    assert (run / "notebooks" / "02_second.ipynb").exists()
+    assert not (run / "notebooks" / "04_train-a.ipynb").exists()
+    page = (run / "summary.html").read_text()
+    assert "failed" in page and "failed on purpose" in page
+
+
+def test_cli_errors_exit_2_with_message(tmp_path, series_dir):
+    done = subprocess.run([sys.executable, "-m", "rfcxlib", "run", "--profile", "nope",
+                           "--notebooks-dir", str(series_dir)], env=_env(tmp_path),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "unknown profile" in done.stderr and "'tiny'" in done.stderr
+
+
+def test_data_dir_without_ground_truth(tiny_data_dir, tmp_path, series_dir, profile_file):
+    data = tmp_path / "kaggle_like"
+    shutil.copytree(tiny_data_dir, data)
+    (data / "test_ground_truth.csv").unlink()
+    done = _rfcx("run", "--profile", profile_file, "--data-dir", data, "--notebooks-dir",
+                 series_dir, "--run-id", "nogt", "--notebooks", "01,04,06", "--kernel",
+                 "python3", env=_env(tmp_path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "has no test_ground_truth.csv" in done.stdout
+    assert "best model out-of-fold LWLRAP (masked)" in done.stdout
+    page = (tmp_path / "outputs" / "nogt" / "summary.html").read_text()
+    assert "no: validation scores are reported" in page and "train recordings" in page
+
+
+def test_headline_prefers_test_scores_and_averages_folds():
+    metrics = {"models": {"a": {"test_lwlrap": 0.7, "oof_lwlrap": 0.9},
+                          "b": {"test_lwlrap": 0.8, "val_lwlrap": [0.5, 0.7]}},
+               "ensemble": {"test_lwlrap": 0.85}}
+    assert summary.headline(metrics) == [("best model test LWLRAP", "0.8000 (model b)"),
+                                         ("ensemble test LWLRAP", "0.8500")]
+    assert summary.headline({"models": {"a": {"val_lwlrap": {"0": 0.4, "1": 0.6}}}}) == [
+        ("best model validation LWLRAP (masked)", "0.5000 (model a)")]
+
+
+def test_declared_parameters_reads_types_defaults_and_quoted_comments(tmp_path):
+    path = _notebook(tmp_path / "01_x.ipynb", 'data_dir = ""  # str: "" = synthetic\n'
+                     "epochs: int = 3  # how many\nlr = 1e-3\nfolds = [0, 1]\nweights = None\n")
+    declared = series.declared_parameters(path)
+    assert {k: v["inferred_type_name"] for k, v in declared.items()} == {
+        "data_dir": "str", "epochs": "int", "lr": "float", "folds": "list", "weights": "None"}
+    assert declared["data_dir"]["help"] == 'str: "" = synthetic'
+    assert declared["epochs"]["default"] == "3"
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[1].metadata["tags"] = []
+    nbformat.write(nb, path)
+    with pytest.raises(DataError, match=r"01_x.ipynb: expected exactly one cell tagged"):
+        series.declared_parameters(path)
