@@ -63,31 +63,43 @@ def make_recordings(folder: Path, n: int) -> list[Path]:
 
 
 def bench_decode(paths: list[Path], repeats: int) -> dict:
+    """Each decoder on each format, and reading the int16 disk cache that training uses after
+    the first decode. The chosen path (soundfile) is compared with the fastest decoder of the
+    same format: FLAC is what the data set holds, WAV is what ``tf.audio.decode_wav`` can read."""
     from rfcxlib import audio
 
-    flac = [p for p in paths if p.suffix == ".flac"]
-    wav = [p for p in paths if p.suffix == ".wav"]
-    seconds = 60.0 * len(flac)
-    cases = {"soundfile_flac": ("soundfile", flac), "soundfile_wav": ("soundfile", wav),
-             "tf_decode_wav": ("tf", wav)}
+    files = {"flac": [p for p in paths if p.suffix == ".flac"], "wav": [p for p in paths if p.suffix == ".wav"]}
+    seconds = 60.0 * len(files["flac"])
     ok, reason = audio.tfio_status()
+    cases = {("flac", "soundfile"): "soundfile_flac", ("wav", "soundfile"): "soundfile_wav",
+             ("wav", "tf"): "tf_decode_wav"}
     if ok:
-        cases["tfio_decode_flac"] = ("tfio", flac)
-    out = {}
-    for name, (backend, files) in cases.items():
-        wall = timed(lambda: [audio.load_audio(p, backend=backend) for p in files], repeats)
+        cases[("flac", "tfio")] = "tfio_decode_flac"
+    out: dict = {}
+    for (fmt, backend), name in cases.items():
+        wall = timed(lambda: [audio.load_audio(p, backend=backend) for p in files[fmt]], repeats)
         out[name] = round(seconds / wall, 1)
         print(f"decode {name:18s} {out[name]:9.1f} s of audio / s")
     if not ok:
         out["tfio_decode_flac"] = None
         out["tfio_unavailable"] = reason
-    fastest = max(v for k, v in out.items() if isinstance(v, float))
-    out["chosen_path"] = "soundfile_flac"
-    out["fastest_over_chosen"] = round(fastest / out["soundfile_flac"], 2)
+    with tempfile.TemporaryDirectory() as tmp:
+        audio.AudioCache(mode="disk", directory=tmp).preload(files["flac"], progress=False)
+        wall = timed(lambda: [audio.AudioCache(mode="disk", directory=tmp).get(p)
+                              for p in files["flac"]], repeats)
+        out["int16_disk_cache_read"] = round(seconds / wall, 1)
+        print(f"decode {'int16 cache read':18s} {out['int16_disk_cache_read']:9.1f} s of audio / s")
+    out["chosen_path"] = "soundfile"
+    out["flac_fastest_over_chosen"] = round(max(v for k, v in out.items() if k.endswith("flac") and v)
+                                            / out["soundfile_flac"], 2)
+    out["wav_fastest_over_chosen"] = round(max(out["soundfile_wav"], out["tf_decode_wav"]) / out["soundfile_wav"], 2)
     return out
 
 
 def bench_log_mel(repeats: int, batch: int) -> dict:
+    """rfcxlib vs librosa, same settings. The four cases run interleaved, round after round, so
+    that on a shared machine both libraries see the same load; speed-ups are the median of the
+    per-round ratios."""
     import librosa
     import tensorflow as tf
 
@@ -97,20 +109,28 @@ def bench_log_mel(repeats: int, batch: int) -> dict:
     clips = (0.1 * gen.standard_normal((batch, 60 * SR))).astype(np.float32)
     kw = dict(sr=SR, n_fft=2048, hop_length=512, win_length=2048, n_mels=128, fmin=40.0, fmax=15000.0,
               power=2.0, center=False, htk=True, norm=None)
-    one = tf.constant(clips[0])
-    many = tf.constant(clips)
+    one, many = tf.constant(clips[0]), tf.constant(clips)
     cases = {
         "rfcxlib_batch1": (lambda: features.log_mel(one, sr=SR).numpy(), 60.0),
-        f"rfcxlib_batch{batch}": (lambda: features.log_mel(many, sr=SR).numpy(), 60.0 * batch),
         "librosa_batch1": (lambda: np.log1p(librosa.feature.melspectrogram(y=clips[0], **kw)), 60.0),
+        f"rfcxlib_batch{batch}": (lambda: features.log_mel(many, sr=SR).numpy(), 60.0 * batch),
         f"librosa_batch{batch}": (lambda: np.log1p(librosa.feature.melspectrogram(y=clips, **kw)), 60.0 * batch),
     }
-    out = {}
-    for name, (fn, seconds) in cases.items():
-        out[name] = round(seconds / timed(fn, repeats), 1)
+    rates: dict[str, list] = {name: [] for name in cases}
+    for fn, _ in cases.values():
+        fn()  # warm-up: trace the graph, load librosa's caches
+    for _ in range(repeats):
+        for name, (fn, seconds) in cases.items():
+            t0 = time.perf_counter()
+            fn()
+            rates[name].append(seconds / (time.perf_counter() - t0))
+    out: dict = {name: round(statistics.median(r), 1) for name, r in rates.items()}
+    for name in cases:
         print(f"log-mel {name:17s} {out[name]:9.1f} s of audio / s")
-    out["speedup_batch1"] = round(out["rfcxlib_batch1"] / out["librosa_batch1"], 2)
-    out[f"speedup_batch{batch}"] = round(out[f"rfcxlib_batch{batch}"] / out[f"librosa_batch{batch}"], 2)
+    for b in (1, batch):
+        ratios = [a / c for a, c in zip(rates[f"rfcxlib_batch{b}"], rates[f"librosa_batch{b}"])]
+        out[f"speedup_batch{b}"] = round(statistics.median(ratios), 2)
+        print(f"log-mel speed-up batch {b}: {out[f'speedup_batch{b}']:.2f}x (median of per-round ratios)")
     ref = librosa.feature.melspectrogram(y=clips[0, :10 * SR], **kw).T
     ours = features.mel_power(clips[0, :10 * SR], sr=SR).numpy()
     out["max_abs_diff_log1p"] = float(np.abs(np.log1p(ref) - np.log1p(ours)).max())
@@ -184,7 +204,7 @@ def machine() -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "features.json"))
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--recordings", type=int, default=2, help="60 s recordings to decode")
     parser.add_argument("--batch", type=int, default=8, help="clips per batched log-mel call")
     parser.add_argument("--profile", default="mini", help="synthetic data set for the pipeline")
@@ -204,12 +224,15 @@ def main(argv=None) -> int:
     result["densenet121"] = ({"samples_per_s": DENSENET_REFERENCE, "measured": False} if args.skip_model
                              else bench_densenet(args.model_steps))
     ratio = result["pipeline"]["samples_per_s"] / result["densenet121"]["samples_per_s"]
+    ratio_ref = result["pipeline"]["samples_per_s"] / DENSENET_REFERENCE
     result["targets"] = {
         "log_mel_speedup_batch1>=2.5": result["log_mel"]["speedup_batch1"] >= 2.5,
         f"log_mel_speedup_batch{args.batch}>=2.5": result["log_mel"][f"speedup_batch{args.batch}"] >= 2.5,
-        "decode_fastest_over_chosen<=1.5": result["decode"]["fastest_over_chosen"] <= 1.5,
-        "pipeline_over_densenet>=10": ratio >= 10,
+        "decode_fastest_over_chosen<=1.5": max(result["decode"]["flac_fastest_over_chosen"],
+                                               result["decode"]["wav_fastest_over_chosen"]) <= 1.5,
+        "pipeline_over_densenet>=10": min(ratio, ratio_ref) >= 10,
         "pipeline_over_densenet": round(ratio, 1),
+        f"pipeline_over_densenet_reference_{DENSENET_REFERENCE}": round(ratio_ref, 1),
     }
     write_json_atomic(args.out, result)
     print(f"targets: {result['targets']}\nwritten {args.out}")

@@ -28,7 +28,7 @@ OUT = Path(__file__).resolve().parent / "images"
 
 def showcase_score(rid: str, ds: data.Dataset, calls: pd.DataFrame) -> float:
     """How well a recording shows TP, FP-on-a-confuser and unlabelled calls (higher is better;
-    0: not all three). The weakest of the three SNRs, fewer boxes preferred."""
+    0: not all three): the weakest of the three SNRs, long TP boxes and few sounds preferred."""
     here = calls[(calls.recording_id == rid) & (calls.split == "train")]
     tp, fp = ds.tp[ds.tp.recording_id == rid], ds.fp[ds.fp.recording_id == rid]
     if tp.empty or fp.empty:
@@ -42,7 +42,7 @@ def showcase_score(rid: str, ds: data.Dataset, calls: pd.DataFrame) -> float:
     parts = [labelled.snr_db.max(), max(on_call, default=float("nan")), others.snr_db.max()]
     if any(pd.isna(p) for p in parts):
         return 0.0
-    return min(parts) - 1.5 * len(here)
+    return min(parts) + 2.0 * float((tp.t_max - tp.t_min).max()) - 1.0 * len(here)
 
 
 def main() -> Path:

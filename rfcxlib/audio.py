@@ -225,13 +225,19 @@ def cache_root() -> Path:
     return Path(os.environ.get("RFCX_CACHE_DIR") or Path.home() / ".cache" / "rfcx")
 
 
-class AudioCache:
-    """Decoded recordings, each decoded once.
+def to_pcm16(y: np.ndarray) -> np.ndarray:
+    """float audio in [-1, 1] -> int16 PCM (lossless for audio decoded from 16-bit files)."""
+    return np.clip(np.round(np.asarray(y) * INT16_SCALE), -32768, 32767).astype(np.int16)
 
-    Modes: ``"memory"`` keeps float32 arrays in RAM (small data sets); ``"disk"`` stores int16
+
+class AudioCache:
+    """Decoded recordings, each decoded once, stored as int16 PCM (half the memory of float32;
+    lossless for the 16-bit recordings of the RFCx layout).
+
+    Modes: ``"memory"`` keeps the arrays in RAM (the ``mini`` data set: 0.5 GB); ``"disk"`` writes
     ``.npy`` files under ``$RFCX_CACHE_DIR/audio/`` and memory-maps them (the full data set: 4727
-    recordings are 27 GB as int16), keyed by path, size, modification time and rate, so a changed
-    file is decoded again; ``"none"`` decodes the requested range on every call.
+    recordings are 27 GB), keyed by path, size, modification time, rate and backend, so a changed
+    file is decoded again; ``"none"`` decodes only the requested range on every call.
     """
 
     MODES = ("memory", "disk", "none")
@@ -247,10 +253,10 @@ class AudioCache:
 
     @classmethod
     def from_config(cls, config: AudioConfig, *, paths=()) -> "AudioCache":
-        """A cache for ``config``; ``audio_cache="auto"`` picks memory below 2 GB of float32 audio."""
+        """A cache for ``config``; ``audio_cache="auto"`` keeps up to 2 GB of PCM in memory, else disk."""
         mode = config.audio_cache
         if mode == "auto":
-            total = sum(audio_info(p)[1] for p in paths) * 4
+            total = sum(audio_info(p)[1] for p in paths) * 2 * config.sr / 48000
             mode = "memory" if total < 2 * 1024**3 else "disk"
         return cls(sr=config.sr, resample=config.resample, mode=mode, backend=config.audio_backend)
 
@@ -262,36 +268,48 @@ class AudioCache:
     def _decode(self, path: Path) -> np.ndarray:
         return load_audio(path, sr=self.sr, resample=self.resample, backend=self.backend)[0]
 
-    def get(self, path) -> np.ndarray:
-        """The whole recording at ``sr``: float32 ``(n,)`` (int16 memmap in ``"disk"`` mode)."""
+    def pcm(self, path) -> np.ndarray:
+        """The stored recording: int16 ``(n,)`` at ``sr`` (a memory map in ``"disk"`` mode)."""
         path = Path(path)
         key = str(path)
         if key in self._arrays:
             return self._arrays[key]
         if self.mode == "none":
-            return self._decode(path)
+            return to_pcm16(self._decode(path))
         if self.mode == "memory":
-            self._arrays[key] = self._decode(path)
+            self._arrays[key] = to_pcm16(self._decode(path))
             return self._arrays[key]
         target = self._disk_path(path)
         if not target.exists():
-            pcm = np.clip(np.round(self._decode(path) * INT16_SCALE), -32768, 32767).astype(np.int16)
             buffer = io.BytesIO()
-            np.save(buffer, pcm)
+            np.save(buffer, to_pcm16(self._decode(path)))
             write_bytes_atomic(target, buffer.getvalue())
         self._arrays[key] = np.load(target, mmap_mode="r")
         return self._arrays[key]
 
+    def get(self, path) -> np.ndarray:
+        """The whole recording at ``sr``: float32 ``(n,)``."""
+        if self.mode == "none":
+            return self._decode(Path(path))
+        return self.pcm(path).astype(np.float32) / np.float32(INT16_SCALE)
+
     def crop(self, path, *, start_s: float, crop_s: float) -> np.ndarray:
         """``crop_s`` seconds from ``start_s`` as float32 ``(round(crop_s * sr),)``, zero-padded."""
-        y = self.get(path)
-        out = crop(y, sr=self.sr, start_s=start_s, crop_s=crop_s)
-        if y.dtype == np.int16:
-            out = out / np.float32(INT16_SCALE)
-        return out.astype(np.float32, copy=False)
+        if self.mode == "none":
+            file_sr = audio_info(path)[0]
+            if file_sr == self.sr:
+                y, _ = load_audio(path, backend=self.backend, offset_s=max(start_s, 0.0), duration_s=crop_s)
+                return crop(y, sr=self.sr, start_s=0.0, crop_s=crop_s)
+            return crop(self._decode(Path(path)), sr=self.sr, start_s=start_s, crop_s=crop_s)
+        out = crop(self.pcm(path), sr=self.sr, start_s=start_s, crop_s=crop_s)
+        return out / np.float32(INT16_SCALE)
 
     def duration_s(self, path) -> float:
-        return len(self.get(path)) / self.sr
+        """Length of the recording in seconds (at ``sr``)."""
+        if self.mode == "none":
+            file_sr, n, _ = audio_info(path)
+            return n / file_sr
+        return len(self.pcm(path)) / self.sr
 
     def preload(self, paths, *, progress: bool = True) -> "AudioCache":
         """Decode every path now (with a progress bar) so training epochs only slice arrays."""
@@ -301,7 +319,7 @@ class AudioCache:
 
         for p in tqdm(list(paths), desc=f"decoding audio ({self.mode} cache)", disable=not progress,
                       leave=False):
-            self.get(p)
+            self.pcm(p)
         return self
 
     def __len__(self) -> int:

@@ -20,7 +20,7 @@ import pandas as pd
 
 from rfcxlib.data_checks import (  # noqa: F401  (re-exported: rfcx validate lives here)
     COLUMNS, NUM_SPECIES, _normalise, check_annotations, cli_main, configure_parser, inspect_folder,
-    read_annotations, validate)
+    read_annotations, summarise, validate)
 from rfcxlib.errors import DataError, ParameterError
 
 SPLITS = ("train", "test")
@@ -163,7 +163,9 @@ class Dataset:
             if problems:
                 raise DataError("\n".join(problems))
             new = _normalise(new)
-            tables[name] = new if replace else pd.concat([old, new], ignore_index=True).drop_duplicates()
+            if not replace:
+                new = pd.concat([old, new], ignore_index=True).drop_duplicates(ignore_index=True)
+            tables[name] = new
         return dataclasses.replace(self, tp=tables["tp"], fp=tables["fp"])
 
 

@@ -193,7 +193,8 @@ def _check_test_tables(root: Path, test_files: list, problems: list, require_aud
     if sub is not None:
         name = root / "sample_submission.csv"
         if list(sub.columns) != SUBMISSION_COLUMNS:
-            problems.append(f"{name}: columns {list(sub.columns)[:6]}...; expected recording_id, s0, ..., s23")
+            problems.append(f"{name}: columns {list(sub.columns)[:6]}...; "
+                            "expected recording_id, s0, ..., s23")
         elif sub.recording_id.isna().any() or sub.recording_id.duplicated().any():
             bad = sub.recording_id.isna() | sub.recording_id.duplicated()
             problems.append(_rows_msg(str(name), (np.flatnonzero(bad) + 2).tolist(), "empty or repeated "
@@ -261,9 +262,8 @@ def inspect_folder(data_dir, *, sr: Optional[int] = 48000, require_audio: bool =
     return parts, problems
 
 
-def summarise(parts: dict) -> pd.DataFrame:
-    """Per species: TP rows, FP rows, training recordings with a TP row, median box length."""
-    tp, fp = parts["tp"], parts["fp"]
+def summarise(tp: pd.DataFrame, fp: pd.DataFrame) -> pd.DataFrame:
+    """Per species: TP rows, FP rows, training recordings with a TP row, median TP box length (s)."""
     out = pd.DataFrame(index=pd.RangeIndex(NUM_SPECIES, name="species_id"))
     out["tp_rows"] = tp.groupby("species_id").size().reindex(out.index, fill_value=0)
     out["fp_rows"] = fp.groupby("species_id").size().reindex(out.index, fill_value=0)
@@ -277,7 +277,7 @@ def validate(data_dir, *, sr: Optional[int] = 48000, decode: bool = True, progre
     """Full check of a data folder: ``{"problems": [...], "parts": {...}, "species": DataFrame}``."""
     parts, problems = inspect_folder(data_dir, sr=sr, require_audio=require_audio, decode=decode,
                                      progress=progress)
-    return {"problems": problems, "parts": parts, "species": summarise(parts)}
+    return {"problems": problems, "parts": parts, "species": summarise(parts["tp"], parts["fp"])}
 
 
 def format_report(report: dict) -> str:

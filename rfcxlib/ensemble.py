@@ -139,7 +139,7 @@ def gather_models(run_dir, *, extra: Sequence = (), names: Sequence[str] = ()) -
             found.append((p.name if p == folder else f"{folder.name}/{p.name}", p))
     if not found:
         raise DataError(f"no trained models under {str(run_dir / 'models')!r}: train some with "
-                        f"notebooks/04_training.ipynb (-p run_dir {run_dir}) or pass extra_dirs")
+                        f"notebooks/04_training.ipynb (-p run_dir {run_dir}) or pass extra_run_dirs")
     if names:
         available = [n for n, _ in found]
         for n in names:
@@ -452,14 +452,16 @@ def holdout_splits(stack: Stack, *, n_splits: int = 5, seed: int = 0) -> tuple[l
     return [groups == g for g in np.unique(groups)], "random"
 
 
-def _fit_kind(kind: str, X, y, mask, method: str, seed: int, l2: float):
-    weights = check_weights(None, X.shape[0])
-    scale = np.ones(NUM_SPECIES)
-    if kind != "mean":
+def _fit_kinds(kinds, X, y, mask, method: str, seed: int, l2: float) -> dict:
+    """``{kind: (weights, scale)}`` fitted on the given rows (the weight search runs once)."""
+    out = {"mean": (check_weights(None, X.shape[0]), np.ones(NUM_SPECIES))}
+    if any(k != "mean" for k in kinds):
         weights = fit_weights(X, y, mask, method=method, seed=seed)
-    if kind == "weighted+rescaled":
-        scale = fit_rescale(combine(X, weights, method=method), y, mask, l2=l2)
-    return weights, scale
+        out["weighted"] = (weights, np.ones(NUM_SPECIES))
+        if "weighted+rescaled" in kinds:
+            out["weighted+rescaled"] = (weights, fit_rescale(combine(X, weights, method=method),
+                                                             y, mask, l2=l2))
+    return {k: out[k] for k in kinds}
 
 
 def fit_ensemble(stack: Stack, *, method: str = "prob", rescale: bool = True,
@@ -485,9 +487,9 @@ def fit_ensemble(stack: Stack, *, method: str = "prob", rescale: bool = True,
             train = ~held
             if not (stack.y[train] * stack.mask[train]).any():
                 raise DataError("a held-out split leaves no known positive label to fit on")
-            for k in kinds:
-                w, a = _fit_kind(k, X[:, train], stack.y[train], stack.mask[train], method,
-                                 seed, l2)
+            fitted = _fit_kinds(kinds, X[:, train], stack.y[train], stack.mask[train], method,
+                                seed, l2)
+            for k, (w, a) in fitted.items():
                 pooled[k][held] = combine(X[:, held], w, method=method) * a
         holdout = {k: _lwlrap(stack.y, pooled[k], stack.mask) for k in kinds}
         choice = "mean"
@@ -496,7 +498,7 @@ def fit_ensemble(stack: Stack, *, method: str = "prob", rescale: bool = True,
                 choice = k
     else:
         choice = kinds[-1]
-    weights, scale = _fit_kind(choice, X, stack.y, stack.mask, method, seed, l2)
+    weights, scale = _fit_kinds([choice], X, stack.y, stack.mask, method, seed, l2)[choice]
     oof = _lwlrap(stack.y, combine(X, weights, method=method) * scale, stack.mask)
     return EnsembleFit(names=list(stack.names), method=method, choice=choice, weights=weights,
                        scale=scale, holdout=holdout, split_by=split_by, n_splits=len(splits),

@@ -13,6 +13,7 @@ Conventions
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Optional
 
@@ -122,6 +123,22 @@ def _check_audio(y) -> tf.Tensor:
     return y
 
 
+def _check_length(y: tf.Tensor, c: FeatureConfig) -> None:
+    n = y.shape[-1]
+    if n is not None and n < c.win_length:
+        raise ParameterError(f"y has {n} samples: expected at least win_length={c.win_length}")
+
+
+def _stft(y, c: FeatureConfig, bins: Optional[tuple[int, int]] = None) -> tf.Tensor:
+    spec = tf.signal.stft(y, frame_length=c.win_length, frame_step=c.hop_length,
+                          fft_length=c.n_fft, window_fn=tf.signal.hann_window, pad_end=False)
+    if bins is not None:
+        spec = spec[..., bins[0]:bins[1]]
+    if c.power == 2.0:
+        return tf.math.real(spec * tf.math.conj(spec))
+    return tf.math.abs(spec)
+
+
 def stft_power(y, *, config: Optional[FeatureConfig] = None) -> tf.Tensor:
     """Power (``power=2``) or magnitude (``power=1``) STFT.
 
@@ -136,14 +153,8 @@ def stft_power(y, *, config: Optional[FeatureConfig] = None) -> tf.Tensor:
     """
     c = config or FeatureConfig()
     y = _check_audio(y)
-    n = y.shape[-1]
-    if n is not None and n < c.win_length:
-        raise ParameterError(f"y has {n} samples: expected at least win_length={c.win_length}")
-    spec = tf.signal.stft(y, frame_length=c.win_length, frame_step=c.hop_length,
-                          fft_length=c.n_fft, window_fn=tf.signal.hann_window, pad_end=False)
-    if c.power == 2.0:
-        return tf.math.square(tf.math.real(spec)) + tf.math.square(tf.math.imag(spec))
-    return tf.math.abs(spec)
+    _check_length(y, c)
+    return _stft(y, c)
 
 
 def apply_log(M, *, config: Optional[FeatureConfig] = None) -> tf.Tensor:
@@ -152,11 +163,33 @@ def apply_log(M, *, config: Optional[FeatureConfig] = None) -> tf.Tensor:
     return tf.math.log1p(M) if c.log == "log1p" else tf.math.log(M + LOG_EPS)
 
 
+@functools.lru_cache(maxsize=32)
+def _band_limited_filterbank(sr: int, c: FeatureConfig):
+    """The filters' non-zero bin range ``(lo, hi)`` and their weights there ``(hi - lo, n_mels)``:
+    with fmax = 15 kHz at 48 kHz only 638 of the 1025 bins enter the mel sum."""
+    fb = _config_filterbank(sr, c)
+    used = np.flatnonzero(fb.any(axis=0))
+    lo, hi = (int(used[0]), int(used[-1]) + 1) if used.size else (0, fb.shape[1])
+    return (lo, hi), np.ascontiguousarray(fb[:, lo:hi].T)
+
+
+@tf.function(reduce_retracing=True, autograph=False)
+def _mel_graph(y, sr: int, params: tuple, log: bool):
+    # ``params`` is the config as a tuple of plain values: tf.function keys its traces on it by
+    # value (a config object would be keyed by identity and retrace on every new instance)
+    c = FeatureConfig(*params)
+    bins, weights = _band_limited_filterbank(sr, c)
+    M = tf.tensordot(_stft(y, c, bins), tf.constant(weights), axes=1)
+    return apply_log(M, config=c) if log else M
+
+
 def mel_power(y, *, sr: int, config: Optional[FeatureConfig] = None) -> tf.Tensor:
     """Mel spectrogram before the log: ``(..., frames, n_mels)`` float32."""
     c = config or FeatureConfig()
-    weights = tf.constant(_config_filterbank(sr, c).T)  # (bins, n_mels)
-    return tf.tensordot(stft_power(y, config=c), weights, axes=1)
+    y = _check_audio(y)
+    _check_length(y, c)
+    mel_filterbank(sr=sr, n_fft=c.n_fft, n_mels=c.n_mels, fmin=c.fmin, fmax=c.fmax)  # validates
+    return _mel_graph(y, int(sr), dataclasses.astuple(c), False)
 
 
 def log_mel(y, *, sr: int, config: Optional[FeatureConfig] = None) -> tf.Tensor:
@@ -174,9 +207,18 @@ def log_mel(y, *, sr: int, config: Optional[FeatureConfig] = None) -> tf.Tensor:
     Returns
     -------
     tf.Tensor [shape=(..., frames, n_mels)], float32, ``frames = 1 + (n - win_length) // hop_length``
+
+    Notes
+    -----
+    Runs as one compiled graph (retraced only for a new configuration or input rank), and skips
+    the FFT bins outside every mel filter; the result equals librosa's mel spectrogram with the
+    same settings (``htk=True, norm=None, center=False``) to float32 precision.
     """
     c = config or FeatureConfig()
-    return apply_log(mel_power(y, sr=sr, config=c), config=c)
+    y = _check_audio(y)
+    _check_length(y, c)
+    mel_filterbank(sr=sr, n_fft=c.n_fft, n_mels=c.n_mels, fmin=c.fmin, fmax=c.fmax)  # validates
+    return _mel_graph(y, int(sr), dataclasses.astuple(c), True)
 
 
 # --------------------------------------------------------------------------- band crops
@@ -217,7 +259,7 @@ def band_crop(S, *, fmin_hz: float, fmax_hz: float, sr: int, config: Optional[Fe
         return S[..., lo:hi]
     keep = np.zeros(c.n_mels, np.float32)
     keep[lo:hi] = 1.0
-    floor = tf.reduce_min(S)
+    floor = tf.reduce_min(S, axis=[-2, -1], keepdims=True)  # per spectrogram
     return S * keep + floor * (1.0 - keep)
 
 
@@ -276,15 +318,13 @@ class LogMel(keras.layers.Layer):
         self.sr = int(sr)
         self.feature_config = FeatureConfig(**(config or {}))
         self.image = bool(image)
-        mel_filterbank(sr=self.sr, n_fft=self.feature_config.n_fft, fmin=self.feature_config.fmin,
-                       fmax=self.feature_config.fmax)  # validates fmax against sr now
+        c = self.feature_config
+        mel_filterbank(sr=self.sr, n_fft=c.n_fft, n_mels=c.n_mels, fmin=c.fmin, fmax=c.fmax)  # fmax <= sr / 2
 
     def call(self, inputs):
         S = log_mel(inputs, sr=self.sr, config=self.feature_config)
         return to_image(S, config=self.feature_config) if self.image else S
 
     def get_config(self):
-        import dataclasses
-
         base = super().get_config()
         return {**base, "sr": self.sr, "config": dataclasses.asdict(self.feature_config), "image": self.image}

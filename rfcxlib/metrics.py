@@ -36,7 +36,8 @@ def _check(y_true, y_score, mask):
         raise ParameterError(f"y_true {y.shape} and y_score {s.shape}: expected two arrays of the "
                              "same shape (n_samples, n_classes)")
     if not np.isin(y, (0.0, 1.0)).all():
-        raise ParameterError(f"y_true has values {np.unique(y[~np.isin(y, (0.0, 1.0))])[:5]}: expected 0 or 1")
+        bad = np.unique(y[~np.isin(y, (0.0, 1.0))])[:5]
+        raise ParameterError(f"y_true has values {bad}: expected 0 or 1")
     if not np.isfinite(s).all():
         raise ParameterError(f"y_score has {int((~np.isfinite(s)).sum())} NaN or infinite values: "
                              "expected finite scores")

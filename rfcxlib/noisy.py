@@ -16,8 +16,12 @@ Two modes:
   an unknown cell with a large loss is likely a species that calls but was not labelled, so the
   peer does not learn it as absent.
 
-Pseudo-labelling (:func:`pseudo_label_rounds`) trains, scores sliding windows over the training
-recordings, turns confident windows of unknown species into new TP rows and retrains.
+Pseudo-labelling turns confident sliding-window scores of unknown species into new TP rows
+(:func:`pseudo_label_rows`; their precision against the synthetic call list:
+:func:`pseudo_label_quality`).
+
+The runs over an RFCx data set's folds (co-teaching, pseudo-labelling rounds, the comparison of
+notebook 05) are in :mod:`rfcxlib.noisy_runs`.
 """
 from __future__ import annotations
 

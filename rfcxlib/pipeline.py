@@ -17,6 +17,7 @@ only slice arrays, and the features run in parallel ``map`` calls.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional, Sequence
 
 import numpy as np
@@ -78,9 +79,9 @@ def species_weights(rows: pd.DataFrame) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- per-example maps
-def _features_fn(config: RunConfig, *, train: bool):
+def _features_fn(config: RunConfig, *, train: bool, augment_config: Optional[AugmentConfig] = None):
     sr, fc = config.audio.sr, config.features
-    ac = config.augment if train else AugmentConfig(augment=False)
+    ac = augment_config or (config.augment if train else AugmentConfig(augment=False))
     wave_on = ac.augment and any(getattr(ac, f"p_{k}") > 0 for k in augment.WAVE_STEPS)
     image_on = ac.augment and any(getattr(ac, f"p_{k}") > 0 for k in augment.IMAGE_STEPS)
     shape = input_shape(config)
@@ -109,6 +110,28 @@ def _options() -> tf.data.Options:
 
 
 # --------------------------------------------------------------------------- builders
+def _train_crops(dataset, rows: pd.DataFrame, cache: audio.AudioCache, *, crop_s: float, n: int, seed: int):
+    """A generator function: each call is one epoch of ``n`` crops ``(wave, targets, seed (2,))``
+    drawn with :func:`species_weights`, the box at a random offset; epoch ``e`` uses the
+    generator ``default_rng([seed, e])``."""
+    probs = species_weights(rows)
+    table = list(rows[["recording_id", "t_min", "t_max"]].itertuples(index=False, name=None))
+    paths = {rid: dataset.path(rid) for rid in set(rows["recording_id"])}
+    epochs = [0]
+
+    def generate():
+        rng = np.random.default_rng([seed, epochs[0]])
+        epochs[0] += 1
+        for i in rng.choice(len(table), size=n, p=probs):
+            rid, t_min, t_max = table[i]
+            start = audio.crop_start(t_min, t_max, crop_s=crop_s,
+                                     duration_s=cache.duration_s(paths[rid]), rng=rng)
+            wave = cache.crop(paths[rid], start_s=start, crop_s=crop_s)
+            yield wave, _targets(dataset, rid, start, start + crop_s), rng.integers(0, 2**62, size=2)
+
+    return generate
+
+
 def train_dataset(dataset, recording_ids: Sequence[str], config: Optional[RunConfig] = None, *,
                   seed: int = 0, samples_per_epoch: Optional[int] = None,
                   progress: bool = True) -> tf.data.Dataset:
@@ -133,29 +156,15 @@ def train_dataset(dataset, recording_ids: Sequence[str], config: Optional[RunCon
     n = int(samples_per_epoch or max(len(rows), batch))
     if n < batch:
         raise ParameterError(f"samples_per_epoch={n}: expected at least batch_size={batch}")
-    probs, crop_s = species_weights(rows), c.audio.crop_s
-    table = list(rows[["recording_id", "t_min", "t_max"]].itertuples(index=False, name=None))
-    paths = {rid: dataset.path(rid) for rid in set(rows["recording_id"])}
-    epochs = [0]
-
-    def generate():
-        rng = np.random.default_rng([seed, epochs[0]])
-        epochs[0] += 1
-        for i in rng.choice(len(table), size=n, p=probs):
-            rid, t_min, t_max = table[i]
-            start = audio.crop_start(t_min, t_max, crop_s=crop_s,
-                                     duration_s=cache.duration_s(paths[rid]), rng=rng)
-            wave = cache.crop(paths[rid], start_s=start, crop_s=crop_s)
-            yield wave, _targets(dataset, rid, start, start + crop_s), rng.integers(0, 2**62, size=2)
-
     signature = (tf.TensorSpec((crop_samples(c),), tf.float32),
                  tf.TensorSpec((2 * NUM_SPECIES,), tf.float32), tf.TensorSpec((2,), tf.int64))
     to_image = _features_fn(c, train=True)
     ac = c.augment
 
-    def mix(x, t, seeds):
-        return augment.mixup(x, t, seed=seeds[0], config=ac)
+    def mix(x, t, seeds):  # the batch's mixup seed: its first example's, folded apart
+        return augment.mixup(x, t, seed=tf.random.experimental.stateless_fold_in(seeds[0], 1), config=ac)
 
+    generate = _train_crops(dataset, rows, cache, crop_s=c.audio.crop_s, n=n, seed=seed)
     ds = tf.data.Dataset.from_generator(generate, output_signature=signature)
     ds = ds.map(lambda w, t, s: (to_image(w, s), t, s), num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch, drop_remainder=True)
@@ -218,11 +227,16 @@ def window_table(dataset, recording_ids: Sequence[str], config: Optional[RunConf
 
 
 def window_dataset(dataset, recording_ids: Sequence[str], config: Optional[RunConfig] = None, *,
-                   split: str = "test", hop_s: Optional[float] = None,
-                   progress: bool = True) -> tf.data.Dataset:
+                   split: str = "test", hop_s: Optional[float] = None, progress: bool = True,
+                   tta_seed: Optional[int] = None) -> tf.data.Dataset:
     """Batches ``(x (B, H, W, C), recording_index (B,) int32)`` of sliding windows of ``crop_s``
     every ``hop_s`` seconds (default ``config.inference.hop_s``) over whole recordings, the last
-    window ending at the recording's end; recordings shorter than ``crop_s`` are zero-padded."""
+    window ending at the recording's end; recordings shorter than ``crop_s`` are zero-padded.
+
+    ``tta_seed`` (test-time augmentation): when given, each window goes through the waveform and
+    image augmentations of ``config.augment`` (mixup excluded), seeded by ``(tta_seed, window)``;
+    one pass per seed, in the same window order.
+    """
     c = config or RunConfig()
     if len(recording_ids) == 0:
         raise ParameterError("recording_ids is empty: expected at least one recording")
@@ -232,14 +246,16 @@ def window_dataset(dataset, recording_ids: Sequence[str], config: Optional[RunCo
     crop_s = c.audio.crop_s
 
     def generate():
-        for index, rid, start in rows:
-            yield cache.crop(dataset.path(rid, split), start_s=start, crop_s=crop_s), index
+        for k, (index, rid, start) in enumerate(rows):
+            yield cache.crop(dataset.path(rid, split), start_s=start, crop_s=crop_s), index, k
 
-    signature = (tf.TensorSpec((crop_samples(c),), tf.float32), tf.TensorSpec((), tf.int32))
-    to_image = _features_fn(c, train=False)
-    zero = tf.zeros([2], tf.int64)
+    signature = (tf.TensorSpec((crop_samples(c),), tf.float32), tf.TensorSpec((), tf.int32),
+                 tf.TensorSpec((), tf.int64))
+    tta = None if tta_seed is None else dataclasses.replace(c.augment, augment=True, p_mixup=0.0)
+    to_image = _features_fn(c, train=False, augment_config=tta)
+    base = tf.constant(0 if tta_seed is None else int(tta_seed), tf.int64)
     ds = tf.data.Dataset.from_generator(generate, output_signature=signature)
-    ds = ds.map(lambda w, i: (to_image(w, zero), i), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(lambda w, i, k: (to_image(w, tf.stack([base, k])), i), num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(c.train.batch_size).apply(
         tf.data.experimental.assert_cardinality(-(-len(rows) // c.train.batch_size)))
     return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())

@@ -1,11 +1,12 @@
 """The run at a glance: ``outputs/<run_id>/summary.html``.
 
-One self-contained page (figures embedded as base64 PNG): the headline scores, the notebooks and
+One page beside the run's files (figures linked from ``figures/``; ``--embed`` writes a
+portable copy with them inside): the headline scores, the notebooks and
 their status, the data, every model's scores, the ensemble, the parameters and the figures.
 ``rfcx run`` writes it at the end of a run, and after a failure with what exists.
 
-``python -m rfcxlib.summary RUN_DIR [--png OUT.png]`` rewrites it and, when Chromium is
-installed, renders it to a PNG.
+``python -m rfcxlib.summary RUN_DIR [--embed] [--png OUT.png]`` rewrites it and, when Chromium
+is installed, renders it to a PNG.
 """
 from __future__ import annotations
 
@@ -209,18 +210,22 @@ def _parameters_section(state: dict) -> str:
     return _table(rows)
 
 
-def _figures_section(run: Path) -> str:
+def _figures_section(run: Path, embed: bool) -> str:
+    """Every figure in the order the notebooks drew them, linked (or embedded as base64)."""
     figures = sorted((run / "figures").glob("*.png"), key=lambda p: (p.stat().st_mtime, p.name))
     parts = []
     for path in figures:
-        data = base64.b64encode(path.read_bytes()).decode("ascii")
-        parts.append(f"<figure><img alt='{_e(path.stem)}' src='data:image/png;base64,{data}'>"
-                     f"<figcaption>{_e(path.stem.replace('_', ' '))}</figcaption></figure>")
+        src = (f"data:image/png;base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+               if embed else f"figures/{path.name}")
+        parts.append(f"<figure><a href='{_e(src)}'><img loading=lazy alt='{_e(path.stem)}' "
+                     f"src='{_e(src)}'></a><figcaption>{_e(path.stem.replace('_', ' '))}"
+                     "</figcaption></figure>")
     return "".join(parts) or "<p class=muted>no figures yet</p>"
 
 
-def render(run: Path) -> str:
-    """The page for the run folder ``run`` as HTML text."""
+def render(run: Path, embed: bool = False) -> str:
+    """The page for the run folder ``run`` as HTML text; figures are linked relatively
+    (``figures/*.png``), or embedded when ``embed`` (one portable file)."""
     run = Path(run)
     state = read_json(run / "series.json", default={}) or {}
     metrics = read_json(run / "metrics.json", default={}) or {}
@@ -247,15 +252,15 @@ def render(run: Path) -> str:
 <h2>Data</h2>{_data_section(state)}
 <h2>Models</h2>{_models_section(metrics, state)}
 <h2>Ensemble and other results</h2>{_sections_table(metrics)}
-<h2>Figures</h2>{_figures_section(run)}
+<h2>Figures</h2>{_figures_section(run, embed)}
 <h2>Parameters</h2>{_parameters_section(state)}
 </body></html>
 """
 
 
-def write_summary(run) -> Path:
-    """Write ``<run>/summary.html`` (atomic) and return its path."""
-    return write_text_atomic(Path(run) / "summary.html", render(Path(run)))
+def write_summary(run, *, embed: bool = False, name: str = "summary.html") -> Path:
+    """Write ``<run>/<name>`` (atomic) and return its path."""
+    return write_text_atomic(Path(run) / name, render(Path(run), embed=embed))
 
 
 def find_chromium() -> Optional[str]:
@@ -289,8 +294,11 @@ def main(argv=None) -> int:
     parser.add_argument("run_dir")
     parser.add_argument("--png", default="", help="also render the page to this PNG (Chromium)")
     parser.add_argument("--height", type=int, default=2000)
+    parser.add_argument("--embed", action="store_true", help="embed the figures: writes "
+                        "summary_portable.html, one file to send around")
     args = parser.parse_args(argv)
-    page = write_summary(args.run_dir)
+    page = write_summary(args.run_dir, embed=args.embed,
+                         name="summary_portable.html" if args.embed else "summary.html")
     print(page)
     if args.png:
         print(screenshot(page.resolve().as_uri(), args.png, height=args.height))

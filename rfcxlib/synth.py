@@ -3,10 +3,10 @@ with full ground truth.
 
 :func:`generate` writes, in the exact layout of the competition::
 
-    <out_dir>/train_tp.csv, train_fp.csv      recording_id,species_id,songtype_id,t_min,f_min,t_max,f_max
-    <out_dir>/train/<id>.flac, test/<id>.flac 48 kHz, mono, 16-bit FLAC
-    <out_dir>/sample_submission.csv           recording_id,s0,...,s23
-    <out_dir>/test_ground_truth.csv           recording_id,species_id (every species in each test recording)
+    train_tp.csv, train_fp.csv    recording_id,species_id,songtype_id,t_min,f_min,t_max,f_max
+    train/<id>.flac, test/<id>.flac    48 kHz, mono, 16-bit FLAC
+    sample_submission.csv         recording_id,s0,...,s23
+    test_ground_truth.csv         recording_id,species_id (every species in each test recording)
 
 plus two files the real data lacks: ``synth_calls.csv`` (every sound placed: calls of the 24
 species, labelled or not, and the confusers the simulated detector fired on) and
@@ -38,20 +38,13 @@ import scipy.fft as sfft
 import soundfile as sf
 
 from rfcxlib import synth_sounds as snd
-from rfcxlib.errors import ParameterError, unknown_choice
+from rfcxlib.errors import ParameterError
 from rfcxlib.runs import write_json_atomic, write_text_atomic
+from rfcxlib.synth_plan import PROFILES, Recording, check_profile, make_plan  # noqa: F401  (API)
 
 SR = 48000
 COLUMNS = ["recording_id", "species_id", "songtype_id", "t_min", "f_min", "t_max", "f_max"]
-VERSION = 3  # bump when the output changes: cached data sets of other versions are rebuilt
-
-# n_train / n_test recordings of duration_s; fp_only: share of training recordings with FP rows
-# only; both: share of the TP recordings that also get FP rows (real data: 0.76 and 0.32).
-PROFILES = {
-    "tiny": dict(n_train=48, n_test=12, duration_s=10.0, fp_only=0.15, both=0.4),
-    "mini": dict(n_train=360, n_test=120, duration_s=15.0, fp_only=0.2, both=0.35),
-    "full": dict(n_train=4727, n_test=1992, duration_s=60.0, fp_only=0.76, both=0.32),
-}
+VERSION = 6  # bump when the output changes: cached data sets of other versions are rebuilt
 
 
 def cache_root() -> Path:
@@ -59,157 +52,6 @@ def cache_root() -> Path:
     return Path(os.environ.get("RFCX_CACHE_DIR") or Path.home() / ".cache" / "rfcx")
 
 
-def _check_profile(profile: str) -> dict:
-    if profile not in PROFILES:
-        raise unknown_choice("synthetic profile", profile, PROFILES)
-    return PROFILES[profile]
-
-
-# ---------------------------------------------------------------- the plan
-def _snr_db(rng) -> float:
-    """In-band SNR of a call: mostly moderate (about 10 dB), a few hard ones near 0 dB."""
-    return float(np.clip(rng.normal(10.0, 5.0), 0.0, 25.0))
-
-
-class _Recording:
-    """What one recording holds: events (calls and confuser bursts) and its annotation rows."""
-
-    def __init__(self, rng, duration_s: float):
-        self.rng, self.duration_s = rng, duration_s
-        self.events: list[dict] = []
-        self.tp: list[tuple] = []
-        self.fp: list[tuple] = []
-
-    @property
-    def present(self) -> set:
-        return {e["species"] for e in self.events if e["kind"] == "call"}
-
-    def _onset(self, box_s: float, latest_s: float = np.inf) -> float:
-        return float(self.rng.uniform(0.1, max(0.1, min(latest_s, self.duration_s - box_s - 0.1))))
-
-    def add_call(self, species: int, *, labelled: bool, songtype=None, latest_s=np.inf) -> dict:
-        rng = self.rng
-        sts = snd.songtypes(species)
-        st = songtype or (sts[-1] if len(sts) > 1 and rng.random() < 0.3 else sts[0])
-        box_s = min(snd.SPECIES[species][2], self.duration_s - 0.2)
-        ev = dict(kind="call", species=species, songtype=st, t_s=self._onset(box_s, latest_s), box_s=box_s,
-                  snr_db=_snr_db(rng), variant=int(rng.integers(1 << 30)), labelled=labelled,
-                  seed=int(rng.integers(1 << 31)))
-        self.events.append(ev)
-        if labelled:
-            self.tp.append(_row(species, st, ev["t_s"], box_s))
-        return ev
-
-    def add_detector_false_positive(self, species: int) -> None:
-        """A detector for ``species`` (absent here) fires on a confusable sound."""
-        rng = self.rng
-        box_s = min(snd.SPECIES[species][2], self.duration_s - 0.2)
-        mates = [s for s in snd.confusers(species) if s not in self.fp_species]
-        if mates and rng.random() < 0.6:
-            mate = int(rng.choice(mates))
-            old = [e for e in self.events if e["kind"] == "call" and e["species"] == mate
-                   and e["t_s"] + box_s <= self.duration_s]
-            ev = old[0] if old else self.add_call(mate, labelled=False, latest_s=self.duration_s - box_s)
-            t_s = ev["t_s"]
-        else:
-            t_s = self.add_burst(species)["t_s"]
-        self.fp.append(_row(species, snd.songtypes(species)[0], t_s, box_s))
-
-    def add_burst(self, species: int) -> dict:
-        """A noise burst or buzz in the band of ``species`` (not a call of any species)."""
-        box_s = min(snd.SPECIES[species][2], self.duration_s - 0.2)
-        ev = dict(kind="burst", species=species, songtype=1, t_s=self._onset(box_s), box_s=box_s,
-                  snr_db=_snr_db(self.rng), variant=0, labelled=False,
-                  seed=int(self.rng.integers(1 << 31)))
-        self.events.append(ev)
-        return ev
-
-    @property
-    def fp_species(self) -> set:
-        return {r[0] for r in self.fp}
-
-
-def _row(species, songtype, t_s, box_s) -> tuple:
-    f_lo, f_hi = snd.SPECIES[species][0], snd.SPECIES[species][1]
-    return (species, songtype, round(t_s, 4), f_lo, round(t_s + box_s, 4), f_hi)
-
-
-def _balanced(rng, n: int) -> list[int]:
-    """``n`` species ids, each species as often as possible, in random order."""
-    reps = -(-n // snd.NUM_SPECIES)
-    ids = np.concatenate([rng.permutation(snd.NUM_SPECIES) for _ in range(reps)])[:n]
-    return [int(s) for s in ids]
-
-
-def _plan_train(rng, n: int, duration_s: float, fp_only: float, both: float) -> list[_Recording]:
-    n_tp = n - int(round(n * fp_only))
-    focal = _balanced(rng, n_tp)
-    recs = []
-    for i in range(n):
-        rec = _Recording(rng, duration_s)
-        tp_species = [focal[i]] if i < n_tp else []
-        if tp_species and rng.random() < 0.05:
-            tp_species.append(int(rng.choice([s for s in range(snd.NUM_SPECIES) if s != focal[i]])))
-        for s in tp_species:
-            for k in range(int(rng.integers(1, 4))):
-                rec.add_call(s, labelled=(k == 0 or rng.random() < 0.8))
-        others = [s for s in range(snd.NUM_SPECIES) if s not in tp_species]
-        for s in rng.choice(others, size=int(rng.choice([0, 1, 2], p=[0.4, 0.4, 0.2])), replace=False):
-            for _ in range(int(rng.integers(1, 3))):
-                rec.add_call(int(s), labelled=False)
-        if not tp_species or rng.random() < both:
-            for _ in range(min(4, 1 + int(rng.poisson(0.8)))):
-                free = [s for s in range(snd.NUM_SPECIES) if s not in rec.present | rec.fp_species]
-                rec.add_detector_false_positive(int(rng.choice(free)))
-        recs.append(rec)
-    order = rng.permutation(n)  # TP-only, TP+FP and FP-only recordings interleaved
-    return [recs[i] for i in order]
-
-
-def _plan_test(rng, n: int, duration_s: float) -> list[_Recording]:
-    counts = rng.choice([1, 2, 3, 4], size=n, p=[0.35, 0.35, 0.2, 0.1])
-    while counts.sum() < min(snd.NUM_SPECIES, 4 * n):  # every species in the test set
-        counts[rng.choice(np.flatnonzero(counts < 4))] += 1
-    pool = _balanced(rng, int(counts.sum()) + snd.NUM_SPECIES)
-    recs = []
-    for k in counts:
-        rec = _Recording(rng, duration_s)
-        while len(rec.present) < k:
-            s = pool.pop(0)
-            if s in rec.present:
-                pool.append(s)
-                continue
-            for _ in range(int(rng.integers(1, 4))):
-                rec.add_call(s, labelled=False)
-        for _ in range(int(rng.poisson(0.7))):  # sounds a detector would confuse with a species
-            rec.add_burst(int(rng.integers(snd.NUM_SPECIES)))
-        recs.append(rec)
-    return recs
-
-
-def _recording_ids(rng, n: int) -> list[str]:
-    ids: list[str] = []
-    seen = set()
-    while len(ids) < n:
-        rid = f"{int(rng.integers(16**9)):09x}"
-        if rid not in seen:
-            seen.add(rid)
-            ids.append(rid)
-    return ids
-
-
-def make_plan(profile: str = "mini", seed: int = 0) -> dict:
-    """Everything about the data set except the audio samples: ``{"train": [...], "test": [...]}``,
-    each a list of ``(recording_id, _Recording)``."""
-    spec = _check_profile(profile)
-    rng = np.random.default_rng([seed, 20210101])
-    train = _plan_train(rng, spec["n_train"], spec["duration_s"], spec["fp_only"], spec["both"])
-    test = _plan_test(rng, spec["n_test"], spec["duration_s"])
-    ids = _recording_ids(rng, len(train) + len(test))
-    return {"train": list(zip(ids[: len(train)], train)), "test": list(zip(ids[len(train):], test))}
-
-
-# ---------------------------------------------------------------- rendering
 _TEMPLATES: dict = {}
 N_VARIANTS = 4
 
@@ -221,7 +63,7 @@ def _templates(seed: int) -> dict:
     return _TEMPLATES[seed]
 
 
-def render_recording(rec: _Recording, *, seed: int, rec_seed: int) -> np.ndarray:
+def render_recording(rec: Recording, *, seed: int, rec_seed: int) -> np.ndarray:
     """The audio of one planned recording, float32 in [-1, 1], shape ``(duration_s * sr,)``."""
     templates = _templates(seed)
     rng = np.random.default_rng([seed, rec_seed])
@@ -266,9 +108,7 @@ def _render_job(job) -> str:
 def _tables(plan: dict) -> dict[str, pd.DataFrame]:
     def rows(kind):
         out = [(rid,) + r for rid, rec in plan["train"] for r in getattr(rec, kind)]
-        df = pd.DataFrame(out, columns=["recording_id", "species_id", "songtype_id", "t_min", "f_min",
-                                        "t_max", "f_max"])
-        return df[COLUMNS]
+        return pd.DataFrame(out, columns=COLUMNS)
 
     test_ids = [rid for rid, _ in plan["test"]]
     sub = pd.DataFrame({"recording_id": test_ids})
@@ -337,7 +177,7 @@ def generate(out_dir, *, profile: str = "mini", seed: int = 0, workers=None,
     -------
     Path of ``out_dir``.
     """
-    _check_profile(profile)
+    check_profile(profile)
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ParameterError(f"parameter 'seed' = {seed!r}: expected an integer >= 0")
     out = Path(out_dir)
@@ -347,6 +187,8 @@ def generate(out_dir, *, profile: str = "mini", seed: int = 0, workers=None,
     info = _summary(tables, profile, int(seed))
     for split in ("train", "test"):
         (out / split).mkdir(parents=True, exist_ok=True)
+        for leftover in (out / split).glob(".*.tmp"):  # half-written by an interrupted run
+            leftover.unlink()
     write_json_atomic(out / "synth_info.json", {**info, "complete": False})
     jobs = [(str(out / split / f"{rid}.flac"), rec, int(seed), i)
             for split in ("train", "test") for i, (rid, rec) in
@@ -402,14 +244,14 @@ def ensure_dataset(profile: str = "mini", seed: int = 0, *, progress: bool = Tru
     """The synthetic data set of ``profile`` and ``seed``, generated on first use.
 
     It lives under ``$RFCX_CACHE_DIR/synth/<profile>-seed<seed>/`` (default cache:
-    ``~/.cache/rfcx``); a copy made by another version of the generator is replaced. It is built in a ``.partial`` folder beside it (resumed if a previous
-    attempt was interrupted) and renamed into place when complete; a lock keeps two processes
-    from building it at once.
+    ``~/.cache/rfcx``); a copy made by another version of the generator is replaced. It is built
+    in a ``.partial`` folder beside it (resumed if a previous attempt was interrupted) and renamed
+    into place when complete; a lock keeps two processes from building it at once.
 
     Inside a Kaggle kernel (``/kaggle/input`` exists) the attached competition data is returned
     instead (:func:`rfcxlib.kaggle.kaggle_data_dir`); ``kaggle=False`` turns that off.
     """
-    _check_profile(profile)
+    check_profile(profile)
     if kaggle:
         from rfcxlib.kaggle import kaggle_data_dir
 

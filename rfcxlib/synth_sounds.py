@@ -184,10 +184,15 @@ def _stack(rng, sr, dur, lo, hi, ident):
 
 
 def _croak(rng, sr, dur, lo, hi, ident):
+    """Rough pulsed noise, louder at the foot of the band: 1-3 croaks of 8-25 pulses a second
+    (slow enough to show as stripes in a spectrogram, unlike the smooth confuser bursts)."""
     n = int(dur * sr)
-    y = _band_noise(rng, n, sr, lo, hi)
+    spec = sfft.rfft(rng.standard_normal(n))
+    f = sfft.rfftfreq(n, 1.0 / sr)
+    spec *= ((f >= lo) & (f <= hi)) * np.sqrt(lo / np.maximum(f, lo))  # tilt: -3 dB per octave
+    y = sfft.irfft(spec, n)
     t = np.arange(n) / sr
-    am = 0.5 * (1 + np.sign(np.sin(2 * np.pi * ident["am_hz"] * t)) * 0.9)
+    am = np.maximum(0.0, np.sin(2 * np.pi * ident["am_hz"] * t)) ** 2
     n_seg = ident["n_notes"]
     seg = np.zeros(n)
     seg_n = n // n_seg
@@ -214,7 +219,7 @@ def identity(species_id: int, songtype: int) -> dict:
         "span": float(g.uniform(0.3, 0.7)),
         "n_harm": int(g.integers(3, 7)),
         "glide": float(g.uniform(0.85, 1.15)),
-        "am_hz": float(g.uniform(25.0, 90.0)),
+        "am_hz": float(g.uniform(8.0, 25.0)),
     }
 
 

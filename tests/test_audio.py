@@ -131,8 +131,9 @@ def test_window_starts_end_aligned():
 
 def test_memory_cache_decodes_once(signal_files, signals):
     cache = audio.AudioCache(mode="memory")
-    a = cache.get(signal_files["tone"])
-    assert cache.get(signal_files["tone"]) is a and len(cache) == 1
+    a = cache.pcm(signal_files["tone"])
+    assert a.dtype == np.int16 and cache.pcm(signal_files["tone"]) is a and len(cache) == 1
+    np.testing.assert_allclose(cache.get(signal_files["tone"]), signals["tone"], atol=1.0 / 32768)
     piece = cache.crop(signal_files["tone"], start_s=0.5, crop_s=1.0)
     np.testing.assert_allclose(piece, signals["tone"][SR // 2:SR // 2 + SR], atol=1.0 / 32768)
     assert cache.duration_s(signal_files["tone"]) == pytest.approx(2.0)
@@ -152,7 +153,7 @@ def test_disk_cache_is_int16_and_keyed_by_file_state(tmp_path, signals):
     sf.write(src, signals["tone"].astype(np.float32), SR, subtype="PCM_16")
     os.utime(src, ns=(1, 1))
     fresh = audio.AudioCache(mode="disk", directory=tmp_path / "cache")
-    np.testing.assert_allclose(fresh.get(src)[:100] / 32768, signals["tone"][:100], atol=1.0 / 32768)
+    np.testing.assert_allclose(fresh.get(src)[:100], signals["tone"][:100], atol=1.0 / 32768)
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
 
 
@@ -170,5 +171,18 @@ def test_cache_modes_and_config(signal_files):
     assert cache.mode == "memory"
     none = audio.AudioCache(mode="none").preload(signal_files.values())
     assert len(none) == 0 and none.get(signal_files["tone"]).shape == (2 * SR,)
+    memory = audio.AudioCache(mode="memory")
+    for start in (0.0, 0.7, 1.5):
+        np.testing.assert_array_equal(none.crop(signal_files["chirp"], start_s=start, crop_s=1.0),
+                                      memory.crop(signal_files["chirp"], start_s=start, crop_s=1.0))
+    assert none.duration_s(signal_files["chirp"]) == memory.duration_s(signal_files["chirp"]) == 2.0
     with pytest.raises(ParameterError, match="audio_cache"):
         AudioConfig(audio_cache="ram")
+
+
+def test_tfio_backend_explains_when_its_ops_cannot_load(monkeypatch, signal_files):
+    monkeypatch.setattr(audio, "tfio_status", lambda: (False, "NotImplementedError: undefined symbol"))
+    with pytest.raises(DataError, match=r"tone\.flac: the 'tfio' backend.*do not load here.*'soundfile'"):
+        audio.load_audio(signal_files["tone"], backend="tfio")
+    y, _ = audio.load_audio(signal_files["tone"])  # the default path does not need tensorflow-io
+    assert y.size == 2 * SR

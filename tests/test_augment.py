@@ -190,3 +190,14 @@ def test_errors_are_clear(image, wave):
         AugmentConfig(p_noise=1.5)
     with pytest.raises(ParameterError, match=r"'mask_impl'"):
         AugmentConfig(mask_impl="torch")
+
+
+def test_tfio_masks_fall_back_when_its_ops_cannot_load(monkeypatch):
+    from rfcxlib import audio
+
+    monkeypatch.setattr(audio, "tfio_status", lambda: (False, "NotImplementedError: undefined symbol"))
+    x = tf.ones((32, 120, 3))
+    config = AugmentConfig(mask_impl="tfio", time_mask=40)
+    out = augment.time_mask(x, augment.as_seed(2), config)
+    np.testing.assert_array_equal(out.numpy(), augment.time_mask(x, augment.as_seed(2),
+                                                                 AugmentConfig(time_mask=40)).numpy())

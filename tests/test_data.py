@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from rfcxlib import cli, data
+from rfcxlib import cli, data, data_checks
 from rfcxlib.data import Dataset, load_dataset, make_folds
 from rfcxlib.errors import DataError, ParameterError
 
@@ -82,6 +82,10 @@ def test_real_tables_load_as_they_are(real_data):
     assert y.sum() >= 1 and mask.sum() >= y.sum()
     folds = make_folds(ds, 5, seed=0)
     assert len(folds) == 4727 and folds.value_counts().between(935, 956).all()
+    for flac in sorted(tables.glob("*.flac"))[:2]:  # a real recording passes the full check
+        problems = []
+        assert data_checks._check_header(flac, 48000, True, problems) == (60 * SR, SR)
+        assert problems == []
 
 
 # ---------------------------------------------------------------- targets

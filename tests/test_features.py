@@ -132,3 +132,43 @@ def test_log_mel_runs_inside_tf_data(signals):
     ds = tf.data.Dataset.from_tensor_slices(np.stack([signals["tone"]] * 2).astype(np.float32))
     out = list(ds.map(lambda y: features.log_mel(y, sr=SR)))
     np.testing.assert_allclose(out[0].numpy(), features.log_mel(signals["tone"], sr=SR).numpy(), atol=1e-5)
+
+
+def test_repeated_calls_reuse_one_compiled_graph(signals):
+    y = signals["noise"].astype(np.float32)
+    features.log_mel(y, sr=SR)
+    before = features._mel_graph.experimental_get_tracing_count()
+    for _ in range(4):
+        features.log_mel(y, sr=SR)
+        features.log_mel(y, sr=SR, config=FeatureConfig())
+    assert features._mel_graph.experimental_get_tracing_count() == before
+
+
+def test_feature_figures_draw(signals):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from rfcxlib.plots import features as fplots
+
+    y = signals["chirp"].astype(np.float32)
+    S = features.log_mel(y, sr=SR)
+    fig = fplots.plot_stages(y, sr=SR)
+    assert len(fig.axes) == 5  # four panels and a colour bar
+    ax = fplots.plot_filterbank(sr=SR)
+    assert len(ax.lines) >= 128
+    ax = fplots.specshow(S, sr=SR, title="chirp")
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert "1k" in labels and "8k" in labels
+    bands = pd.DataFrame({"species_id": [0, 13], "f_min": [5906.0, 94.0], "f_max": [8250.0, 1406.0]})
+    fplots.plot_species_bands(S, bands, sr=SR)
+    image = features.to_image(S)
+    masked = image.numpy().copy()
+    masked[:, 10:20] = 0.0
+    fig = fplots.plot_trace([("input", image), ("masked", masked)])
+    assert len(fig.axes[1].patches) == 1  # the changed columns are outlined
+    t = np.concatenate([np.eye(24)[3], np.eye(24)[3]]).astype(np.float32)
+    fplots.plot_mixup(image, image, image, t, t, t, 0.7)
+    plt.close("all")

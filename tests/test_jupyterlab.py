@@ -163,3 +163,29 @@ def test_lab_screenshot(lab, tmp_path):
     assert image.size == (1280, 800)
     colours = image.resize((64, 40)).getcolors(64 * 40)
     assert colours is not None and len(colours) > 20, "a rendered page, not a blank one"
+
+
+@pytest.mark.slow
+def test_a_whole_notebook_runs_through_the_server_kernel(lab, tiny_data_dir, tmp_path):
+    """01_eda, every cell in order, on the tiny data set, on a kernel of the server's session."""
+    base, token = lab
+    nb = nbformat.reads(json.dumps(_api(lab, "GET", "/api/contents/01_eda.ipynb")["content"]),
+                        as_version=4)
+    session = _api(lab, "POST", "/api/sessions", json={
+        "path": "01_eda.ipynb", "name": "01_eda.ipynb", "type": "notebook",
+        "kernel": {"name": "python3"}})
+    ws = websocket.create_connection(
+        f"ws://127.0.0.1:{base.rsplit(':', 1)[1]}/api/kernels/{session['kernel']['id']}/channels",
+        header=[f"Authorization: token {token}"], timeout=60)
+    run = tmp_path / "run"
+    try:
+        for cell in (c for c in nb.cells if c.cell_type == "code"):
+            code = cell.source
+            if "parameters" in cell.metadata.get("tags", []):
+                code += f"\ndata_dir = {str(tiny_data_dir)!r}\nrun_dir = {str(run)!r}\n"
+            result = _execute(ws, code, timeout_s=300)
+            assert result["error"] is None, (cell.source[:200], result)
+    finally:
+        ws.close()
+        _api(lab, "DELETE", f"/api/sessions/{session['id']}")
+    assert list((run / "figures").glob("*.png")), "the notebook saved its figures"

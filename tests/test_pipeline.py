@@ -151,6 +151,22 @@ def test_train_dataset_feeds_keras_fit(dataset, config):
     model.compile(optimizer="adam", loss=masked_bce)
     ds = pipeline.train_dataset(dataset, dataset.labelled_ids, config, seed=0, samples_per_epoch=8,
                                 progress=False)
-    history = model.fit(ds, epochs=2, verbose=0)
+    history = model.fit(ds, epochs=2, verbose=0, shuffle=False)
     assert len(history.history["loss"]) == 2 and np.isfinite(history.history["loss"]).all()
     assert isinstance(ds.element_spec[0], tf.TensorSpec)
+
+
+def test_test_time_augmentation_is_seeded(dataset, config):
+    ids = dataset.test_ids[:2]
+    plain = np.concatenate([x.numpy() for x, _ in pipeline.window_dataset(dataset, ids, config, progress=False)])
+
+    def tta(seed):
+        ds = pipeline.window_dataset(dataset, ids, config, progress=False, tta_seed=seed)
+        return np.concatenate([x.numpy() for x, _ in ds]), np.concatenate([i.numpy() for _, i in ds])
+
+    a, index = tta(1)
+    assert a.shape == plain.shape and not np.allclose(a, plain)
+    np.testing.assert_array_equal(a, tta(1)[0])
+    assert not np.allclose(a, tta(2)[0])
+    np.testing.assert_array_equal(index, np.concatenate([i.numpy() for _, i in pipeline.window_dataset(
+        dataset, ids, config, progress=False)]))

@@ -190,7 +190,9 @@ def test_run_resume_after_kill_skips_finished_notebooks(series_dir, profile_file
     config = json.loads((run / "config.json").read_text())["series"]
     assert [s["key"] for s in config["steps"]][2:4] == ["04_train[a]", "04_train[b]"]
     page = (run / "summary.html").read_text()
-    assert "completed" in page and "data:image/png;base64," in page and "0.5300" in page
+    assert "completed" in page and "src='figures/ensemble_curve.png'" in page and "0.5300" in page
+    portable = summary.write_summary(run, embed=True, name="portable.html").read_text()
+    assert "src='data:image/png;base64,iVBOR" in portable
 
     again = _rfcx(*args, env=env)  # everything done: nothing re-executes
     assert again.returncode == 0 and again.stdout.count("skipped") == 5

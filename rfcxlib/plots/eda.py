@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 
 from rfcxlib.config import FeatureConfig
 
@@ -43,6 +44,25 @@ def rows_per_species(tp: pd.DataFrame, fp: pd.DataFrame, *, ax=None):
     ax.set_xlabel("species id")
     ax.set_ylabel("annotation rows")
     ax.set_title("Rows per species (numbers above bars: recordings)")
+    ax.legend(frameon=False)
+    ax.margins(x=0.01)
+    return ax
+
+
+def calls_per_species(calls: pd.DataFrame, *, ax=None):
+    """Synthetic data: calls of each species in the training recordings, with a TP row and
+    without any (partial labels). ``calls`` is ``synth.read_calls``' table."""
+    ax = _axes(ax, (11, 3.4))
+    train = calls[(calls.split == "train") & (calls.kind == "call")]
+    x = np.arange(NUM_SPECIES)
+    lab = train[train.labelled.astype(bool)].groupby("species_id").size().reindex(x, fill_value=0)
+    unl = train[~train.labelled.astype(bool)].groupby("species_id").size().reindex(x, fill_value=0)
+    ax.bar(x, lab, color=TP_COLOR, label=f"with a TP row ({lab.sum()})")
+    ax.bar(x, unl, bottom=lab, color="#9e9e9e", label=f"present, no row ({unl.sum()})")
+    ax.set_xticks(x)
+    ax.set_xlabel("species id")
+    ax.set_ylabel("calls in training recordings")
+    ax.set_title("Partial labels: calls with and without a row")
     ax.legend(frameon=False)
     ax.margins(x=0.01)
     return ax
@@ -83,25 +103,36 @@ def box_lengths(rows: pd.DataFrame, *, ax=None):
     return ax
 
 
-def cooccurrence_matrix(pairs: pd.DataFrame) -> np.ndarray:
-    """``(24, 24)`` counts of recordings in which two species both appear (diagonal: recordings
-    with the species) from a table with ``recording_id`` and ``species_id``."""
-    onehot = pd.crosstab(pairs.recording_id, pairs.species_id).reindex(
-        columns=range(NUM_SPECIES), fill_value=0).clip(upper=1).to_numpy()
-    return onehot.T @ onehot
+def cooccurrence_matrix(pairs: pd.DataFrame, other: Optional[pd.DataFrame] = None) -> np.ndarray:
+    """``(24, 24)`` counts of recordings in which two species both appear, from tables with
+    ``recording_id`` and ``species_id``. With ``other``: rows are species of ``pairs``, columns
+    species of ``other`` (e.g. TP species against FP species)."""
+    def onehot(df):
+        return pd.crosstab(df.recording_id, df.species_id).reindex(columns=range(NUM_SPECIES), fill_value=0)
+
+    a = onehot(pairs)
+    b = a if other is None else onehot(other).reindex(index=a.index, fill_value=0)
+    return a.clip(upper=1).to_numpy().T @ b.clip(upper=1).to_numpy()
 
 
-def cooccurrence(pairs: pd.DataFrame, *, title: str = "", ax=None):
-    """Heatmap of :func:`cooccurrence_matrix` (off-diagonal cells; the diagonal is left blank)."""
+def cooccurrence(pairs: pd.DataFrame, other: Optional[pd.DataFrame] = None, *, title: str = "",
+                 xlabel: str = "species id", ylabel: str = "species id", ax=None):
+    """Heatmap of :func:`cooccurrence_matrix`; without ``other`` the diagonal is left blank."""
     ax = _axes(ax, (5.2, 4.6))
-    m = cooccurrence_matrix(pairs).astype(float)
-    np.fill_diagonal(m, np.nan)
-    im = ax.imshow(m, cmap="Blues", origin="lower")
-    ax.figure.colorbar(im, ax=ax, label="recordings", fraction=0.046, pad=0.04)
+    m = cooccurrence_matrix(pairs, other).astype(float)
+    if other is None:
+        np.fill_diagonal(m, np.nan)
+    m[m == 0] = np.nan  # empty cells white
+    top = np.nanmax(m) if np.isfinite(m).any() else 1.0
+    im = ax.imshow(m, cmap="viridis", origin="lower", vmin=1, vmax=max(2.0, top))
+    bar = ax.figure.colorbar(im, ax=ax, label="recordings", fraction=0.046, pad=0.04)
+    bar.locator = MaxNLocator(integer=True)
+    bar.update_ticks()
     ax.set_xticks(range(0, NUM_SPECIES, 2))
     ax.set_yticks(range(0, NUM_SPECIES, 2))
-    ax.set_xlabel("species id")
-    ax.set_ylabel("species id")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(False)
     ax.set_title(title or "Species in the same recording")
     return ax
 
@@ -141,12 +172,17 @@ def _box(ax, t0, t1, f0, f1, label, kind, config, ls="-"):
     # TP labels above the box's left corner, FP labels below it, unlabelled above its right corner
     x, y, va, ha = {"tp": (t0, y1 + 0.6, "bottom", "left"), "fp": (t0, y0 - 0.6, "top", "left"),
                     "unlabelled": (t1, y1 + 0.6, "bottom", "right")}[kind]
+    if kind == "fp" and y0 < 6:  # no room below: inside the box, at its foot
+        y, va = y0 + 0.6, "bottom"
+    if kind != "fp" and y1 > config.n_mels - 6:  # no room above: inside the box, at its top
+        y, va = y1 - 0.6, "top"
     ax.text(x, y, label, color=color, fontsize=9, fontweight="bold", va=va, ha=ha, clip_on=True,
             bbox=dict(facecolor="black", alpha=0.6, pad=1.2, edgecolor="none"))
 
 
-def spectrogram_with_boxes(S, *, tp: pd.DataFrame, fp: pd.DataFrame, unlabelled: Optional[pd.DataFrame] = None,
-                           sr: int = 48000, config: Optional[FeatureConfig] = None, start_s: float = 0.0,
+def spectrogram_with_boxes(S, *, tp: pd.DataFrame, fp: pd.DataFrame,
+                           unlabelled: Optional[pd.DataFrame] = None, sr: int = 48000,
+                           config: Optional[FeatureConfig] = None, start_s: float = 0.0,
                            title: str = "", ax=None, legend: bool = True, cmap: str = "gray",
                            floor_percentile: float = 50.0):
     """A spectrogram ``(frames, n_mels)`` (e.g. :func:`power_to_db` of a mel power) with its boxes.

@@ -182,12 +182,13 @@ def _changed_box(before: np.ndarray, after: np.ndarray):
 
 
 def plot_trace(trace: Sequence, *, fig=None, ncols: int = 2, titles: Optional[dict] = None,
-               gamma: float = 0.5, outline_changes: bool = True):
+               gamma: float = 0.5, outline_changes: bool = True, compare_to: str = "first"):
     """Images ``[(step, image (H, W, C)), ...]`` in a grid with the colour scale of the first.
 
     Colours use a power norm (``gamma`` < 1 lifts the quiet background so noise and masks show);
-    with ``outline_changes`` a dashed box marks a region that differs from the first image when
-    the change covers a minority of it (the SpecAugment masks).
+    with ``outline_changes`` a dashed box marks a region that differs from the first image
+    (``compare_to="first"``) or from the panel before (``"previous"``) when the change covers a
+    minority of it (the SpecAugment masks).
     """
     from matplotlib.colors import PowerNorm
     from matplotlib.patches import Rectangle
@@ -198,11 +199,14 @@ def plot_trace(trace: Sequence, *, fig=None, ncols: int = 2, titles: Optional[di
     axes = np.atleast_1d(fig.subplots(nrows, ncols)).ravel()
     first = _np(trace[0][1])[..., 0]
     vmin, vmax = np.percentile(first, 0.5), np.percentile(first, 99.8)
+    previous = first
     for ax, (name, image) in zip(axes, trace):
         arr = _np(image)[..., 0]
         norm = PowerNorm(gamma, vmin=vmin, vmax=vmax, clip=True)
         ax.imshow(arr, origin="lower", aspect="auto", cmap=CMAP, norm=norm, interpolation="nearest")
-        box = _changed_box(first, arr) if outline_changes and ax is not axes[0] else None
+        reference = previous if compare_to == "previous" else first
+        box = _changed_box(reference, arr) if outline_changes and ax is not axes[0] else None
+        previous = arr
         if box is not None:
             x0, x1, y0, y1 = box
             ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="cyan", lw=1.2, ls="--"))

@@ -1,0 +1,323 @@
+"""Noisy-label methods on an RFCx data set, and the comparison of notebook 05.
+
+:func:`train_coteaching` and :func:`pseudo_label_rounds` train over the folds like
+:func:`rfcxlib.train.train_model` and write the same files into their model folder (``oof.npz``,
+``test_scores.npz``, ``history.csv``, ``metrics.json``, ``config.json``), so every method is scored
+the same way: :func:`evaluate_model_dir` reads those files. :func:`compare_methods` runs every
+method for every seed on the same folds and returns one row per (method, seed).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import keras
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from rfcxlib import data, losses, metrics, noisy, pipeline
+from rfcxlib.config import RunConfig
+from rfcxlib.errors import DataError, ParameterError, unknown_choice
+from rfcxlib.runs import read_json, save_npz_atomic, write_json_atomic, write_text_atomic
+
+LOSS_METHODS = tuple(losses.LOSSES)
+METHODS = LOSS_METHODS + ("coteaching", "pseudo_labels")
+
+
+# --------------------------------------------------------------------------- helpers
+def fold_split(dataset, config: RunConfig, fold: int) -> tuple[list, list]:
+    """Training and validation recordings of ``fold`` (folds of ``data.make_folds``)."""
+    folds = data.make_folds(dataset, config.train.folds, seed=config.data.data_seed)
+    return sorted(folds.index[folds != fold]), sorted(folds.index[folds == fold])
+
+
+def clip_logits(model, dataset, recording_ids: Sequence[str], config: RunConfig, *, split: str) -> np.ndarray:
+    """Clip logits ``(n, 24)``: the model on sliding windows, max (or mean) over each recording's windows."""
+    ds = pipeline.window_dataset(dataset, list(recording_ids), config, split=split, progress=False)
+    parts, index = [], []
+    for x, i in ds:
+        parts.append(np.asarray(model(x, training=False), np.float32))
+        index.append(i.numpy())
+    logits, index = np.concatenate(parts), np.concatenate(index)
+    if config.inference.aggregate == "mean":
+        sums = np.zeros((len(recording_ids), logits.shape[1]), np.float32)
+        np.add.at(sums, index, logits)
+        return sums / np.bincount(index, minlength=len(recording_ids))[:, None]
+    out = np.full((len(recording_ids), logits.shape[1]), -np.inf, np.float32)
+    np.maximum.at(out, index, logits)
+    return out
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-np.asarray(z, np.float64)))
+
+
+def _learning_rate(config: RunConfig, steps: int):
+    t = config.train
+    if t.lr_schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(t.learning_rate, decay_steps=max(1, steps))
+    return t.learning_rate
+
+
+def write_scores(model_dir, dataset, config: RunConfig, oof: list[tuple], test_logits: list,
+                 history: pd.DataFrame, extra: Optional[dict] = None) -> dict:
+    """Write ``oof.npz``, ``test_scores.npz``, ``history.csv``, ``metrics.json``, ``config.json``
+    as ``rfcxlib.train`` does; ``oof`` holds ``(fold, recording_ids, logits)`` per trained fold."""
+    model_dir = Path(model_dir)
+    ids = [r for _, fold_ids, _ in oof for r in fold_ids]
+    logits = np.concatenate([z for _, _, z in oof]).astype(np.float32)
+    y, mask = dataset.targets_matrix(ids)
+    fold = np.concatenate([np.full(len(fold_ids), f) for f, fold_ids, _ in oof])
+    save_npz_atomic(model_dir / "oof.npz", recording_ids=np.array(ids), fold=fold, logits=logits,
+                    scores=_sigmoid(logits).astype(np.float32), y=y, mask=mask)
+    test = np.mean(test_logits, axis=0).astype(np.float32)
+    save_npz_atomic(model_dir / "test_scores.npz", recording_ids=np.array(dataset.test_ids), logits=test,
+                    scores=_sigmoid(test).astype(np.float32))
+    write_text_atomic(model_dir / "history.csv", history.to_csv(index=False))
+    truth = dataset.test_truth()
+    result = {"val_lwlrap": [metrics.lwlrap(y[fold == f], z, mask[fold == f]) for f, _, z in oof],
+              "oof_lwlrap": metrics.lwlrap(y, logits, mask),
+              **({"test_lwlrap": metrics.lwlrap(truth, test)} if truth is not None else {}), **(extra or {})}
+    write_json_atomic(model_dir / "metrics.json", result)
+    write_json_atomic(model_dir / "config.json", {**config.to_dict(), "notebook": extra or {}})
+    return result
+
+
+# --------------------------------------------------------------------------- one loss
+def _fit_folds(dataset, c: RunConfig, loss_fn, build_fn, progress: bool,
+               datasets: Optional[dict] = None) -> list[dict]:
+    """Train one model per fold of ``c.train.train_folds`` with ``loss_fn``; ``datasets`` maps a
+    fold to the (pseudo-labelled) data set it trains on. Returns per fold: ``fold``, ``model``,
+    ``train_ids``, ``valid_ids``, ``history`` (list of dict)."""
+    shape, out = pipeline.input_shape(c), []
+    for fold in c.train.train_folds:
+        train_ids, valid_ids = fold_split(dataset, c, fold)
+        source = (datasets or {}).get(fold, dataset)
+        keras.utils.set_random_seed(c.train.seed * 100 + fold)
+        model = build_fn(c, shape)
+        batches = pipeline.train_dataset(source, train_ids, c, seed=c.train.seed * 100 + fold, progress=progress)
+        steps = c.train.epochs * max(1, len(pipeline.crop_rows(source, train_ids)) // c.train.batch_size)
+        model.compile(optimizer=keras.optimizers.Adam(_learning_rate(c, steps)), loss=loss_fn)
+        fit = model.fit(batches, epochs=c.train.epochs, verbose=0, shuffle=False)
+        history = [{"fold": fold, "epoch": e, "loss": v} for e, v in enumerate(fit.history["loss"])]
+        out.append({"fold": fold, "model": model, "train_ids": train_ids, "valid_ids": valid_ids,
+                    "history": history})
+    return out
+
+
+def _score_folds(model_dir, dataset, c: RunConfig, trained: list[dict], extra: dict) -> dict:
+    oof = [(t["fold"], t["valid_ids"], clip_logits(t["model"], dataset, t["valid_ids"], c, split="train"))
+           for t in trained]
+    test = [clip_logits(t["model"], dataset, dataset.test_ids, c, split="test") for t in trained]
+    for t in trained:
+        t["model"].save(Path(model_dir) / f"fold{t['fold']}.keras")
+    history = pd.DataFrame([row for t in trained for row in t["history"]])
+    return write_scores(model_dir, dataset, c, oof, test, history, extra=extra)
+
+
+def train_with_loss(dataset, config: RunConfig, model_dir, *, loss: Optional[str] = None,
+                    build_fn: Optional[Callable] = None, progress: bool = True,
+                    keep: Optional[list] = None) -> dict:
+    """Train one model per fold with a registered loss (default ``config.train.loss``) and score it.
+
+    The same folds, pipeline, epochs and learning-rate schedule as :func:`train_coteaching`; the
+    final weights are scored (no best-epoch selection, so no method is tuned on validation).
+    ``keep``, a list, receives the trained folds (models in memory) for :func:`pseudo_label_rounds`.
+    """
+    build_fn = build_fn or _default_build()
+    name = loss or config.train.loss
+    Path(model_dir).mkdir(parents=True, exist_ok=True)
+    trained = _fit_folds(dataset, config, losses.get_loss(name), build_fn, progress)
+    if keep is not None:
+        keep.extend(trained)
+    return _score_folds(model_dir, dataset, config, trained, extra={"method": name})
+
+
+def _default_build():
+    from rfcxlib.models import build_model
+
+    return build_model
+
+
+# --------------------------------------------------------------------------- co-teaching
+def train_coteaching(dataset, config: RunConfig, model_dir, *, tau: float = 0.2, t_k: Optional[int] = None,
+                     build_fn: Optional[Callable] = None, progress: bool = True) -> dict:
+    """Co-teach two models per fold (:func:`rfcxlib.noisy.coteach_fit`) and score model A.
+
+    Parameters
+    ----------
+    dataset : rfcxlib.data.Dataset
+    config : RunConfig
+        Model, features, augmentation and training settings (``epochs``, ``batch_size``,
+        ``learning_rate``, ``lr_schedule``, ``folds``, ``train_folds``, ``seed``); the loss is
+        co-teaching's own (masked BCE on known cells, selected unknown cells read as 0).
+    model_dir : path-like
+        Receives ``fold<k>.keras`` and the score files of :func:`write_scores`.
+    tau, t_k : float, int
+        Forget rate and the epochs over which it is reached (default: half of ``epochs``).
+    build_fn : callable ``(config, input_shape) -> keras.Model``
+        Default ``rfcxlib.models.build_model``.
+
+    Returns
+    -------
+    dict: the metrics written to ``metrics.json``.
+    """
+    build_fn = build_fn or _default_build()
+    c, model_dir = config, Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    t_k = t_k or max(1, c.train.epochs // 2)
+    shape = pipeline.input_shape(c)
+    oof, test_logits, history = [], [], []
+    for fold in c.train.train_folds:
+        train_ids, valid_ids = fold_split(dataset, c, fold)
+        keras.utils.set_random_seed(c.train.seed * 100 + fold)
+        model_a, model_b = build_fn(c, shape), build_fn(c, shape)
+        batches = pipeline.train_dataset(dataset, train_ids, c, seed=c.train.seed * 100 + fold, progress=progress)
+        steps = c.train.epochs * max(1, len(pipeline.crop_rows(dataset, train_ids)) // c.train.batch_size)
+        rows = noisy.coteach_fit(model_a, model_b, batches, epochs=c.train.epochs, tau=tau, t_k=t_k,
+                                 learning_rate=_learning_rate(c, steps), progress=progress)
+        history += [{"fold": fold, **r} for r in rows]
+        oof.append((fold, valid_ids, clip_logits(model_a, dataset, valid_ids, c, split="train")))
+        test_logits.append(clip_logits(model_a, dataset, dataset.test_ids, c, split="test"))
+        model_a.save(model_dir / f"fold{fold}.keras")
+    return write_scores(model_dir, dataset, c, oof, test_logits, pd.DataFrame(history),
+                        extra={"method": "coteaching", "tau": tau, "t_k": t_k})
+
+
+# --------------------------------------------------------------------------- pseudo-labels
+def _window_scores(model, dataset, recording_ids, c: RunConfig, hop_s: float) -> tuple[pd.DataFrame, np.ndarray]:
+    table = pipeline.window_table(dataset, recording_ids, c, split="train", hop_s=hop_s, progress=False)
+    ds = pipeline.window_dataset(dataset, recording_ids, c, split="train", hop_s=hop_s, progress=False)
+    logits = np.concatenate([np.asarray(model(x, training=False)) for x, _ in ds])
+    return table, _sigmoid(logits)
+
+
+def pseudo_label_rounds(dataset, config: RunConfig, model_dir, *, rounds: int = 1, threshold: float = 0.9,
+                        hop_s: Optional[float] = None, loss: str = "masked_bce",
+                        build_fn: Optional[Callable] = None, initial: Optional[list] = None,
+                        progress: bool = True) -> dict:
+    """Pseudo-labelling: train, label confident windows of unknown species as TP, retrain.
+
+    Round 0 trains with ``loss`` on the given labels (or takes ``initial``, the folds kept by
+    :func:`train_with_loss` with the same configuration). Each round then scores sliding windows
+    (``hop_s``, default ``config.inference.hop_s``) over each fold's *training* recordings with
+    that fold's model, adds a TP row for every window and species above ``threshold`` whose label
+    is unknown there (:func:`rfcxlib.noisy.pseudo_label_rows`), and trains new models from scratch
+    on the extended labels. Validation recordings never get pseudo-labels, and every score is
+    computed against the original labels.
+
+    Returns
+    -------
+    dict: the metrics of the last round, with ``pseudo_rows`` and, on synthetic data, the
+    precision of the pseudo-labels per round (``pseudo_precision``).
+    """
+    if not (isinstance(rounds, (int, np.integer)) and rounds >= 1):
+        raise ParameterError(f"parameter 'pseudo_rounds' = {rounds!r}: expected an integer >= 1")
+    build_fn = build_fn or _default_build()
+    c, model_dir = config, Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    hop_s = float(hop_s or c.inference.hop_s)
+    trained = initial or _fit_folds(dataset, c, losses.get_loss(loss), build_fn, progress)
+    extended, log = {t["fold"]: dataset for t in trained}, []
+    for r in tqdm(range(1, rounds + 1), desc="pseudo-label rounds", disable=not progress):
+        for t in trained:
+            table, scores = _window_scores(t["model"], extended[t["fold"]], t["train_ids"], c, hop_s)
+            rows = noisy.pseudo_label_rows(extended[t["fold"]], table, scores, crop_s=c.audio.crop_s,
+                                           threshold=threshold)
+            if len(rows):
+                extended[t["fold"]] = extended[t["fold"]].with_rows(tp=rows[list(dataset.tp.columns)])
+            quality = noisy.pseudo_label_quality(dataset, rows) or {}
+            log.append({"round": r, "fold": t["fold"], "new_rows": len(rows),
+                        **{f"pseudo_{k}": v for k, v in quality.items() if k != "rows"}})
+        trained = _fit_folds(dataset, c, losses.get_loss(loss), build_fn, progress, datasets=extended)
+    write_text_atomic(model_dir / "pseudo_labels.csv", pd.DataFrame(log).to_csv(index=False))
+    extra = {"method": "pseudo_labels", "rounds": rounds, "threshold": threshold, "hop_s": hop_s,
+             "pseudo_rows": int(sum(e["new_rows"] for e in log))}
+    if log and "pseudo_precision" in log[0]:
+        extra["pseudo_precision"] = [None if np.isnan(e["pseudo_precision"]) else e["pseudo_precision"]
+                                     for e in log]
+    return _score_folds(model_dir, dataset, c, trained, extra=extra)
+
+
+# --------------------------------------------------------------------------- comparison
+RESULT_COLUMNS = ["method", "seed", "val_lwlrap", "oof_lwlrap", "test_lwlrap", "train_s", "model_dir"]
+
+
+def evaluate_model_dir(model_dir) -> dict:
+    """``val_lwlrap`` (mean over folds, known labels only), ``oof_lwlrap`` and ``test_lwlrap``
+    (ground truth; NaN without it) of a model folder's ``metrics.json``."""
+    m = read_json(Path(model_dir) / "metrics.json")
+    if m is None:
+        raise DataError(f"{Path(model_dir) / 'metrics.json'} is missing: expected a trained model folder")
+    val = m.get("val_lwlrap", float("nan"))
+    return {"val_lwlrap": float(np.mean(val)), "oof_lwlrap": float(m.get("oof_lwlrap", float("nan"))),
+            "test_lwlrap": float(m.get("test_lwlrap", float("nan")))}
+
+
+def compare_methods(dataset, config: RunConfig, out_dir, *, methods: Sequence[str] = METHODS,
+                    seeds: Sequence[int] = (0, 1, 2), tau: float = 0.2, t_k: Optional[int] = None,
+                    pseudo_rounds: int = 1, pseudo_threshold: float = 0.9, pseudo_hop_s: Optional[float] = None,
+                    build_fn: Optional[Callable] = None, results_csv=None, progress: bool = True) -> pd.DataFrame:
+    """Train every method for every seed on the same folds; one result row per (method, seed).
+
+    Each run writes its model folder ``<out_dir>/<method>-seed<k>/``. A run whose folder already
+    holds ``metrics.json`` is not trained again (an interrupted comparison resumes). With
+    ``results_csv`` the table is rewritten (atomically) after every run. ``pseudo_labels`` starts
+    from the ``masked_bce`` models of the same seed when that method ran just before.
+
+    Returns
+    -------
+    pd.DataFrame with columns ``method, seed, val_lwlrap, oof_lwlrap, test_lwlrap, train_s, model_dir``.
+    """
+    for m in methods:
+        if m not in METHODS:
+            raise unknown_choice("noisy-label method", m, METHODS)
+    if not seeds:
+        raise ParameterError("parameter 'seeds' = []: expected at least one seed")
+    build_fn = build_fn or _default_build()
+    out_dir, rows = Path(out_dir), []
+    jobs = [(int(seed), m) for seed in seeds for m in methods]
+    kept: dict = {}
+    for seed, method in tqdm(jobs, desc="methods x seeds", disable=not progress):
+        c = config.replace(seed=seed)
+        model_dir = out_dir / f"{method}-seed{seed}"
+        start = time.perf_counter()
+        if not (model_dir / "metrics.json").exists():
+            _run_one(method, dataset, c, model_dir, kept, seed, tau=tau, t_k=t_k, rounds=pseudo_rounds,
+                     threshold=pseudo_threshold, hop_s=pseudo_hop_s, build_fn=build_fn, progress=progress)
+        rows.append({"method": method, "seed": seed, **evaluate_model_dir(model_dir),
+                     "train_s": round(time.perf_counter() - start, 1), "model_dir": str(model_dir)})
+        if results_csv:
+            write_text_atomic(results_csv, pd.DataFrame(rows, columns=RESULT_COLUMNS).to_csv(index=False))
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+
+
+def _run_one(method, dataset, c, model_dir, kept, seed, *, tau, t_k, rounds, threshold, hop_s, build_fn, progress):
+    if method in LOSS_METHODS:
+        keep = [] if method == "masked_bce" else None
+        train_with_loss(dataset, c, model_dir, loss=method, build_fn=build_fn, progress=progress, keep=keep)
+        if keep is not None:
+            kept[seed] = keep
+    elif method == "coteaching":
+        train_coteaching(dataset, c, model_dir, tau=tau, t_k=t_k, build_fn=build_fn, progress=progress)
+    else:
+        pseudo_label_rounds(dataset, c, model_dir, rounds=rounds, threshold=threshold, hop_s=hop_s,
+                            build_fn=build_fn, initial=kept.pop(seed, None), progress=progress)
+
+
+def summarize(results: pd.DataFrame, *, baseline: str = "naive_bce") -> pd.DataFrame:
+    """Per method: mean and std over seeds of test and validation LWLRAP, the gap between them,
+    and the test difference from ``baseline`` (when it ran)."""
+    g = results.groupby("method", sort=False)
+    table = pd.DataFrame({
+        "seeds": g["seed"].nunique(),
+        "test_mean": g["test_lwlrap"].mean(), "test_std": g["test_lwlrap"].std(ddof=1),
+        "val_mean": g["val_lwlrap"].mean(), "val_std": g["val_lwlrap"].std(ddof=1),
+    })
+    table["val_minus_test"] = table["val_mean"] - table["test_mean"]
+    if baseline in table.index:
+        table[f"test_vs_{baseline}"] = table["test_mean"] - table.loc[baseline, "test_mean"]
+    table["train_s_mean"] = g["train_s"].mean()
+    return table.round(4)

@@ -1,0 +1,98 @@
+"""The noisy-label comparison on the tiny synthetic data set: every method trains, writes the
+training contract's files, is scored the same way, and an interrupted comparison resumes."""
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from rfcxlib import data, noisy_runs
+from rfcxlib.config import RunConfig
+from rfcxlib.errors import DataError, ParameterError
+
+CONFIG = dict(n_mels=32, hop_length=1024, crop_s=2.0, batch_size=8, epochs=1, channels=1, folds=3)
+
+
+def tiny_model(config, input_shape):
+    """A few-hundred-parameter CNN: these tests check the plumbing, not the scores."""
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(8, 3, activation="relu")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(24)(x))
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tiny_data_dir):
+    return data.load_dataset(tiny_data_dir)
+
+
+@pytest.fixture(scope="module")
+def comparison(tiny_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("noisy")
+    config = RunConfig.from_params(CONFIG)
+    results = noisy_runs.compare_methods(tiny_dataset, config, out, seeds=[0], build_fn=tiny_model,
+                                         pseudo_threshold=0.3, results_csv=out / "results.csv",
+                                         progress=False)
+    return out, config, results
+
+
+@pytest.mark.slow
+def test_every_method_writes_the_training_contract(comparison, tiny_dataset):
+    out, config, results = comparison
+    assert list(results["method"]) == list(noisy_runs.METHODS)
+    assert results[["val_lwlrap", "test_lwlrap"]].apply(lambda s: s.between(0, 1)).all().all()
+    pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv"), results, check_dtype=False)
+    _, valid_ids = noisy_runs.fold_split(tiny_dataset, config, 0)
+    y_valid, mask_valid = tiny_dataset.targets_matrix(valid_ids)
+    for method in noisy_runs.METHODS:
+        folder = out / f"{method}-seed0"
+        for name in ("config.json", "history.csv", "metrics.json", "fold0.keras"):
+            assert (folder / name).exists(), (method, name)
+        oof = np.load(folder / "oof.npz")
+        assert list(oof["recording_ids"]) == valid_ids and oof["logits"].shape == (len(valid_ids), 24)
+        np.testing.assert_allclose(oof["scores"], 1 / (1 + np.exp(-oof["logits"])), rtol=1e-5)
+        # scores are always against the original labels, pseudo-labels included
+        np.testing.assert_array_equal(oof["y"], y_valid)
+        np.testing.assert_array_equal(oof["mask"], mask_valid)
+        test = np.load(folder / "test_scores.npz")
+        assert list(test["recording_ids"]) == tiny_dataset.test_ids and test["scores"].shape == (12, 24)
+    pseudo = pd.read_csv(out / "pseudo_labels-seed0" / "pseudo_labels.csv")
+    assert pseudo["new_rows"].sum() > 0 and pseudo["pseudo_precision"].between(0, 1).all()
+    history = pd.read_csv(out / "coteaching-seed0" / "history.csv")
+    assert {"keep_rate", "loss_a", "loss_b", "kept_unknown"} <= set(history.columns)
+
+
+@pytest.mark.slow
+def test_an_interrupted_comparison_resumes_without_training_again(comparison, tiny_dataset):
+    out, config, results = comparison
+    stamp = (out / "masked_bce-seed0" / "metrics.json").stat().st_mtime_ns
+    again = noisy_runs.compare_methods(tiny_dataset, config, out, methods=["naive_bce", "masked_bce"],
+                                       seeds=[0], build_fn=tiny_model, progress=False)
+    assert (out / "masked_bce-seed0" / "metrics.json").stat().st_mtime_ns == stamp
+    assert (again["train_s"] < 1.0).all()
+    np.testing.assert_allclose(again["test_lwlrap"], results["test_lwlrap"][:2])
+
+
+def test_summarize_means_stds_and_baseline_gap():
+    results = pd.DataFrame({"method": ["naive_bce"] * 2 + ["masked_bce"] * 2, "seed": [0, 1, 0, 1],
+                            "val_lwlrap": [0.9, 0.8, 0.7, 0.7], "test_lwlrap": [0.5, 0.7, 0.8, 0.9],
+                            "train_s": [1.0, 3.0, 2.0, 2.0]})
+    table = noisy_runs.summarize(results)
+    assert list(table.index) == ["naive_bce", "masked_bce"]
+    assert table.loc["masked_bce", "test_mean"] == pytest.approx(0.85)
+    assert table.loc["naive_bce", "test_std"] == pytest.approx(np.std([0.5, 0.7], ddof=1), abs=1e-4)
+    assert table.loc["masked_bce", "test_vs_naive_bce"] == pytest.approx(0.25)
+    assert table.loc["naive_bce", "val_minus_test"] == pytest.approx(0.25)
+
+
+def test_bad_parameters_raise(tiny_dataset, tmp_path):
+    config = RunConfig.from_params(CONFIG)
+    with pytest.raises(ParameterError, match=r"unknown noisy-label method 'mixmatch'.*'coteaching'"):
+        noisy_runs.compare_methods(tiny_dataset, config, tmp_path, methods=["mixmatch"], build_fn=tiny_model)
+    with pytest.raises(ParameterError, match=r"'seeds' = \[\]"):
+        noisy_runs.compare_methods(tiny_dataset, config, tmp_path, seeds=[], build_fn=tiny_model)
+    with pytest.raises(ParameterError, match=r"'pseudo_rounds' = 0"):
+        noisy_runs.pseudo_label_rounds(tiny_dataset, config, tmp_path, rounds=0, build_fn=tiny_model)
+    with pytest.raises(DataError, match=r"metrics.json is missing"):
+        noisy_runs.evaluate_model_dir(tmp_path)
