@@ -35,7 +35,7 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from rfcxlib import losses
-from rfcxlib.errors import ParameterError
+from rfcxlib.errors import ParameterError, unknown_choice
 
 NOISE_KINDS = ("symmetric", "pairflip")
 
@@ -71,8 +71,6 @@ def inject_label_noise(labels, *, num_classes: int, noise_rate: float, kind: str
     np.ndarray [shape=(n,)] the noisy labels; exactly ``round(noise_rate * n)`` of them differ.
     """
     if kind not in NOISE_KINDS:
-        from rfcxlib.errors import unknown_choice
-
         raise unknown_choice("noise kind", kind, NOISE_KINDS)
     if not 0.0 <= noise_rate < 1.0:
         raise ParameterError(f"parameter 'noise_rate' = {noise_rate!r}: expected a fraction in [0, 1)")
@@ -179,8 +177,6 @@ def train_single_label(task: dict, *, method: str = "coteaching", epochs: int = 
     1 - noise rate for standard training), ``keep_rate`` per epoch and ``final_test_accuracy``.
     """
     if method not in ("coteaching", "standard"):
-        from rfcxlib.errors import unknown_choice
-
         raise unknown_choice("single-label method", method, ("coteaching", "standard"))
     _check_schedule(tau, t_k)
     keras.utils.set_random_seed(seed)

@@ -38,6 +38,7 @@ def write_bytes_atomic(path, data: bytes) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; artifacts are ordinary readable files
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -153,11 +154,20 @@ class RunDir:
         return write_json_atomic(self.path / name, obj)
 
     def write_config(self, config, extra: Optional[dict] = None, path=None) -> Path:
-        """Write the resolved configuration (a ``RunConfig`` or a dict) as ``config.json``."""
-        body = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+        """Write the resolved configuration (a ``RunConfig`` or a dict) into ``config.json``.
+
+        The file is merged, not replaced: the resolved sections are the latest writer's, and each
+        notebook's own parameters (``extra``, keyed by its ``"notebook"`` entry) are kept under
+        ``"notebooks"``, beside anything else already there (the series runner's ``"series"``).
+        """
+        path = Path(path or self.path / "config.json")
+        resolved = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+        body = read_json(path, default={}) or {}
+        body.update(resolved)
         if extra:
-            body = {**body, "notebook": extra}
-        return write_json_atomic(path or self.path / "config.json", body)
+            name = str(extra.get("notebook", "notebook"))
+            body.setdefault("notebooks", {})[name] = {"parameters": extra, "resolved": resolved}
+        return write_json_atomic(path, body)
 
     def metrics(self) -> dict:
         return read_json(self.metrics_path, default={})

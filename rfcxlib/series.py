@@ -12,137 +12,36 @@ and of the parameters it received; it is written atomically when a step starts a
 Running the same run id again skips the steps completed with the same hash and executes from the
 first one that is not.
 
-The profile and sweep file formats are described in ``configs/README.md``.
+Profiles, sweeps and the checks of parameter names and types live in :mod:`rfcxlib.profiles`.
 """
 from __future__ import annotations
 
-import ast
 import hashlib
-import io
 import json
 import logging
 import os
 import re
 import time
-import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
-
-import yaml
+from typing import Optional
 
 from rfcxlib.errors import DataError, ParameterError, unknown_choice
+from rfcxlib.profiles import (check_names, coerce, declared_parameters, load_profile,
+                              load_sweep, of_prefix, resolve)
 from rfcxlib.runs import open_run, project_root, read_json, write_json_atomic
 
-SWEEP_NOTEBOOK = "04"
 STATE_FILE = "series.json"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
-def configs_dir() -> Path:
-    """``$RFCX_CONFIGS``, else ``configs/`` of the checkout."""
-    if os.environ.get("RFCX_CONFIGS"):
-        return Path(os.environ["RFCX_CONFIGS"])
-    root = project_root()
-    return (root / "configs") if root else Path.cwd() / "configs"
+def _say(message: str) -> None:
+    print(message, flush=True)
 
 
 def notebooks_dir() -> Path:
     root = project_root()
     return (root / "notebooks") if root else Path.cwd() / "notebooks"
-
-
-# ----------------------------------------------------------------------------- values and files
-
-def parse_value(raw: str, type_name: str = "None") -> Any:
-    """A ``-p`` value as papermill reads it: a YAML scalar (``3``, ``0.5``, ``true``, ``null``,
-    ``[0, 1]``); kept as text when the notebook declares the parameter a ``str``."""
-    if type_name == "str":
-        return raw
-    try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError:
-        return raw
-    if isinstance(value, str):
-        try:
-            return float(raw)  # YAML 1.1 reads "1e-3" as text
-        except ValueError:
-            return value
-    return value
-
-
-def _coerce(value: Any, spec: dict, where: str) -> Any:
-    """Bring ``value`` to the type the notebook declares (int -> float, text -> number)."""
-    type_name = spec.get("inferred_type_name", "None")
-    name = spec["name"]
-    if isinstance(value, str) and type_name in ("int", "float", "bool", "list", "dict"):
-        value = parse_value(value)
-    if type_name == "float" and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if type_name == "str" and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    expected = {"int": int, "float": float, "str": str, "bool": bool}.get(type_name)
-    ok = expected is None or (isinstance(value, expected)
-                              and not (expected is int and isinstance(value, bool)))
-    if not ok:
-        raise ParameterError(f"{where}: parameter {name!r} = {value!r}: expected a value of "
-                             f"type {type_name} (the notebook declares {name}: {type_name} = "
-                             f"{spec.get('default')})")
-    return value
-
-
-def load_yaml(path: Path, what: str) -> dict:
-    try:
-        body = yaml.safe_load(Path(path).read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ParameterError(f"{what} {path}: not valid YAML ({exc})") from None
-    if not isinstance(body, dict):
-        raise ParameterError(f"{what} {path}: expected a mapping at the top level")
-    return body
-
-
-def load_profile(name: str) -> dict:
-    """The profile ``configs/<name>.yaml`` (or a path to a YAML file) as a dict."""
-    path = Path(name)
-    if path.suffix not in (".yaml", ".yml"):
-        path = configs_dir() / f"{name}.yaml"
-        if not path.exists():
-            names = [p.stem for p in configs_dir().glob("*.yaml")]
-            raise unknown_choice(f"profile (no file {path})", name, names)
-    elif not path.exists():
-        raise ParameterError(f"profile file {path} does not exist")
-    body = load_yaml(path, "profile")
-    unknown = set(body) - {"description", "parameters", "notebooks", "sweep"}
-    if unknown:
-        raise ParameterError(f"profile {path}: unknown keys {sorted(unknown)}; valid keys: "
-                             "'description', 'notebooks', 'parameters', 'sweep'")
-    body.setdefault("parameters", {})
-    body.setdefault("notebooks", {})
-    body["parameters"].setdefault("profile", path.stem if path.stem in ("tiny", "mini", "full")
-                                  else "mini")
-    body["path"] = str(path)
-    if isinstance(body.get("sweep"), str):
-        body["sweep"] = load_sweep(body["sweep"], base=path.parent)
-    elif isinstance(body.get("sweep"), list):
-        body["sweep"] = {"notebook": SWEEP_NOTEBOOK, "parameters": {}, "models": body["sweep"]}
-    return body
-
-
-def load_sweep(name: str, base: Optional[Path] = None) -> dict:
-    """A sweep file: ``{notebook, parameters, models: [parameter sets]}``."""
-    candidates = [Path(name)] + ([base / name] if base else []) + [configs_dir() / name,
-                                                                  configs_dir() / "sweeps" / name]
-    path = next((p for p in candidates if p.is_file()), None)
-    if path is None:
-        raise ParameterError(f"sweep file {name!r} not found (looked in "
-                             f"{', '.join(str(p) for p in candidates)})")
-    body = load_yaml(path, "sweep file")
-    models = body.get("models")
-    if not isinstance(models, list) or not models or not all(isinstance(m, dict) for m in models):
-        raise ParameterError(f"sweep file {path}: expected 'models:' with a list of parameter "
-                             "sets (one mapping per model)")
-    return {"notebook": str(body.get("notebook", SWEEP_NOTEBOOK)).zfill(2),
-            "parameters": body.get("parameters") or {}, "models": models, "path": str(path)}
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -181,84 +80,6 @@ def discover(folder: Path, select: str = "") -> list[Path]:
     return sorted(set(chosen))
 
 
-def declared_parameters(notebook: Path) -> dict[str, dict]:
-    """The names the ``parameters`` cell assigns, as papermill's inspection reports them
-    (``name``, ``inferred_type_name``, ``default``, ``help``). Read with ``ast``: papermill's own
-    parser skips lines whose comment holds quotes. The type is the annotation, else the type of
-    the literal default."""
-    cells = [c for c in json.loads(Path(notebook).read_text())["cells"]
-             if "parameters" in c.get("metadata", {}).get("tags", [])]
-    if len(cells) != 1:
-        raise DataError(f"{notebook}: expected exactly one cell tagged 'parameters', found "
-                        f"{len(cells)}")
-    source = "".join(cells[0]["source"])
-    try:
-        tree = ast.parse(source)
-    except SyntaxError as exc:
-        raise DataError(f"{notebook}: parameters cell, line {exc.lineno}: {exc.msg}") from None
-    comments = {t.start[0]: t.string.lstrip("# ").strip() for t in
-                tokenize.generate_tokens(io.StringIO(source).readline)
-                if t.type == tokenize.COMMENT}
-    out = {}
-    for node in tree.body:
-        target = node.targets[0] if isinstance(node, ast.Assign) else getattr(node, "target", None)
-        if not isinstance(target, ast.Name) or node.value is None:
-            continue
-        annotation = getattr(node, "annotation", None)
-        out[target.id] = {"name": target.id,
-                          "inferred_type_name": (ast.unparse(annotation) if annotation
-                                                 else _literal_type(node.value)),
-                          "default": ast.get_source_segment(source, node.value),
-                          "help": comments.get(node.end_lineno, "")}
-    return out
-
-
-def _literal_type(node: ast.AST) -> str:
-    try:
-        value = ast.literal_eval(node)
-    except (ValueError, SyntaxError):
-        return "None"
-    return "None" if value is None else type(value).__name__
-
-
-def check_names(names: dict, declared: dict[str, dict], where: str) -> None:
-    valid = set().union(*[set(d) for d in declared.values()]) if declared else set()
-    for name in names:
-        if name not in valid:
-            raise unknown_choice(f"parameter ({where})", name, valid)
-
-
-def resolve(profile: dict, overrides: dict[str, str],
-            all_declared: dict[str, dict]) -> tuple[dict, dict[str, dict], dict[str, dict]]:
-    """Check every name and sort the values: ``(common, per_notebook, command_line)``.
-
-    ``overrides`` hold the raw ``-p`` text; a name may carry a notebook prefix (``04.epochs``).
-    The command-line values come back keyed by prefix (``""`` for every notebook).
-    """
-    where = f"profile {profile['path']}"
-    check_names(profile["parameters"], all_declared, where)
-    per_nb: dict[str, dict] = {}
-    for prefix, values in (profile.get("notebooks") or {}).items():
-        prefix = str(prefix).zfill(2)
-        check_names(values or {}, _of_prefix(all_declared, prefix, where), f"{where}, {prefix}")
-        per_nb[prefix] = dict(values or {})
-    cli: dict[str, dict] = {"": {}}
-    for name, raw in overrides.items():
-        prefix, _, bare = name.rpartition(".")
-        prefix = prefix.zfill(2) if prefix else ""
-        match = _of_prefix(all_declared, prefix, "-p") if prefix else all_declared
-        check_names([bare], match, f"-p, notebook {prefix}" if prefix else "-p")
-        cli.setdefault(prefix, {})[bare] = raw
-    return dict(profile["parameters"]), per_nb, cli
-
-
-def _of_prefix(all_declared: dict[str, dict], prefix: str, where: str) -> dict[str, dict]:
-    match = {k: v for k, v in all_declared.items() if k.startswith(prefix + "_")}
-    if not match:
-        raise unknown_choice(f"notebook ({where})", prefix, sorted(k[:2] for k in all_declared))
-    return match
-
-
 def plan_steps(notebooks: list[Path], declared: dict[str, dict], common: dict,
                per_nb: dict[str, dict], cli: dict[str, dict], sweep: Optional[dict],
                out_dir: Path) -> list[Step]:
@@ -290,7 +111,7 @@ def plan_steps(notebooks: list[Path], declared: dict[str, dict], common: dict,
                 if "model_name" in spec:
                     values["model_name"] = model
                 key, output = f"{nb.stem}[{model}]", out_dir / f"{nb.stem}-{model}.ipynb"
-            params = {k: _coerce(v, spec[k], f"notebook {nb.name}") for k, v in values.items()}
+            params = {k: coerce(v, spec[k], f"notebook {nb.name}") for k, v in values.items()}
             steps.append(Step(key=key, notebook=nb, output=output, parameters=params))
     return steps
 
@@ -351,7 +172,7 @@ class Series:
         return (entry.get("status") == "completed" and entry.get("hash") == digest
                 and step.output.exists())
 
-    def execute(self, log=print) -> list[str]:
+    def execute(self, log=_say) -> list[str]:
         """Run the steps, skipping the completed prefix; returns the keys executed."""
         import papermill
 
@@ -409,7 +230,7 @@ def check_data_dir(data_dir: str) -> Path:
 
 def prepare(*, profile: str = "mini", run_id: str = "", overrides: Optional[dict] = None,
             data_dir: str = "", sweep: str = "", select: str = "", folder: str = "",
-            kernel: str = "", generate: bool = True, log=print) -> Series:
+            kernel: str = "", generate: bool = True, log=_say) -> Series:
     """Resolve a run: profile, parameters, data, the steps. Every name and value is checked
     first; then the synthetic data set of the profile is generated (once, cached) when
     ``data_dir`` is empty (``generate=False``: only its path)."""
@@ -423,7 +244,7 @@ def prepare(*, profile: str = "mini", run_id: str = "", overrides: Optional[dict
     common, per_nb, cli = resolve(body, overrides, all_declared)
     sweep_body = load_sweep(sweep) if sweep else body.get("sweep")
     if sweep_body:
-        _of_prefix(all_declared, sweep_body["notebook"], f"sweep {sweep_body.get('path', '')}")
+        of_prefix(all_declared, sweep_body["notebook"], f"sweep {sweep_body.get('path', '')}")
     root = check_data_dir(data_dir) if data_dir else None
     run = open_run(run_id=run_id or time.strftime("%Y%m%d-%H%M%S"))
     common.update(data_dir=str(root or ""), run_dir=str(run.path.resolve()))
@@ -436,7 +257,8 @@ def prepare(*, profile: str = "mini", run_id: str = "", overrides: Optional[dict
         for step in steps:
             if "data_dir" in step.parameters:
                 step.parameters["data_dir"] = str(root)
-    meta = {"run_id": run.path.name, "profile": body["path"], "data_dir": str(root),
+    meta = {"run_id": run.path.name, "profile": body["path"],
+            "description": body.get("description", ""), "data_dir": str(root),
             "ground_truth": (root / "test_ground_truth.csv").exists(),
             "sweep": sweep_body.get("path", "profile") if sweep_body else None,
             "kernel": kernel or kernel_name(), "overrides": overrides}
@@ -467,13 +289,15 @@ def write_run_config(series: Series) -> Path:
     return write_json_atomic(path, body)
 
 
-def run_series(series: Series, log=print) -> int:
+def run_series(series: Series, log=_say) -> int:
     """Execute a prepared series; writes ``config.json`` and ``summary.html``; 0 when it
     completes, 1 when a notebook fails (its error and the partly executed notebook are printed)."""
     from rfcxlib import summary
 
     started = time.time()
     write_run_config(series)
+    log(f"run {series.run.path.name}: {len(series.steps)} notebook runs, profile "
+        f"{series.meta['profile']} ({series.meta['description']}), kernel {series.kernel}")
     if not series.meta["ground_truth"]:
         log(f"data: {series.meta['data_dir']} has no test_ground_truth.csv: scores on the test "
             "set cannot be computed, the headline gives validation scores")
@@ -524,5 +348,7 @@ def cli_main(args) -> int:
     if args.dry_run:
         for step in series.steps:
             print(f"{step.key} -> {step.output}\n    {json.dumps(step.parameters, default=str)}")
+        if not any(series.run.path.iterdir()):
+            series.run.path.rmdir()  # a dry run leaves nothing behind
         return 0
     return run_series(series)

@@ -39,7 +39,8 @@ th{background:#eef2f6}td.num{text-align:right;font-variant-numeric:tabular-nums}
 pre{background:#fff4f4;border:1px solid #f1c0c0;padding:8px;white-space:pre-wrap;font-size:12px}
 figure{display:inline-block;margin:8px 12px 8px 0;vertical-align:top;max-width:100%}
 figure img{max-width:560px;width:100%;border:1px solid #e3e8ee}figcaption{font-size:12px;color:#617083}
-code{font-size:12px}
+code{font-size:12px}.sections{display:flex;flex-wrap:wrap;gap:0 28px;align-items:flex-start}
+h3{font-size:15px;margin:12px 0 4px}
 """
 
 
@@ -88,14 +89,15 @@ def _e(value: Any) -> str:
     return html.escape(str(value))
 
 
-def _fmt(value: Any) -> str:
-    number = _scalar(value)
-    if number is not None and not isinstance(value, int):
-        suffix = f" <span class=muted>(mean of {len(value)})</span>" if isinstance(
-            value, (list, dict)) else ""
-        return f"{number:.4f}{suffix}"
-    text = _e(value if not isinstance(value, (list, dict)) else str(value)[:120])
-    return text
+def _fmt(value: Any, key: str = "") -> str:
+    """Scores (names with "lwlrap") with 4 decimals, a per-fold list of them as its mean; other
+    numbers with 5 significant digits; anything else as short text."""
+    score = "lwlrap" in str(key)
+    if isinstance(value, (list, dict)) and score and _scalar(value) is not None:
+        return f"{_scalar(value):.4f} <span class=muted>(mean of {len(value)})</span>"
+    if isinstance(value, float):
+        return f"{value:.4f}" if score else f"{value:.5g}"
+    return _e(value if not isinstance(value, (list, dict)) else str(value)[:120])
 
 
 def _table(rows: list[dict], columns: Optional[list[str]] = None) -> str:
@@ -107,10 +109,10 @@ def _table(rows: list[dict], columns: Optional[list[str]] = None) -> str:
     for r in rows:
         cells = []
         for c in columns:
-            value = r.get(c, "")
-            numeric = _scalar(value) is not None
+            value, key = r.get(c, ""), (r.get("", "") if c == "value" else c)
+            numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
             cells.append(f"<td{' class=num' if numeric else ''}>"
-                         f"{value if str(c).startswith('@') else _fmt(value)}</td>")
+                         f"{value if str(c).startswith('@') else _fmt(value, key)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
@@ -189,16 +191,19 @@ def _sections_table(metrics: dict, skip=("models",)) -> str:
     for section, values in metrics.items():
         if section in skip or not isinstance(values, dict):
             continue
-        flat = {}
-        for k, v in values.items():
-            if isinstance(v, dict):
-                flat.update({f"{k}.{k2}": v2 for k2, v2 in v.items()})
-            else:
-                flat[k] = v
-        rows = [{"": k, "value": v} for k, v in flat.items()
-                if _scalar(v) is not None or isinstance(v, (str, int))]
-        parts.append(f"<h3>{_e(section)}</h3>{_table(rows)}")
-    return "".join(parts) or "<p class=muted>nothing yet</p>"
+        rows = [{"": k, "value": v} for k, v in _flatten(values).items()]
+        parts.append(f"<div><h3>{_e(section)}</h3>{_table(rows)}</div>")
+    return f"<div class=sections>{''.join(parts)}</div>" if parts else "<p class=muted>nothing yet</p>"
+
+
+def _flatten(values: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in values.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def _parameters_section(state: dict) -> str:
@@ -251,7 +256,7 @@ def render(run: Path, embed: bool = False) -> str:
 <h2>Notebooks</h2>{_steps_section(state)}
 <h2>Data</h2>{_data_section(state)}
 <h2>Models</h2>{_models_section(metrics, state)}
-<h2>Ensemble and other results</h2>{_sections_table(metrics)}
+<h2>Ensemble and the other notebooks' results</h2>{_sections_table(metrics)}
 <h2>Figures</h2>{_figures_section(run, embed)}
 <h2>Parameters</h2>{_parameters_section(state)}
 </body></html>

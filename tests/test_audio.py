@@ -186,3 +186,15 @@ def test_tfio_backend_explains_when_its_ops_cannot_load(monkeypatch, signal_file
         audio.load_audio(signal_files["tone"], backend="tfio")
     y, _ = audio.load_audio(signal_files["tone"])  # the default path does not need tensorflow-io
     assert y.size == 2 * SR
+
+
+def test_real_recordings_decode_and_resample(real_data):
+    y, sr = audio.load_audio(real_data / "rfcx" / "f97ababc1.flac")
+    assert sr == SR and y.shape == (60 * SR,) and 0 < np.abs(y).max() <= 1.0
+    snippet = real_data / "chronister2021" / "Recording_1_Segment_07-snippet.wav"
+    y32, sr = audio.load_audio(snippet, sr=SR)
+    assert sr == SR and len(y32) == 480002  # 320001 samples at 32 kHz
+    with pytest.raises(DataError, match=r"Segment_07-snippet\.wav: sample rate 32000 Hz, expected 48000 Hz"):
+        audio.load_audio(snippet, sr=SR, resample=False)
+    y44, _ = audio.load_audio(real_data / "spinetail" / "spinetail.wav", sr=SR)
+    assert len(y44) == int(np.ceil(861799 * 160 / 147))  # 44.1 kHz -> 48 kHz is 160/147

@@ -172,3 +172,16 @@ def test_feature_figures_draw(signals):
     t = np.concatenate([np.eye(24)[3], np.eye(24)[3]]).astype(np.float32)
     fplots.plot_mixup(image, image, image, t, t, t, 0.7)
     plt.close("all")
+
+
+def test_real_call_shows_inside_its_tp_boxes(real_data):
+    """f97ababc1.flac holds species 15 in two TP boxes, 9.12-12.46 s and 10.89-14.23 s, 94-1125 Hz."""
+    from rfcxlib import audio
+
+    y, sr = audio.load_audio(real_data / "rfcx" / "f97ababc1.flac")
+    S = features.log_mel(y, sr=sr).numpy()
+    band = features.band_crop(S, fmin_hz=93.75, fmax_hz=1125.0, sr=sr).numpy().mean(axis=1)
+    t = (np.arange(S.shape[0]) * 512 + 1024) / sr
+    inside = (t >= 9.12) & (t <= 14.23)
+    assert band[inside].mean() > 1.4 * band[~inside].mean()
+    assert band[inside].mean() > np.percentile(band[~inside], 85)

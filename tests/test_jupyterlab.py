@@ -43,6 +43,10 @@ def lab(tmp_path_factory):
     (settings / "@jupyterlab" / "apputils-extension").mkdir(parents=True)
     (settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
      ).write_text('{"fetchNews": "false"}')  # no news prompt over the screenshot
+    (settings / "@jupyterlab" / "docmanager-extension").mkdir(parents=True)
+    (settings / "@jupyterlab" / "docmanager-extension" / "plugin.jupyterlab-settings"
+     ).write_text('{"autosave": false}')  # the notebooks opened here are never written back
+    before = {p.name: p.read_bytes() for p in NOTEBOOKS.glob("*.ipynb")}
     env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
            "JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTERLAB_SETTINGS_DIR": str(settings),
            "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"), "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -69,6 +73,8 @@ def lab(tmp_path_factory):
             proc.kill()
             proc.wait(timeout=10)
         log.close()
+    after = {p.name: p.read_bytes() for p in NOTEBOOKS.glob("*.ipynb") if p.name in before}
+    assert after == {k: v for k, v in before.items() if k in after}, "a notebook was modified"
 
 
 def _api(lab, method: str, path: str, **kwargs):

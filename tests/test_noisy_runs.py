@@ -96,3 +96,32 @@ def test_bad_parameters_raise(tiny_dataset, tmp_path):
         noisy_runs.pseudo_label_rounds(tiny_dataset, config, tmp_path, rounds=0, build_fn=tiny_model)
     with pytest.raises(DataError, match=r"metrics.json is missing"):
         noisy_runs.evaluate_model_dir(tmp_path)
+
+
+@pytest.mark.slow
+def test_notebook_05_runs_on_tiny_data(tiny_data_dir, tmp_path):
+    """The notebook through papermill and a real kernel: results table, figures, metrics."""
+    import json
+    from pathlib import Path
+
+    import papermill
+
+    root = Path(__file__).resolve().parent.parent
+    run_dir = tmp_path / "run"
+    papermill.execute_notebook(
+        str(root / "notebooks" / "05_noisy_labels.ipynb"), str(tmp_path / "05.ipynb"), kernel_name="python3",
+        progress_bar=False, cwd=str(tmp_path),
+        parameters=dict(data_dir=str(tiny_data_dir), run_dir=str(run_dir), methods=["naive_bce", "coteaching"],
+                        seeds=[0], epochs=1, check_epochs=2, crop_s=2.0, n_mels=32, batch_size=8))
+    results = pd.read_csv(run_dir / "noisy_results.csv")
+    assert list(results["method"]) == ["naive_bce", "coteaching"]
+    assert (run_dir / "noisy" / "coteaching-seed0" / "test_scores.npz").exists()
+    assert not (run_dir / "models").exists(), "noisy runs stay out of models/ (gathered by 06)"
+    metrics = json.loads((run_dir / "metrics.json").read_text())["noisy"]
+    assert set(metrics["methods"]) == {"naive_bce", "coteaching"}
+    assert set(metrics["coteach_check"]) == {"symmetric_0.5", "pairflip_0.45"}
+    figures = {p.name for p in (run_dir / "figures").glob("*.png")}
+    assert {"05_methods.png", "05_coteaching_check_symmetric.png"} <= figures
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["notebooks"]["05_noisy_labels"]["parameters"]["methods"] == ["naive_bce", "coteaching"]
+    assert config["train"]["epochs"] == 1

@@ -12,7 +12,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from rfcxlib import series
+from rfcxlib import profiles, series
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -33,7 +33,7 @@ def test_notebook_is_committed_clean_with_one_parameters_cell(path):
     for cell in nb.cells:
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None, "committed without outputs"
-    declared = series.declared_parameters(path)
+    declared = profiles.declared_parameters(path)
     for name in ("data_dir", "run_dir", "profile", "data_seed"):
         assert name in declared, f"{path.name} declares {name}"
     assert declared["data_dir"]["default"] in ('""', "''")

@@ -170,3 +170,14 @@ def test_test_time_augmentation_is_seeded(dataset, config):
     assert not np.allclose(a, tta(2)[0])
     np.testing.assert_array_equal(index, np.concatenate([i.numpy() for _, i in pipeline.window_dataset(
         dataset, ids, config, progress=False)]))
+
+
+def test_other_rates_and_image_shapes(dataset):
+    config = RunConfig.from_params({**PARAMS, "sr": 32000, "image_height": 48, "image_width": 80, "channels": 1,
+                                    "audio_cache": "none"})
+    assert pipeline.input_shape(config) == (48, 80, 1)
+    ids = dataset.labelled_ids[:2]
+    x, t = next(iter(pipeline.valid_dataset(dataset, ids, config, progress=False)))
+    assert x.shape[1:] == (48, 80, 1) and t.shape[1:] == (48,)
+    x, _ = next(iter(pipeline.train_dataset(dataset, ids, config, samples_per_epoch=4, progress=False)))
+    assert x.shape == (4, 48, 80, 1) and np.all(np.isfinite(x.numpy()))

@@ -21,7 +21,11 @@ def test_atomic_write_leaves_no_temp_files_and_keeps_old_file_on_failure(tmp_pat
 def test_run_dir_layout(tmp_path):
     run = open_run(str(tmp_path / "r1"))
     run.write_config(RunConfig(), extra={"notebook": "04_training"})
-    assert json.loads((run.path / "config.json").read_text())["model"]["backbone"] == "small_cnn"
+    body = json.loads((run.path / "config.json").read_text())
+    assert body["model"]["backbone"] == "small_cnn"
+    run.write_config(RunConfig().replace(epochs=2), extra={"notebook": "05_noisy_labels"})
+    body = json.loads((run.path / "config.json").read_text())
+    assert set(body["notebooks"]) == {"04_training", "05_noisy_labels"} and body["train"]["epochs"] == 2
     save_npz_atomic(run.model_dir("m1") / "oof.npz", scores=np.zeros((2, 24)))
     assert [p.name for p in run.model_dirs()] == ["m1"]
     run.update_metrics("m1", {"oof_lwlrap": 0.5})

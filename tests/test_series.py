@@ -13,7 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from rfcxlib import series, summary
+from rfcxlib import profiles, series, summary
 from rfcxlib.errors import DataError, ParameterError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,11 +105,11 @@ def _env(tmp_path) -> dict:
 
 
 def test_parse_value_reads_yaml_scalars_like_papermill():
-    assert series.parse_value("3") == 3 and series.parse_value("0.5") == 0.5
-    assert series.parse_value("1e-3") == 0.001 and series.parse_value("true") is True
-    assert series.parse_value("[0, 1]") == [0, 1] and series.parse_value("null") is None
-    assert series.parse_value("densenet121") == "densenet121"
-    assert series.parse_value("007", "str") == "007"
+    assert profiles.parse_value("3") == 3 and profiles.parse_value("0.5") == 0.5
+    assert profiles.parse_value("1e-3") == 0.001 and profiles.parse_value("true") is True
+    assert profiles.parse_value("[0, 1]") == [0, 1] and profiles.parse_value("null") is None
+    assert profiles.parse_value("densenet121") == "densenet121"
+    assert profiles.parse_value("007", "str") == "007"
 
 
 def test_plan_resolves_precedence_sweep_and_types(series_dir, profile_file, fake_data, tmp_path,
@@ -125,6 +125,13 @@ def test_plan_resolves_precedence_sweep_and_types(series_dir, profile_file, fake
     assert p["04_train[b]"]["model_name"] == "b" and p["02_second"]["profile"] == "tiny"
     assert all(v["data_seed"] == 5 and v["data_dir"] == str(fake_data) for v in p.values())
     assert s.steps[2].output.name == "04_train-a.ipynb"
+    sweep = tmp_path / "three.yaml"
+    sweep.write_text("parameters: {epochs: 7}\nmodels:\n  - {model_name: x}\n"
+                     "  - {model_name: y, epochs: 9}\n  - {model_name: z}\n")
+    s = series.prepare(profile=str(profile_file), run_id="plan", data_dir=str(fake_data),
+                       folder=str(series_dir), sweep=str(sweep), select="04,06")
+    assert [(st.key, st.parameters.get("epochs")) for st in s.steps] == [
+        ("04_train[x]", 7), ("04_train[y]", 9), ("04_train[z]", 7), ("06_ensemble", None)]
 
 
 def test_unknown_names_and_profiles_give_clear_errors(series_dir, profile_file, fake_data,
@@ -153,11 +160,11 @@ def test_unknown_names_and_profiles_give_clear_errors(series_dir, profile_file, 
 
 def test_project_profiles_and_sweep_files_parse():
     for name in ("tiny", "mini", "full"):
-        body = series.load_profile(name)
+        body = profiles.load_profile(name)
         assert body["parameters"]["profile"] == name
-    seed = series.load_sweep("seed_densenet7.yaml")
+    seed = profiles.load_sweep("seed_densenet7.yaml")
     assert len(seed["models"]) == 7 and len({m["model_name"] for m in seed["models"]}) == 7
-    assert series.load_profile("mini")["sweep"]["models"], "make run trains several models"
+    assert profiles.load_profile("mini")["sweep"]["models"], "make run trains several models"
 
 
 def test_run_resume_after_kill_skips_finished_notebooks(series_dir, profile_file, fake_data,
@@ -251,7 +258,7 @@ def test_headline_prefers_test_scores_and_averages_folds():
 def test_declared_parameters_reads_types_defaults_and_quoted_comments(tmp_path):
     path = _notebook(tmp_path / "01_x.ipynb", 'data_dir = ""  # str: "" = synthetic\n'
                      "epochs: int = 3  # how many\nlr = 1e-3\nfolds = [0, 1]\nweights = None\n")
-    declared = series.declared_parameters(path)
+    declared = profiles.declared_parameters(path)
     assert {k: v["inferred_type_name"] for k, v in declared.items()} == {
         "data_dir": "str", "epochs": "int", "lr": "float", "folds": "list", "weights": "None"}
     assert declared["data_dir"]["help"] == 'str: "" = synthetic'
@@ -260,4 +267,4 @@ def test_declared_parameters_reads_types_defaults_and_quoted_comments(tmp_path):
     nb.cells[1].metadata["tags"] = []
     nbformat.write(nb, path)
     with pytest.raises(DataError, match=r"01_x.ipynb: expected exactly one cell tagged"):
-        series.declared_parameters(path)
+        profiles.declared_parameters(path)

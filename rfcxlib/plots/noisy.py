@@ -59,14 +59,15 @@ def method_comparison(results: pd.DataFrame, *, ax=None, order: Optional[Sequenc
         ax.axhline(base, color=TEST_COLOR, ls="--", lw=1, label=f"{baseline} test mean")
     values = results[["val_lwlrap", "test_lwlrap"]].to_numpy(float)
     low = np.nanmin(values) if np.isfinite(values).any() else 0.0
-    ax.set_ylim(max(0.0, low - 0.08), 1.0)
+    ax.set_ylim(max(0.0, low - 0.08), 1.1)
+    ax.set_yticks([t for t in ax.get_yticks() if t <= 1.0 + 1e-9])
     ax.set_xticks(x, methods, rotation=20, ha="right")
     ax.set_ylabel("LWLRAP")
     n_seeds = results.groupby("method")["seed"].nunique()
     ax.set_title(f"Noisy-label methods: mean ± std over {n_seeds.min()}–{n_seeds.max()} seeds"
                  if n_seeds.min() != n_seeds.max() else
                  f"Noisy-label methods: mean ± std over {n_seeds.min()} seed(s)")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper center", ncol=3, fontsize=8, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     return ax
 

@@ -1,0 +1,186 @@
+"""Models benchmark: training and whole-recording inference speed per backbone; one JSON file.
+
+For each backbone of :data:`rfcxlib.models.BACKBONES` (the head and attention of notebook 04's
+defaults), at notebook 04's default input size:
+
+1. ``train_samples_per_s``: Adam train steps with the masked BCE loss on random images, after
+   ``--warmup`` steps (tracing); the median step time over ``--steps`` steps.
+2. ``inference_audio_s_per_s``: whole 60 s, 48 kHz recordings scored as the notebooks do —
+   sliding windows of ``crop_s`` every ``hop_s``, log-mel image, model, maximum over windows —
+   in seconds of audio per wall-clock second (median over ``--repeats``).
+3. ``first_step_s``: the first train step (graph tracing and optimisation).
+
+Usage::
+
+    python benchmarks/bench_models.py [--backbones small_cnn densenet121] [--out benchmarks/results/models.json]
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK = ROOT / "notebooks" / "04_training.ipynb"
+SR = 48000
+FALLBACK = dict(crop_s=6.0, hop_s=3.0, n_mels=64, hop_length=1024, image_width=256, channels=1,
+                attention="parallel", head="attention_v2", base_units=64, batch_size=32)
+
+
+def notebook_defaults(path: Path = NOTEBOOK) -> dict:
+    """The literal assignments of notebook 04's ``parameters`` cell (empty when it is absent)."""
+    if not path.exists():
+        return {}
+    cells = json.loads(path.read_text())["cells"]
+    source = next(("".join(c["source"]) for c in cells
+                   if "parameters" in c.get("metadata", {}).get("tags", [])), "")
+    values = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            try:
+                values[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                pass
+    return values
+
+
+def make_config(backbone: str, defaults: dict):
+    from rfcxlib.config import RunConfig
+
+    keys = ("crop_s", "hop_s", "n_mels", "hop_length", "image_width", "channels", "attention",
+            "head", "base_units", "batch_size")
+    params = {k: defaults.get(k, FALLBACK[k]) for k in keys}
+    return RunConfig.from_params({**params, "backbone": backbone})
+
+
+def train_speed(model, config, shape, *, steps: int, warmup: int) -> dict:
+    import keras
+
+    from rfcxlib import losses
+
+    gen = np.random.default_rng(0)
+    batch = config.train.batch_size
+    x = gen.normal(size=(batch,) + tuple(shape)).astype(np.float32)
+    y = (gen.random((batch, 24)) < 0.1).astype(np.float32)
+    targets = losses.pack_targets(y, (gen.random((batch, 24)) < 0.3).astype(np.float32))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=losses.masked_bce)
+    t0 = time.perf_counter()
+    model.train_on_batch(x, targets)
+    first = time.perf_counter() - t0
+    for _ in range(max(0, warmup - 1)):
+        model.train_on_batch(x, targets)
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        model.train_on_batch(x, targets)
+        times.append(time.perf_counter() - t0)
+    return {"train_samples_per_s": batch / statistics.median(times), "first_step_s": first,
+            "batch_size": batch}
+
+
+def inference_speed(model, config, *, recordings: int, repeats: int) -> dict:
+    """Seconds of 60 s audio scored per second: windows ▶ log-mel image ▶ model ▶ max."""
+    import tensorflow as tf
+
+    from rfcxlib import audio, features
+
+    crop = int(round(config.audio.crop_s * SR))
+    starts = (audio.window_starts(60.0, crop_s=config.audio.crop_s, hop_s=config.inference.hop_s)
+              * SR).astype(int)
+    gen = np.random.default_rng(1)
+    waves = [(0.1 * gen.standard_normal(60 * SR)).astype(np.float32) for _ in range(recordings)]
+    batch = config.train.batch_size
+
+    @tf.function(reduce_retracing=True)
+    def score(windows):
+        x = features.to_image(features.log_mel(windows, sr=SR, config=config.features),
+                              config=config.features)
+        return model(x, training=False)
+
+    def run():
+        out = []
+        for y in waves:
+            windows = np.stack([y[s:s + crop] for s in starts])
+            z = np.concatenate([score(windows[i:i + batch]).numpy()
+                                for i in range(0, len(windows), batch)])
+            out.append(z.max(axis=0))
+        return out
+
+    run()  # tracing
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    return {"inference_audio_s_per_s": 60.0 * recordings / statistics.median(times),
+            "windows_per_recording": int(len(starts))}
+
+
+def bench_backbone(name: str, defaults: dict, args) -> dict:
+    import keras
+
+    from rfcxlib import pipeline
+    from rfcxlib.models import build_model
+
+    config = make_config(name, defaults)
+    shape = pipeline.input_shape(config)
+    keras.utils.set_random_seed(0)
+    model = build_model(config, shape)
+    row = {"backbone": name, "input_shape": list(shape), "params": int(model.count_params()),
+           "attention": config.model.attention, "head": config.model.head}
+    row.update(train_speed(model, config, shape, steps=args.steps, warmup=args.warmup))
+    row.update(inference_speed(model, config, recordings=args.recordings, repeats=args.repeats))
+    return row
+
+
+def parse_args(argv=None):
+    from rfcxlib.models import BACKBONES
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--backbones", nargs="+", default=list(BACKBONES), choices=list(BACKBONES))
+    p.add_argument("--steps", type=int, default=5, help="timed train steps per backbone")
+    p.add_argument("--warmup", type=int, default=2, help="untimed train steps (tracing)")
+    p.add_argument("--recordings", type=int, default=2, help="60 s recordings per inference pass")
+    p.add_argument("--repeats", type=int, default=3, help="inference passes (median)")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "models.json"))
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import tensorflow as tf
+
+    from rfcxlib.runs import write_json_atomic
+
+    defaults = notebook_defaults()
+    result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                          "load_avg_1min": os.getloadavg()[0],
+                          "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+                          "tensorflow": tf.__version__},
+              "defaults_from": str(NOTEBOOK.relative_to(ROOT)) if defaults else "built-in",
+              "backbones": []}
+    for name in args.backbones:
+        t0 = time.perf_counter()
+        row = bench_backbone(name, defaults, args)
+        row["bench_s"] = time.perf_counter() - t0
+        result["backbones"].append(row)
+        print(f"{name:15s} params {row['params']:>10,d}  train {row['train_samples_per_s']:7.1f} "
+              f"samples/s  first step {row['first_step_s']:6.1f} s  inference "
+              f"{row['inference_audio_s_per_s']:8.1f} s audio/s", flush=True)
+    write_json_atomic(args.out, result)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

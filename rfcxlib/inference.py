@@ -1,0 +1,94 @@
+"""Whole-recording prediction: sliding windows ▶ per-window logits ▶ one score per species.
+
+Windows of ``crop_s`` every ``hop_s`` seconds (the last one ends at the recording's end), the
+maximum over windows per species (``aggregate="mean"``: the mean), optional test-time
+augmentation (the mean of the logits of ``1 + tta`` passes) and the seed's per-species
+frequency-band scoring (species ``s`` is scored on an image whose mel rows outside its band are
+zeroed; its band is the median TP box band of the training rows).
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from rfcxlib import NUM_SPECIES, features, pipeline
+from rfcxlib.config import RunConfig
+from rfcxlib.errors import ParameterError
+
+
+def species_bands(dataset) -> dict[int, tuple[float, float]]:
+    """``{species: (f_min, f_max)}``: the median band of each species' TP (else FP) rows."""
+    rows = dataset.tp if len(dataset.tp) else dataset.fp
+    med = rows.groupby("species_id")[["f_min", "f_max"]].median()
+    return {int(s): (float(r.f_min), float(r.f_max)) for s, r in med.iterrows()}
+
+
+def _band_masks(dataset, config: RunConfig, height: int) -> np.ndarray:
+    """``(24, height)`` 0/1 rows to keep per species (all rows for a species with no rows)."""
+    masks = np.ones((NUM_SPECIES, height), np.float32)
+    if config.features.image_height not in (0, config.features.n_mels):
+        raise ParameterError("band_mode=True needs images with one row per mel band "
+                             f"(image_height 0 or n_mels), got image_height={config.features.image_height}")
+    for s, (lo_hz, hi_hz) in species_bands(dataset).items():
+        lo, hi = features.band_bins(fmin_hz=lo_hz, fmax_hz=hi_hz, config=config.features)
+        masks[s] = 0.0
+        masks[s, lo:hi] = 1.0
+    return masks
+
+
+def window_logits(model, dataset, recording_ids: Sequence[str], config: RunConfig, *, split: str,
+                  hop_s: Optional[float] = None, tta_seed: Optional[int] = None,
+                  band_mode: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Logits of every window ``(n_windows, 24)`` and the recording index of each window."""
+    ds = pipeline.window_dataset(dataset, list(recording_ids), config, split=split, hop_s=hop_s,
+                                 progress=False, tta_seed=tta_seed)
+    masks = _band_masks(dataset, config, pipeline.input_shape(config)[0]) if band_mode else None
+    parts, index = [], []
+    for x, i in ds:
+        if masks is None:
+            z = np.asarray(model(x, training=False), np.float32)
+        else:
+            z = np.stack([np.asarray(model(x * masks[s][None, :, None, None], training=False))[:, s]
+                          for s in range(NUM_SPECIES)], axis=1).astype(np.float32)
+        parts.append(z)
+        index.append(np.asarray(i))
+    return np.concatenate(parts), np.concatenate(index)
+
+
+def aggregate_windows(logits: np.ndarray, index: np.ndarray, n: int, how: str = "max") -> np.ndarray:
+    """Per-recording ``(n, 24)`` from per-window logits: max (default) or mean over windows."""
+    if how == "mean":
+        sums = np.zeros((n, logits.shape[1]), np.float32)
+        np.add.at(sums, index, logits)
+        return sums / np.maximum(np.bincount(index, minlength=n), 1)[:, None]
+    if how != "max":
+        raise ParameterError(f"aggregate = {how!r}: expected 'max' or 'mean'")
+    out = np.full((n, logits.shape[1]), -np.inf, np.float32)
+    np.maximum.at(out, index, logits)
+    return out
+
+
+def predict_clips(model, dataset, recording_ids: Sequence[str], config: RunConfig, *,
+                  split: str) -> np.ndarray:
+    """Clip logits ``(len(recording_ids), 24)`` following ``config.inference``."""
+    inf = config.inference
+    passes = [None] + list(range(1, inf.tta + 1))
+    results = []
+    for tta_seed in passes:
+        z, index = window_logits(model, dataset, recording_ids, config, split=split,
+                                 tta_seed=tta_seed, band_mode=inf.band_mode)
+        results.append(aggregate_windows(z, index, len(recording_ids), inf.aggregate))
+    return np.mean(results, axis=0).astype(np.float32)
+
+
+def sigmoid(z) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-np.asarray(z, np.float64)))).astype(np.float32)
+
+
+def scores_frame(recording_ids: Sequence[str], scores: np.ndarray) -> pd.DataFrame:
+    """``recording_id, s0..s23`` table of clip scores."""
+    frame = pd.DataFrame(scores, columns=[f"s{k}" for k in range(scores.shape[1])])
+    frame.insert(0, "recording_id", list(recording_ids))
+    return frame

@@ -1,0 +1,138 @@
+"""Training: strategy selection, MirroredStrategy equivalence, score files, resume after a crash."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from rfcxlib import data, pipeline, train
+from rfcxlib.config import RunConfig
+from rfcxlib.errors import ParameterError
+
+TINY = dict(backbone="small_cnn", head="attention_v1", attention="cbam", base_units=8, n_mels=32,
+            hop_length=2048, image_width=64, channels=1, crop_s=4.0, hop_s=3.0, batch_size=8,
+            epochs=3, learning_rate=3e-3, folds=3, train_folds=[0], seed=1)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_data_dir):
+    return data.load_dataset(tiny_data_dir)
+
+
+def test_select_strategy_default_on_one_cpu(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    strategy = train.select_strategy()
+    assert strategy.num_replicas_in_sync == 1
+    assert not isinstance(strategy, tf.distribute.MirroredStrategy)
+
+
+MIRRORED = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
+        [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+    import keras
+    from rfcxlib import losses, train
+
+    def fit(strategy):
+        keras.utils.set_random_seed(0)
+        with strategy.scope():
+            inputs = keras.Input((8, 8, 1))
+            x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+            x = keras.layers.GlobalAveragePooling2D()(x)
+            model = keras.Model(inputs, keras.layers.Dense(24)(x))
+            model.compile(optimizer=keras.optimizers.SGD(0.1), loss=losses.masked_bce)
+        gen = np.random.default_rng(0)
+        x = gen.normal(size=(32, 8, 8, 1)).astype("float32")
+        y = (gen.random((32, 24)) < 0.3).astype("float32")
+        t = losses.pack_targets(y, (gen.random((32, 24)) < 0.7).astype("float32"))
+        ds = tf.data.Dataset.from_tensor_slices((x, t)).batch(8)
+        model.fit(ds, epochs=3, verbose=0, shuffle=False)
+        return [w.numpy() for w in model.weights]
+
+    strategy = train.select_strategy()
+    single = fit(tf.distribute.OneDeviceStrategy("/cpu:0"))
+    mirrored = fit(strategy)
+    diff = max(float(np.abs(a - b).max()) for a, b in zip(single, mirrored))
+    change = max(float(np.abs(a).max()) for a in single)
+    print(json.dumps({"strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,
+                      "diff": diff, "scale": change}))
+""")
+
+
+def test_mirrored_over_two_logical_cpus_matches_one_device(tmp_path):
+    script = tmp_path / "mirrored.py"
+    script.write_text(MIRRORED)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("TF_CONFIG", None)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["strategy"] == "MirroredStrategy" and out["replicas"] == 2
+    assert out["diff"] < 1e-4, out
+
+
+def test_train_model_writes_contract_files(tiny, tmp_path):
+    config = RunConfig.from_params({**TINY, "epochs": 2})
+    result = train.train_model(tiny, config, tmp_path / "m", progress=False)
+    files = {p.name for p in (tmp_path / "m").iterdir()}
+    assert {"config.json", "history.csv", "oof.npz", "test_scores.npz", "metrics.json",
+            "model.keras"} <= files
+    _, valid_ids = train.fold_split(tiny, config, 0)
+    oof = np.load(tmp_path / "m" / "oof.npz")
+    assert list(oof["recording_ids"]) == list(valid_ids)
+    assert oof["logits"].shape == (len(valid_ids), 24) and oof["y"].shape == oof["mask"].shape
+    assert np.allclose(oof["scores"], 1 / (1 + np.exp(-oof["logits"])), atol=1e-6)
+    test = np.load(tmp_path / "m" / "test_scores.npz")
+    assert list(test["recording_ids"]) == list(tiny.test_ids)
+    assert np.isfinite(test["logits"]).all() and test["logits"].shape == (len(tiny.test_ids), 24)
+    metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert set(metrics) >= {"val_lwlrap", "oof_lwlrap", "test_lwlrap"}
+    assert 0.0 <= metrics["test_lwlrap"] <= 1.0 and metrics == pytest.approx(result)
+    history = pd.read_csv(tmp_path / "m" / "history.csv")
+    assert list(history.epoch) == [0, 1] and {"loss", "val_loss", "val_lwlrap"} <= set(history.columns)
+
+
+def test_unknown_loss_lists_choices(tiny, tmp_path):
+    with pytest.raises(ParameterError, match="masked_bce"):
+        train.train_model(tiny, RunConfig.from_params(TINY), tmp_path / "m", loss="hinge", progress=False)
+
+
+def test_resume_after_interruption_reproduces_run(tiny, tmp_path, monkeypatch):
+    config = RunConfig.from_params(TINY)
+    whole = train.train_model(tiny, config, tmp_path / "whole", progress=False)
+
+    real = pipeline.train_dataset
+    calls = {"n": 0}
+
+    def crash_on_third_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("simulated kill")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "train_dataset", crash_on_third_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_model(tiny, config, tmp_path / "resumed", progress=False)
+    state = json.loads((tmp_path / "resumed" / "fold0" / "state.json").read_text())
+    assert state["epochs_done"] == 2
+    monkeypatch.setattr(pipeline, "train_dataset", real)
+    resumed = train.train_model(tiny, config, tmp_path / "resumed", progress=False)
+
+    a = pd.read_csv(tmp_path / "whole" / "history.csv")
+    b = pd.read_csv(tmp_path / "resumed" / "history.csv")
+    np.testing.assert_allclose(a.loss, b.loss, rtol=1e-5)
+    np.testing.assert_allclose(a.val_lwlrap, b.val_lwlrap, atol=1e-6)
+    za = np.load(tmp_path / "whole" / "test_scores.npz")["logits"]
+    zb = np.load(tmp_path / "resumed" / "test_scores.npz")["logits"]
+    np.testing.assert_allclose(za, zb, rtol=1e-4, atol=1e-4)
+    assert resumed == pytest.approx(whole)
