@@ -179,9 +179,11 @@ class TrainConfig:
     steps_per_epoch: int = 0  # 0: one pass over the training crops
     mixed_precision: bool = False
     xla: bool = False
+    checkpoint: str = "best"  # weights kept per fold: "best" (validation LWLRAP) or "last" epoch
 
     def __post_init__(self):
         object.__setattr__(self, "train_folds", tuple(int(f) for f in self.train_folds))
+        check_choice("checkpoint", self.checkpoint, ("best", "last"))
         check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
         check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
         check(self.learning_rate > 0, "learning_rate", self.learning_rate, "> 0")

@@ -86,7 +86,7 @@ def write_scores(model_dir, dataset, config: RunConfig, oof: list[tuple], test_l
 
 
 # --------------------------------------------------------------------------- one loss
-def _fit_folds(dataset, c: RunConfig, loss_fn, build_fn, progress: bool,
+def _fit_folds(dataset, c: RunConfig, loss_fn, build_fn,
                datasets: Optional[dict] = None) -> list[dict]:
     """Train one model per fold of ``c.train.train_folds`` with ``loss_fn``; ``datasets`` maps a
     fold to the (pseudo-labelled) data set it trains on. Returns per fold: ``fold``, ``model``,
@@ -100,7 +100,7 @@ def _fit_folds(dataset, c: RunConfig, loss_fn, build_fn, progress: bool,
         # the same number of crops per epoch with or without pseudo-label rows: the same budget
         n_crops = max(len(pipeline.crop_rows(dataset, train_ids)), c.train.batch_size)
         batches = pipeline.train_dataset(source, train_ids, c, seed=c.train.seed * 100 + fold,
-                                         samples_per_epoch=n_crops, progress=progress)
+                                         samples_per_epoch=n_crops, progress=False)
         steps = c.train.epochs * (n_crops // c.train.batch_size)
         model.compile(optimizer=keras.optimizers.Adam(_learning_rate(c, steps)), loss=loss_fn)
         fit = model.fit(batches, epochs=c.train.epochs, verbose=0, shuffle=False)
@@ -121,8 +121,7 @@ def _score_folds(model_dir, dataset, c: RunConfig, trained: list[dict], extra: d
 
 
 def train_with_loss(dataset, config: RunConfig, model_dir, *, loss: Optional[str] = None,
-                    build_fn: Optional[Callable] = None, progress: bool = True,
-                    keep: Optional[list] = None) -> dict:
+                    build_fn: Optional[Callable] = None, keep: Optional[list] = None) -> dict:
     """Train one model per fold with a registered loss (default ``config.train.loss``) and score it.
 
     The same folds, pipeline, epochs and learning-rate schedule as :func:`train_coteaching`; the
@@ -132,7 +131,7 @@ def train_with_loss(dataset, config: RunConfig, model_dir, *, loss: Optional[str
     build_fn = build_fn or _default_build()
     name = loss or config.train.loss
     Path(model_dir).mkdir(parents=True, exist_ok=True)
-    trained = _fit_folds(dataset, config, losses.get_loss(name), build_fn, progress)
+    trained = _fit_folds(dataset, config, losses.get_loss(name), build_fn)
     if keep is not None:
         keep.extend(trained)
     return _score_folds(model_dir, dataset, config, trained, extra={"method": name})
@@ -179,7 +178,7 @@ def train_coteaching(dataset, config: RunConfig, model_dir, *, tau: float = 0.05
         train_ids, valid_ids = fold_split(dataset, c, fold)
         keras.utils.set_random_seed(c.train.seed * 100 + fold)
         model_a, model_b = build_fn(c, shape), build_fn(c, shape)
-        batches = pipeline.train_dataset(dataset, train_ids, c, seed=c.train.seed * 100 + fold, progress=progress)
+        batches = pipeline.train_dataset(dataset, train_ids, c, seed=c.train.seed * 100 + fold, progress=False)
         steps = c.train.epochs * max(1, len(pipeline.crop_rows(dataset, train_ids)) // c.train.batch_size)
         rows = noisy.coteach_fit(model_a, model_b, batches, epochs=c.train.epochs, tau=tau, t_k=t_k,
                                  learning_rate=_learning_rate(c, steps), progress=progress)
@@ -231,7 +230,7 @@ def pseudo_label_rounds(dataset, config: RunConfig, model_dir, *, rounds: int = 
     c, model_dir = config, Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     hop_s = float(hop_s or c.inference.hop_s)
-    trained = initial or _fit_folds(dataset, c, losses.get_loss(loss), build_fn, progress)
+    trained = initial or _fit_folds(dataset, c, losses.get_loss(loss), build_fn)
     extended, log = {t["fold"]: dataset for t in trained}, []
     for r in tqdm(range(1, rounds + 1), desc="pseudo-label rounds", disable=not progress):
         for t in trained:
@@ -243,7 +242,7 @@ def pseudo_label_rounds(dataset, config: RunConfig, model_dir, *, rounds: int = 
             quality = noisy.pseudo_label_quality(dataset, rows) or {}
             log.append({"round": r, "fold": t["fold"], "new_rows": len(rows),
                         **{f"pseudo_{k}": v for k, v in quality.items() if k != "rows"}})
-        trained = _fit_folds(dataset, c, losses.get_loss(loss), build_fn, progress, datasets=extended)
+        trained = _fit_folds(dataset, c, losses.get_loss(loss), build_fn, datasets=extended)
     write_text_atomic(model_dir / "pseudo_labels.csv", pd.DataFrame(log).to_csv(index=False))
     extra = {"method": "pseudo_labels", "loss": loss, "rounds": rounds, "threshold": threshold, "hop_s": hop_s,
              "pseudo_rows": int(sum(e["new_rows"] for e in log))}
@@ -302,7 +301,7 @@ def compare_methods(dataset, config: RunConfig, out_dir, *, methods: Sequence[st
         if not (model_dir / "metrics.json").exists():
             _run_one(method, dataset, c, model_dir, kept, seed, tau=tau, t_k=t_k, rounds=pseudo_rounds,
                      threshold=pseudo_threshold, hop_s=pseudo_hop_s, pseudo_loss=pseudo_loss,
-                     build_fn=build_fn, progress=progress)
+                     build_fn=build_fn, progress=False)  # one bar: this loop
         rows.append({"method": method, "seed": seed, **evaluate_model_dir(model_dir),
                      "train_s": round(time.perf_counter() - start, 1), "model_dir": str(model_dir)})
         if results_csv:
@@ -314,7 +313,7 @@ def _run_one(method, dataset, c, model_dir, kept, seed, *, tau, t_k, rounds, thr
              build_fn, progress):
     if method in LOSS_METHODS:
         keep = [] if method == pseudo_loss else None
-        train_with_loss(dataset, c, model_dir, loss=method, build_fn=build_fn, progress=progress, keep=keep)
+        train_with_loss(dataset, c, model_dir, loss=method, build_fn=build_fn, keep=keep)
         if keep is not None:
             kept[seed] = keep
     elif method == "coteaching":

@@ -169,8 +169,10 @@ def _models_section(metrics: dict, state: dict) -> str:
             r["model"] = f"{r['model']} (best)"
     varied = _varied_parameters(state)
     for r in rows:
-        r.update(varied.get(r["model"].replace(" (best)", ""), {}))
-    columns = ["model"] + keys + others + sorted({k for v in varied.values() for k in v})
+        for name, value in varied.get(r["model"].replace(" (best)", ""), {}).items():
+            r.setdefault(name, value)
+    extra = sorted({k for v in varied.values() for k in v} - set(keys) - set(others))
+    columns = ["model"] + keys + others + extra
     return _table(rows, columns)
 
 
@@ -183,12 +185,13 @@ def _varied_parameters(state: dict) -> dict[str, dict]:
     names = set().union(*swept.values())
     differ = [n for n in sorted(names) if n not in ("model_name", "run_dir")
               and len({repr(p.get(n)) for p in swept.values()}) > 1]
-    return {m: {n: p.get(n, "") for n in differ} for m, p in swept.items()}
+    return {m: {n: p.get(n, "(default)") for n in differ} for m, p in swept.items()}
 
 
 def _sections_table(metrics: dict, skip=("models",)) -> str:
     parts = []
-    for section, values in metrics.items():
+    for section in sorted(metrics, key=lambda name: name != "ensemble"):  # ensemble first
+        values = metrics[section]
         if section in skip or not isinstance(values, dict):
             continue
         rows = [{"": k, "value": v} for k, v in _flatten(values).items()]

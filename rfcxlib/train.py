@@ -5,7 +5,9 @@ seeded by ``(seed, fold, epoch)`` and re-seeds every dropout generator the same 
 result depends only on the weights and optimizer state it starts from: a run killed mid-way and
 started again resumes from its last checkpoint and ends with the same weights as a run that was
 never interrupted. The best epoch (validation LWLRAP on the known labels of fixed validation
-crops) is kept; its clip scores on the held-out recordings are the out-of-fold scores.
+crops) is kept — or the last one with ``checkpoint="last"`` (on partially labelled data the
+known-label metric saturates early and is a weak guide) — and its clip scores on the held-out
+recordings are the out-of-fold scores.
 
 Files under ``model_dir``: ``config.json``, ``history.csv``, ``oof.npz``, ``test_scores.npz``,
 ``metrics.json``, ``model.keras`` (the best model of the first trained fold) and
@@ -117,7 +119,8 @@ def validation_score(model: keras.Model, batches, loss_fn) -> dict:
 # --------------------------------------------------------------------------- one fold
 def fit_fold(dataset, config: RunConfig, fold: int, folder: Path, *, loss_fn, build_fn: Callable,
              progress: bool = True, strategy: Optional[tf.distribute.Strategy] = None) -> keras.Model:
-    """Train (or resume) one fold in ``folder``; return the model with its best epoch's weights.
+    """Train (or resume) one fold in ``folder``; return the model with the weights of its best
+    (or, ``checkpoint="last"``, last) epoch.
 
     The model is built and compiled under ``strategy`` (default: :func:`select_strategy`).
     """
@@ -158,7 +161,7 @@ def fit_fold(dataset, config: RunConfig, fold: int, folder: Path, *, loss_fn, bu
         state["epochs_done"] = epoch + 1
         write_json_atomic(folder / "state.json", state)
         bar.set_postfix(loss=f"{row['loss']:.4f}", val_lwlrap=f"{row['val_lwlrap']:.3f}")
-    _load_checkpoint(model, folder, "best")
+    _load_checkpoint(model, folder, t.checkpoint)
     return model
 
 
