@@ -126,7 +126,7 @@ def slugify(text: str) -> str:
 
 def notebook_parameters(notebook) -> dict[str, dict]:
     """The parameters declared in a notebook's ``parameters`` cell (as ``rfcx run`` reads them)."""
-    from rfcxlib.series import declared_parameters
+    from rfcxlib.profiles import declared_parameters
 
     notebook = Path(notebook)
     if not notebook.is_file() or notebook.suffix != ".ipynb":
@@ -137,11 +137,11 @@ def notebook_parameters(notebook) -> dict[str, dict]:
 def parse_parameters(notebook, pairs: Sequence[Sequence[str]]) -> dict[str, Any]:
     """Check ``[(name, value), ...]`` against the notebook's parameters and type the values the
     way ``rfcx run -p`` does (YAML scalars; text for a parameter declared ``str``)."""
-    from rfcxlib.series import _coerce, parse_value
+    from rfcxlib.profiles import coerce, parse_value
 
     declared = check_parameter_names(notebook, [name for name, _ in pairs])
     where = f"notebook {Path(notebook).name!r}"
-    return {name: _coerce(parse_value(raw, declared[name]["inferred_type_name"]), declared[name],
+    return {name: coerce(parse_value(raw, declared[name]["inferred_type_name"]), declared[name],
                           where) for name, raw in pairs}
 
 
