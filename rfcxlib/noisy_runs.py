@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from rfcxlib import data, losses, metrics, noisy, pipeline
+from rfcxlib import inference, losses, noisy, pipeline, train
 from rfcxlib.config import RunConfig
 from rfcxlib.errors import DataError, ParameterError, unknown_choice
-from rfcxlib.runs import read_json, save_npz_atomic, write_json_atomic, write_text_atomic
+from rfcxlib.runs import read_json, write_json_atomic, write_text_atomic
 
 LOSS_METHODS = tuple(losses.LOSSES)
 METHODS = LOSS_METHODS + ("coteaching", "pseudo_labels")
@@ -28,30 +28,16 @@ METHODS = LOSS_METHODS + ("coteaching", "pseudo_labels")
 
 # --------------------------------------------------------------------------- helpers
 def fold_split(dataset, config: RunConfig, fold: int) -> tuple[list, list]:
-    """Training and validation recordings of ``fold`` (folds of ``data.make_folds``)."""
-    folds = data.make_folds(dataset, config.train.folds, seed=config.data.data_seed)
-    return sorted(folds.index[folds != fold]), sorted(folds.index[folds == fold])
+    """Training and validation recordings of ``fold`` (the folds of :func:`rfcxlib.train.fold_split`)."""
+    return train.fold_split(dataset, config, fold)
 
 
 def clip_logits(model, dataset, recording_ids: Sequence[str], config: RunConfig, *, split: str) -> np.ndarray:
-    """Clip logits ``(n, 24)``: the model on sliding windows, max (or mean) over each recording's windows."""
-    ds = pipeline.window_dataset(dataset, list(recording_ids), config, split=split, progress=False)
-    parts, index = [], []
-    for x, i in ds:
-        parts.append(np.asarray(model(x, training=False), np.float32))
-        index.append(i.numpy())
-    logits, index = np.concatenate(parts), np.concatenate(index)
-    if config.inference.aggregate == "mean":
-        sums = np.zeros((len(recording_ids), logits.shape[1]), np.float32)
-        np.add.at(sums, index, logits)
-        return sums / np.bincount(index, minlength=len(recording_ids))[:, None]
-    out = np.full((len(recording_ids), logits.shape[1]), -np.inf, np.float32)
-    np.maximum.at(out, index, logits)
-    return out
+    """Clip logits ``(n, 24)``: :func:`rfcxlib.inference.predict_clips` (sliding windows, max or mean)."""
+    return inference.predict_clips(model, dataset, recording_ids, config, split=split)
 
 
-def _sigmoid(z):
-    return 1.0 / (1.0 + np.exp(-np.asarray(z, np.float64)))
+_sigmoid = inference.sigmoid
 
 
 def _learning_rate(config: RunConfig, steps: int):
@@ -63,26 +49,10 @@ def _learning_rate(config: RunConfig, steps: int):
 
 def write_scores(model_dir, dataset, config: RunConfig, oof: list[tuple], test_logits: list,
                  history: pd.DataFrame, extra: Optional[dict] = None) -> dict:
-    """Write ``oof.npz``, ``test_scores.npz``, ``history.csv``, ``metrics.json``, ``config.json``
-    as ``rfcxlib.train`` does; ``oof`` holds ``(fold, recording_ids, logits)`` per trained fold."""
-    model_dir = Path(model_dir)
-    ids = [r for _, fold_ids, _ in oof for r in fold_ids]
-    logits = np.concatenate([z for _, _, z in oof]).astype(np.float32)
-    y, mask = dataset.targets_matrix(ids)
-    fold = np.concatenate([np.full(len(fold_ids), f) for f, fold_ids, _ in oof])
-    save_npz_atomic(model_dir / "oof.npz", recording_ids=np.array(ids), fold=fold, logits=logits,
-                    scores=_sigmoid(logits).astype(np.float32), y=y, mask=mask)
-    test = np.mean(test_logits, axis=0).astype(np.float32)
-    save_npz_atomic(model_dir / "test_scores.npz", recording_ids=np.array(dataset.test_ids), logits=test,
-                    scores=_sigmoid(test).astype(np.float32))
-    write_text_atomic(model_dir / "history.csv", history.to_csv(index=False))
-    truth = dataset.test_truth()
-    result = {"val_lwlrap": [metrics.lwlrap(y[fold == f], z, mask[fold == f]) for f, _, z in oof],
-              "oof_lwlrap": metrics.lwlrap(y, logits, mask),
-              **({"test_lwlrap": metrics.lwlrap(truth, test)} if truth is not None else {}), **(extra or {})}
-    write_json_atomic(model_dir / "metrics.json", result)
-    write_json_atomic(model_dir / "config.json", {**config.to_dict(), "notebook": extra or {}})
-    return result
+    """:func:`rfcxlib.train.write_scores` plus the model's ``config.json``; ``oof`` holds
+    ``(fold, recording_ids, logits)`` per trained fold."""
+    write_json_atomic(Path(model_dir) / "config.json", {**config.to_dict(), "notebook": extra or {}})
+    return train.write_scores(model_dir, dataset, oof, test_logits, history, extra=extra)
 
 
 # --------------------------------------------------------------------------- one loss
