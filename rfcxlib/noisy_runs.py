@@ -40,13 +40,6 @@ def clip_logits(model, dataset, recording_ids: Sequence[str], config: RunConfig,
 _sigmoid = inference.sigmoid
 
 
-def _learning_rate(config: RunConfig, steps: int):
-    t = config.train
-    if t.lr_schedule == "cosine":
-        return keras.optimizers.schedules.CosineDecay(t.learning_rate, decay_steps=max(1, steps))
-    return t.learning_rate
-
-
 def write_scores(model_dir, dataset, config: RunConfig, oof: list[tuple], test_logits: list,
                  history: pd.DataFrame, extra: Optional[dict] = None) -> dict:
     """:func:`rfcxlib.train.write_scores` plus the model's ``config.json``; ``oof`` holds
@@ -72,7 +65,7 @@ def _fit_folds(dataset, c: RunConfig, loss_fn, build_fn,
         batches = pipeline.train_dataset(source, train_ids, c, seed=c.train.seed * 100 + fold,
                                          samples_per_epoch=n_crops, progress=False)
         steps = c.train.epochs * (n_crops // c.train.batch_size)
-        model.compile(optimizer=keras.optimizers.Adam(_learning_rate(c, steps)), loss=loss_fn)
+        model.compile(optimizer=keras.optimizers.Adam(train.learning_rate_schedule(c, steps)), loss=loss_fn)
         fit = model.fit(batches, epochs=c.train.epochs, verbose=0, shuffle=False)
         history = [{"fold": fold, "epoch": e, "loss": v} for e, v in enumerate(fit.history["loss"])]
         out.append({"fold": fold, "model": model, "train_ids": train_ids, "valid_ids": valid_ids,
@@ -151,7 +144,7 @@ def train_coteaching(dataset, config: RunConfig, model_dir, *, tau: float = 0.05
         batches = pipeline.train_dataset(dataset, train_ids, c, seed=c.train.seed * 100 + fold, progress=False)
         steps = c.train.epochs * max(1, len(pipeline.crop_rows(dataset, train_ids)) // c.train.batch_size)
         rows = noisy.coteach_fit(model_a, model_b, batches, epochs=c.train.epochs, tau=tau, t_k=t_k,
-                                 learning_rate=_learning_rate(c, steps), progress=progress)
+                                 learning_rate=train.learning_rate_schedule(c, steps), progress=progress)
         history += [{"fold": fold, **r} for r in rows]
         oof.append((fold, valid_ids, clip_logits(model_a, dataset, valid_ids, c, split="train")))
         test_logits.append(clip_logits(model_a, dataset, dataset.test_ids, c, split="test"))

@@ -75,10 +75,17 @@ def _reseed_dropout(model: keras.Model, seed: int) -> None:
             k += 1
 
 
+def learning_rate_schedule(config: RunConfig, total_steps: int):
+    """``config.train``'s learning rate: cosine decay to 0 over ``total_steps``, or constant."""
+    t = config.train
+    if t.lr_schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(t.learning_rate, decay_steps=max(1, total_steps))
+    return t.learning_rate
+
+
 def compile_model(model: keras.Model, config: RunConfig, loss_fn, total_steps: int) -> keras.Model:
     t = config.train
-    lr = (keras.optimizers.schedules.CosineDecay(t.learning_rate, decay_steps=max(1, total_steps))
-          if t.lr_schedule == "cosine" else t.learning_rate)
+    lr = learning_rate_schedule(config, total_steps)
     model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss_fn, jit_compile=bool(t.xla))
     model.optimizer.build(model.trainable_variables)
     return model
