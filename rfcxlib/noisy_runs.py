@@ -8,6 +8,7 @@ method for every seed on the same folds and returns one row per (method, seed).
 """
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -49,55 +50,22 @@ def write_scores(model_dir, dataset, config: RunConfig, oof: list[tuple], test_l
 
 
 # --------------------------------------------------------------------------- one loss
-def _fit_folds(dataset, c: RunConfig, loss_fn, build_fn,
-               datasets: Optional[dict] = None) -> list[dict]:
-    """Train one model per fold of ``c.train.train_folds`` with ``loss_fn``; ``datasets`` maps a
-    fold to the (pseudo-labelled) data set it trains on. Returns per fold: ``fold``, ``model``,
-    ``train_ids``, ``valid_ids``, ``history`` (list of dict)."""
-    shape, out = pipeline.input_shape(c), []
-    for fold in c.train.train_folds:
-        train_ids, valid_ids = fold_split(dataset, c, fold)
-        source = (datasets or {}).get(fold, dataset)
-        keras.utils.set_random_seed(c.train.seed * 100 + fold)
-        model = build_fn(c, shape)
-        # the same number of crops per epoch with or without pseudo-label rows: the same budget
-        n_crops = max(len(pipeline.crop_rows(dataset, train_ids)), c.train.batch_size)
-        batches = pipeline.train_dataset(source, train_ids, c, seed=c.train.seed * 100 + fold,
-                                         samples_per_epoch=n_crops, progress=False)
-        steps = c.train.epochs * (n_crops // c.train.batch_size)
-        model.compile(optimizer=keras.optimizers.Adam(train.learning_rate_schedule(c, steps)), loss=loss_fn)
-        fit = model.fit(batches, epochs=c.train.epochs, verbose=0, shuffle=False)
-        history = [{"fold": fold, "epoch": e, "loss": v} for e, v in enumerate(fit.history["loss"])]
-        out.append({"fold": fold, "model": model, "train_ids": train_ids, "valid_ids": valid_ids,
-                    "history": history})
-    return out
-
-
-def _score_folds(model_dir, dataset, c: RunConfig, trained: list[dict], extra: dict) -> dict:
-    oof = [(t["fold"], t["valid_ids"], clip_logits(t["model"], dataset, t["valid_ids"], c, split="train"))
-           for t in trained]
-    test = [clip_logits(t["model"], dataset, dataset.test_ids, c, split="test") for t in trained]
-    for t in trained:
-        t["model"].save(Path(model_dir) / f"fold{t['fold']}.keras")
-    history = pd.DataFrame([row for t in trained for row in t["history"]])
-    return write_scores(model_dir, dataset, c, oof, test, history, extra=extra)
+def _samples_per_epoch(dataset, train_ids, c: RunConfig) -> int:
+    """Crops per epoch, as :func:`rfcxlib.train.fit_fold` counts them."""
+    if c.train.steps_per_epoch:
+        return c.train.steps_per_epoch * c.train.batch_size
+    return max(len(pipeline.crop_rows(dataset, train_ids)), c.train.batch_size)
 
 
 def train_with_loss(dataset, config: RunConfig, model_dir, *, loss: Optional[str] = None,
-                    build_fn: Optional[Callable] = None, keep: Optional[list] = None) -> dict:
-    """Train one model per fold with a registered loss (default ``config.train.loss``) and score it.
-
-    The same folds, pipeline, epochs and learning-rate schedule as :func:`train_coteaching`; the
-    final weights are scored (no best-epoch selection, so no method is tuned on validation).
-    ``keep``, a list, receives the trained folds (models in memory) for :func:`pseudo_label_rounds`.
-    """
-    build_fn = build_fn or _default_build()
+                    build_fn: Optional[Callable] = None, progress: bool = False) -> dict:
+    """Train one model per fold with a registered loss (default ``config.train.loss``) and score it:
+    :func:`rfcxlib.train.train_model` (checkpoints, resume, the same folds, pipeline and
+    learning-rate schedule as every other method). Use ``checkpoint="last"`` in ``config`` so that
+    no method is tuned on validation."""
     name = loss or config.train.loss
-    Path(model_dir).mkdir(parents=True, exist_ok=True)
-    trained = _fit_folds(dataset, config, losses.get_loss(name), build_fn)
-    if keep is not None:
-        keep.extend(trained)
-    return _score_folds(model_dir, dataset, config, trained, extra={"method": name})
+    return train.train_model(dataset, config, model_dir, loss=name, build_fn=build_fn, progress=progress,
+                             extra={"method": name})
 
 
 def _default_build():
@@ -107,7 +75,7 @@ def _default_build():
 
 
 # --------------------------------------------------------------------------- co-teaching
-def train_coteaching(dataset, config: RunConfig, model_dir, *, tau: float = 0.05, t_k: Optional[int] = None,
+def train_coteaching(dataset, config: RunConfig, model_dir, *, tau: float = 0.1, t_k: Optional[int] = None,
                      build_fn: Optional[Callable] = None, progress: bool = True) -> dict:
     """Co-teach two models per fold (:func:`rfcxlib.noisy.coteach_fit`) and score model A.
 
@@ -119,11 +87,12 @@ def train_coteaching(dataset, config: RunConfig, model_dir, *, tau: float = 0.05
         ``learning_rate``, ``lr_schedule``, ``folds``, ``train_folds``, ``seed``); the loss is
         co-teaching's own (masked BCE on known cells, selected unknown cells read as 0).
     model_dir : path-like
-        Receives ``fold<k>.keras`` and the score files of :func:`write_scores`.
+        Receives ``fold<k>.keras`` (model A of each fold), ``model.keras`` (the first fold's) and
+        the score files of :func:`write_scores`.
     tau, t_k : float, int
         Forget rate and the epochs over which it is reached (default: half of ``epochs``).
         Co-teaching sets ``tau`` to the noise rate: here the share of unknown cells that hold a
-        call, 4.5 % of the training crops of the mini synthetic data set.
+        call, about 9 % of the 3 s training crops of the mini synthetic data set.
     build_fn : callable ``(config, input_shape) -> keras.Model``
         Default ``rfcxlib.models.build_model``.
 
@@ -141,14 +110,19 @@ def train_coteaching(dataset, config: RunConfig, model_dir, *, tau: float = 0.05
         train_ids, valid_ids = fold_split(dataset, c, fold)
         keras.utils.set_random_seed(c.train.seed * 100 + fold)
         model_a, model_b = build_fn(c, shape), build_fn(c, shape)
-        batches = pipeline.train_dataset(dataset, train_ids, c, seed=c.train.seed * 100 + fold, progress=False)
-        steps = c.train.epochs * max(1, len(pipeline.crop_rows(dataset, train_ids)) // c.train.batch_size)
+        samples = _samples_per_epoch(dataset, train_ids, c)
+        batches = pipeline.train_dataset(dataset, train_ids, c, seed=c.train.seed * 100 + fold,
+                                         samples_per_epoch=samples, progress=False)
+        steps = c.train.epochs * max(1, samples // c.train.batch_size)
         rows = noisy.coteach_fit(model_a, model_b, batches, epochs=c.train.epochs, tau=tau, t_k=t_k,
                                  learning_rate=train.learning_rate_schedule(c, steps), progress=progress)
         history += [{"fold": fold, **r} for r in rows]
         oof.append((fold, valid_ids, clip_logits(model_a, dataset, valid_ids, c, split="train")))
         test_logits.append(clip_logits(model_a, dataset, dataset.test_ids, c, split="test"))
         model_a.save(model_dir / f"fold{fold}.keras")
+        if not (model_dir / "model.keras").exists():  # the first fold's model, as train_model writes it
+            model_a.save(model_dir / ".model.tmp.keras")
+            os.replace(model_dir / ".model.tmp.keras", model_dir / "model.keras")
     return write_scores(model_dir, dataset, c, oof, test_logits, pd.DataFrame(history),
                         extra={"method": "coteaching", "tau": tau, "t_k": t_k})
 
@@ -163,56 +137,67 @@ def _window_scores(model, dataset, recording_ids, c: RunConfig, hop_s: float) ->
 
 def pseudo_label_rounds(dataset, config: RunConfig, model_dir, *, rounds: int = 1, threshold: float = 0.9,
                         hop_s: Optional[float] = None, loss: str = "naive_bce",
-                        build_fn: Optional[Callable] = None, initial: Optional[list] = None,
+                        build_fn: Optional[Callable] = None, initial_dir=None,
                         progress: bool = True) -> dict:
     """Pseudo-labelling: train, label confident windows of unknown species as TP, retrain.
 
-    Round 0 trains with ``loss`` on the given labels (or takes ``initial``, the folds kept by
-    :func:`train_with_loss` with the same configuration). Each round then scores sliding windows
-    (``hop_s``, default ``config.inference.hop_s``) over each fold's *training* recordings with
-    that fold's model, adds a TP row for every window and species above ``threshold`` whose label
-    is unknown there (:func:`rfcxlib.noisy.pseudo_label_rows`), and trains new models from scratch
-    on the extended labels, with as many crops per epoch as before. Validation recordings never
-    get pseudo-labels, and every score is computed against the original labels.
+    Round 0 trains with ``loss`` on the given labels into ``<model_dir>/round0`` (or reuses
+    ``initial_dir``, a folder :func:`train_with_loss` wrote with the same configuration and loss).
+    Each round then scores sliding windows (``hop_s``, default ``config.inference.hop_s``) over each
+    fold's *training* recordings with that fold's model, adds a TP row for every window and species
+    above ``threshold`` whose label is unknown there (:func:`rfcxlib.noisy.pseudo_label_rows`), and
+    trains new models from scratch on the extended labels with the same number of steps
+    (:func:`rfcxlib.train.train_model`; rounds before the last in ``<model_dir>/round<r>``, the last
+    in ``model_dir``). Validation recordings never get pseudo-labels, and every score is computed
+    against the original labels. An interrupted call resumes from the checkpoints.
 
     The base ``loss`` matters: a pseudo-label needs a score that means something on unknown
     cells. A ``masked_bce`` model never learns those cells as absent, so where FP rows are scarce
-    its unknown-cell scores run high and a 0.9 threshold labels most of them (on the mini
-    synthetic data: about 2500 rows, 15 % of them right); ``naive_bce`` (the default) gives few,
-    precise pseudo-labels there. With the real data's many FP rows, ``masked_bce`` (the
-    2nd-place recipe) is worth trying.
+    its unknown-cell scores run high and a 0.9 threshold labels many of them wrongly; ``naive_bce``
+    (the default) gives fewer, more precise pseudo-labels there.
 
     Returns
     -------
     dict: the metrics of the last round, with ``pseudo_rows`` and, on synthetic data, the
-    precision of the pseudo-labels per round (``pseudo_precision``).
+    precision of the pseudo-labels per round and fold (``pseudo_precision``).
     """
     if not (isinstance(rounds, (int, np.integer)) and rounds >= 1):
         raise ParameterError(f"parameter 'pseudo_rounds' = {rounds!r}: expected an integer >= 1")
-    build_fn = build_fn or _default_build()
+    if loss not in LOSS_METHODS:
+        raise unknown_choice("pseudo_loss", loss, LOSS_METHODS)
     c, model_dir = config, Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     hop_s = float(hop_s or c.inference.hop_s)
-    trained = initial or _fit_folds(dataset, c, losses.get_loss(loss), build_fn)
-    extended, log = {t["fold"]: dataset for t in trained}, []
+    previous = Path(initial_dir) if initial_dir and (Path(initial_dir) / "metrics.json").exists() else None
+    if previous is None:
+        previous = model_dir / "round0"
+        train.train_model(dataset, c, previous, loss=loss, build_fn=build_fn, progress=False,
+                          extra={"method": loss})
+    extended = {fold: dataset for fold in c.train.train_folds}
+    log = []
     for r in tqdm(range(1, rounds + 1), desc="pseudo-label rounds", disable=not progress):
-        for t in trained:
-            table, scores = _window_scores(t["model"], extended[t["fold"]], t["train_ids"], c, hop_s)
-            rows = noisy.pseudo_label_rows(extended[t["fold"]], table, scores, crop_s=c.audio.crop_s,
+        for fold in c.train.train_folds:
+            train_ids, _ = fold_split(dataset, c, fold)
+            model = train.load_fold_model(previous, c, fold, build_fn=build_fn)
+            table, scores = _window_scores(model, extended[fold], train_ids, c, hop_s)
+            rows = noisy.pseudo_label_rows(extended[fold], table, scores, crop_s=c.audio.crop_s,
                                            threshold=threshold)
             if len(rows):
-                extended[t["fold"]] = extended[t["fold"]].with_rows(tp=rows[list(dataset.tp.columns)])
+                extended[fold] = extended[fold].with_rows(tp=rows[list(dataset.tp.columns)])
             quality = noisy.pseudo_label_quality(dataset, rows) or {}
-            log.append({"round": r, "fold": t["fold"], "new_rows": len(rows),
+            log.append({"round": r, "fold": fold, "new_rows": len(rows),
                         **{f"pseudo_{k}": v for k, v in quality.items() if k != "rows"}})
-        trained = _fit_folds(dataset, c, losses.get_loss(loss), build_fn, datasets=extended)
-    write_text_atomic(model_dir / "pseudo_labels.csv", pd.DataFrame(log).to_csv(index=False))
-    extra = {"method": "pseudo_labels", "loss": loss, "rounds": rounds, "threshold": threshold, "hop_s": hop_s,
-             "pseudo_rows": int(sum(e["new_rows"] for e in log))}
-    if log and "pseudo_precision" in log[0]:
-        extra["pseudo_precision"] = [None if np.isnan(e["pseudo_precision"]) else e["pseudo_precision"]
-                                     for e in log]
-    return _score_folds(model_dir, dataset, c, trained, extra=extra)
+        target = model_dir if r == rounds else model_dir / f"round{r}"
+        extra = {"method": "pseudo_labels", "loss": loss, "round": r, "rounds": rounds,
+                 "threshold": threshold, "hop_s": hop_s, "pseudo_rows": int(sum(e["new_rows"] for e in log))}
+        if log and "pseudo_precision" in log[0]:
+            extra["pseudo_precision"] = [None if np.isnan(e["pseudo_precision"]) else e["pseudo_precision"]
+                                         for e in log]
+        write_text_atomic(model_dir / "pseudo_labels.csv", pd.DataFrame(log).to_csv(index=False))
+        result = train.train_model(dataset, c, target, loss=loss, build_fn=build_fn, progress=False,
+                                   extra=extra, sources=extended)
+        previous = target
+    return result
 
 
 # --------------------------------------------------------------------------- comparison
@@ -231,7 +216,7 @@ def evaluate_model_dir(model_dir) -> dict:
 
 
 def compare_methods(dataset, config: RunConfig, out_dir, *, methods: Sequence[str] = METHODS,
-                    seeds: Sequence[int] = (0, 1, 2), tau: float = 0.05, t_k: Optional[int] = None,
+                    seeds: Sequence[int] = (0, 1, 2), tau: float = 0.1, t_k: Optional[int] = None,
                     pseudo_rounds: int = 1, pseudo_threshold: float = 0.9, pseudo_hop_s: Optional[float] = None,
                     pseudo_loss: str = "naive_bce", build_fn: Optional[Callable] = None, results_csv=None,
                     progress: bool = True) -> pd.DataFrame:
@@ -256,13 +241,12 @@ def compare_methods(dataset, config: RunConfig, out_dir, *, methods: Sequence[st
     build_fn = build_fn or _default_build()
     out_dir, rows = Path(out_dir), []
     jobs = [(int(seed), m) for seed in seeds for m in methods]
-    kept: dict = {}
     for seed, method in tqdm(jobs, desc="methods x seeds", disable=not progress):
         c = config.replace(seed=seed)
         model_dir = out_dir / f"{method}-seed{seed}"
         start = time.perf_counter()
         if not (model_dir / "metrics.json").exists():
-            _run_one(method, dataset, c, model_dir, kept, seed, tau=tau, t_k=t_k, rounds=pseudo_rounds,
+            _run_one(method, dataset, c, model_dir, out_dir, seed, tau=tau, t_k=t_k, rounds=pseudo_rounds,
                      threshold=pseudo_threshold, hop_s=pseudo_hop_s, pseudo_loss=pseudo_loss,
                      build_fn=build_fn, progress=False)  # one bar: this loop
         rows.append({"method": method, "seed": seed, **evaluate_model_dir(model_dir),
@@ -272,18 +256,15 @@ def compare_methods(dataset, config: RunConfig, out_dir, *, methods: Sequence[st
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 
-def _run_one(method, dataset, c, model_dir, kept, seed, *, tau, t_k, rounds, threshold, hop_s, pseudo_loss,
+def _run_one(method, dataset, c, model_dir, out_dir, seed, *, tau, t_k, rounds, threshold, hop_s, pseudo_loss,
              build_fn, progress):
     if method in LOSS_METHODS:
-        keep = [] if method == pseudo_loss else None
-        train_with_loss(dataset, c, model_dir, loss=method, build_fn=build_fn, keep=keep)
-        if keep is not None:
-            kept[seed] = keep
+        train_with_loss(dataset, c, model_dir, loss=method, build_fn=build_fn)
     elif method == "coteaching":
         train_coteaching(dataset, c, model_dir, tau=tau, t_k=t_k, build_fn=build_fn, progress=progress)
     else:
         pseudo_label_rounds(dataset, c, model_dir, rounds=rounds, threshold=threshold, hop_s=hop_s,
-                            loss=pseudo_loss, build_fn=build_fn, initial=kept.pop(seed, None),
+                            loss=pseudo_loss, build_fn=build_fn, initial_dir=out_dir / f"{pseudo_loss}-seed{seed}",
                             progress=progress)
 
 

@@ -44,7 +44,7 @@ from rfcxlib.synth_plan import PROFILES, Recording, check_profile, make_plan  # 
 
 SR = 48000
 COLUMNS = ["recording_id", "species_id", "songtype_id", "t_min", "f_min", "t_max", "f_max"]
-VERSION = 6  # bump when the output changes: cached data sets of other versions are rebuilt
+VERSION = 7  # bump when the output changes: cached data sets of other versions are rebuilt
 
 
 def cache_root() -> Path:

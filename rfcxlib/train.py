@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from rfcxlib import data, inference, losses, metrics, pipeline
 from rfcxlib.config import RunConfig
+from rfcxlib.errors import DataError
 from rfcxlib.runs import read_json, save_npz_atomic, write_json_atomic, write_text_atomic
 
 
@@ -125,11 +126,15 @@ def validation_score(model: keras.Model, batches, loss_fn) -> dict:
 
 # --------------------------------------------------------------------------- one fold
 def fit_fold(dataset, config: RunConfig, fold: int, folder: Path, *, loss_fn, build_fn: Callable,
-             progress: bool = True, strategy: Optional[tf.distribute.Strategy] = None) -> keras.Model:
+             progress: bool = True, strategy: Optional[tf.distribute.Strategy] = None,
+             source=None) -> keras.Model:
     """Train (or resume) one fold in ``folder``; return the model with the weights of its best
     (or, ``checkpoint="last"``, last) epoch.
 
     The model is built and compiled under ``strategy`` (default: :func:`select_strategy`).
+    ``source`` is the data set the training crops are drawn from (default ``dataset``; e.g. one
+    with pseudo-label rows added): the folds, the number of crops per epoch and the validation
+    crops always come from ``dataset``.
     """
     t = config.train
     folder.mkdir(parents=True, exist_ok=True)
@@ -155,8 +160,8 @@ def fit_fold(dataset, config: RunConfig, fold: int, folder: Path, *, loss_fn, bu
         seed = _epoch_seed(config, fold, epoch)
         keras.utils.set_random_seed(seed)
         _reseed_dropout(model, seed)
-        batches = pipeline.train_dataset(dataset, train_ids, config, seed=seed,
-                                         samples_per_epoch=samples, progress=False)
+        batches = pipeline.train_dataset(dataset if source is None else source, train_ids, config,
+                                         seed=seed, samples_per_epoch=samples, progress=False)
         fit = model.fit(batches, epochs=1, verbose=0, shuffle=False)
         row = {"fold": fold, "epoch": epoch, "loss": float(fit.history["loss"][-1]),
                **validation_score(model, valid, loss_fn), "seconds": round(time.time() - started, 2)}
@@ -181,9 +186,10 @@ def _default_build(config, shape):
 
 def train_model(dataset, config: RunConfig, model_dir, *, loss: Optional[str] = None,
                 build_fn: Optional[Callable] = None, progress: bool = True,
-                extra: Optional[dict] = None) -> dict:
+                extra: Optional[dict] = None, sources: Optional[dict] = None) -> dict:
     """Train every fold of ``config.train.train_folds`` into ``model_dir`` (resuming what a
-    previous call left) and write the score files; returns the model's metrics."""
+    previous call left) and write the score files; returns the model's metrics. ``sources`` maps
+    a fold to the data set its training crops come from (see :func:`fit_fold`)."""
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     loss_fn = losses.get_loss(loss or config.train.loss)
@@ -196,7 +202,7 @@ def train_model(dataset, config: RunConfig, model_dir, *, loss: Optional[str] = 
         folder = model_dir / f"fold{fold}"
         if not (folder / "scores.npz").exists():
             model = fit_fold(dataset, config, fold, folder, loss_fn=loss_fn, build_fn=build_fn,
-                             progress=progress)
+                             progress=progress, source=(sources or {}).get(fold))
             _, valid_ids = fold_split(dataset, config, fold)
             save_npz_atomic(folder / "scores.npz", valid_ids=np.array(valid_ids),
                             oof=inference.predict_clips(model, dataset, valid_ids, config, split="train"),
@@ -209,6 +215,17 @@ def train_model(dataset, config: RunConfig, model_dir, *, loss: Optional[str] = 
         test.append(scores["test"])
         history += read_json(folder / "state.json")["history"]
     return write_scores(model_dir, dataset, oof, test, pd.DataFrame(history), extra=extra)
+
+
+def load_fold_model(model_dir, config: RunConfig, fold: int, *, build_fn: Optional[Callable] = None) -> keras.Model:
+    """The model of ``fold`` that :func:`train_model` trained in ``model_dir`` (the weights
+    ``config.train.checkpoint`` keeps), rebuilt from ``config``."""
+    path = Path(model_dir) / f"fold{fold}" / f"{config.train.checkpoint}.weights.h5"
+    if not path.is_file():
+        raise DataError(f"{path}: no trained weights for fold {fold}; expected a folder written by train_model")
+    model = (build_fn or _default_build)(config, pipeline.input_shape(config))
+    model.load_weights(path)
+    return model
 
 
 def write_scores(model_dir, dataset, oof: list[tuple], test_logits: list, history: pd.DataFrame,

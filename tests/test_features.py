@@ -136,12 +136,22 @@ def test_log_mel_runs_inside_tf_data(signals):
 
 def test_repeated_calls_reuse_one_compiled_graph(signals):
     y = signals["noise"].astype(np.float32)
+    graphs = (features._mel_graph, features._mel_graph_xla)
     features.log_mel(y, sr=SR)
-    before = features._mel_graph.experimental_get_tracing_count()
+    before = [g.experimental_get_tracing_count() for g in graphs]
+    assert sum(before) >= 1
     for _ in range(4):
         features.log_mel(y, sr=SR)
         features.log_mel(y, sr=SR, config=FeatureConfig())
-    assert features._mel_graph.experimental_get_tracing_count() == before
+    assert [g.experimental_get_tracing_count() for g in graphs] == before
+
+
+def test_xla_and_plain_graphs_agree(signals, monkeypatch):
+    y = np.stack([signals["noise"], signals["tone"]]).astype(np.float32)
+    fast = features.log_mel(y, sr=SR).numpy()
+    monkeypatch.setitem(features._XLA, "usable", False)
+    plain = features.log_mel(y, sr=SR).numpy()
+    np.testing.assert_allclose(fast, plain, rtol=1e-5, atol=1e-5)
 
 
 def test_feature_figures_draw(signals):

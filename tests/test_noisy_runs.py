@@ -47,7 +47,7 @@ def test_every_method_writes_the_training_contract(comparison, tiny_dataset):
     y_valid, mask_valid = tiny_dataset.targets_matrix(valid_ids)
     for method in noisy_runs.METHODS:
         folder = out / f"{method}-seed0"
-        for name in ("config.json", "history.csv", "metrics.json", "fold0.keras"):
+        for name in ("config.json", "history.csv", "metrics.json", "model.keras"):
             assert (folder / name).exists(), (method, name)
         oof = np.load(folder / "oof.npz")
         assert list(oof["recording_ids"]) == valid_ids and oof["logits"].shape == (len(valid_ids), 24)
@@ -57,6 +57,8 @@ def test_every_method_writes_the_training_contract(comparison, tiny_dataset):
         np.testing.assert_array_equal(oof["mask"], mask_valid)
         test = np.load(folder / "test_scores.npz")
         assert list(test["recording_ids"]) == tiny_dataset.test_ids and test["scores"].shape == (12, 24)
+    # pseudo-labelling starts from the naive_bce models of the same seed instead of training them again
+    assert not (out / "pseudo_labels-seed0" / "round0").exists()
     pseudo = pd.read_csv(out / "pseudo_labels-seed0" / "pseudo_labels.csv")
     assert pseudo["new_rows"].sum() > 0 and pseudo["pseudo_precision"].between(0, 1).all()
     history = pd.read_csv(out / "coteaching-seed0" / "history.csv")
@@ -112,7 +114,8 @@ def test_notebook_05_runs_on_tiny_data(tiny_data_dir, tmp_path):
         str(root / "notebooks" / "05_noisy_labels.ipynb"), str(tmp_path / "05.ipynb"), kernel_name="python3",
         progress_bar=False, cwd=str(tmp_path),
         parameters=dict(data_dir=str(tiny_data_dir), run_dir=str(run_dir), methods=["naive_bce", "coteaching"],
-                        seeds=[0], epochs=1, check_epochs=2, crop_s=2.0, n_mels=32, batch_size=8))
+                        seeds=[0], epochs=1, steps_per_epoch=3, check_epochs=2, crop_s=2.0, n_mels=32,
+                        batch_size=8))
     results = pd.read_csv(run_dir / "noisy_results.csv")
     assert list(results["method"]) == ["naive_bce", "coteaching"]
     assert (run_dir / "noisy" / "coteaching-seed0" / "test_scores.npz").exists()
