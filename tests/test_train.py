@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from rfcxlib import data, pipeline, train
 from rfcxlib.config import RunConfig
-from rfcxlib.errors import ParameterError
+from rfcxlib.errors import DataError, ParameterError
 from rfcxlib.models import build_model, load_model
 
 TINY = dict(backbone="small_cnn", head="attention_v1", attention="cbam", base_units=8, n_mels=32,
@@ -106,6 +106,25 @@ def test_train_model_writes_contract_files(tiny, tmp_path):
     assert 0.0 <= metrics["test_lwlrap"] <= 1.0 and metrics == json.loads(json.dumps(result))
     history = pd.read_csv(tmp_path / "m" / "history.csv")
     assert list(history.epoch) == [0, 1] and {"loss", "val_loss", "val_lwlrap"} <= set(history.columns)
+
+
+def test_sources_change_the_training_crops_not_the_folds(tiny, tmp_path):
+    config = RunConfig.from_params({**TINY, "epochs": 1, "steps_per_epoch": 2, "checkpoint": "last"})
+    train_ids, valid_ids = train.fold_split(tiny, config, 0)
+    extra = tiny.tp[tiny.tp.recording_id.isin(train_ids)].head(8).assign(species_id=lambda d: (d.species_id + 1) % 24)
+    plain = train.train_model(tiny, config, tmp_path / "plain", progress=False)
+    pseudo = train.train_model(tiny, config, tmp_path / "pseudo", progress=False,
+                               sources={0: tiny.with_rows(tp=extra)})
+    oof_plain, oof_pseudo = np.load(tmp_path / "plain" / "oof.npz"), np.load(tmp_path / "pseudo" / "oof.npz")
+    assert list(oof_pseudo["recording_ids"]) == list(valid_ids)  # same folds, scored on the original labels
+    np.testing.assert_array_equal(oof_pseudo["y"], oof_plain["y"])
+    assert not np.allclose(oof_pseudo["logits"], oof_plain["logits"])  # other crops, other weights
+    assert plain["val_lwlrap"] != pseudo["val_lwlrap"] or plain["test_lwlrap"] != pseudo["test_lwlrap"]
+    reloaded = train.load_fold_model(tmp_path / "pseudo", config, 0)
+    for a, b in zip(reloaded.weights, load_model(tmp_path / "pseudo" / "model.keras").weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(DataError, match=r"fold1.*no trained weights"):
+        train.load_fold_model(tmp_path / "pseudo", config, 1)
 
 
 def test_bad_checkpoint_choice():

@@ -51,15 +51,17 @@ def method_comparison(results: pd.DataFrame, *, ax=None, order: Optional[Sequenc
         ax.bar(x + offset, means, width, yerr=stds, color=color, alpha=0.85, capsize=3, label=label)
         for i, g in enumerate(groups):
             ax.scatter(np.full(g.size, x[i] + offset), g, s=10, color="black", zorder=3)
-            if g.size:
-                ax.annotate(f"{means[i]:.3f}", (x[i] + offset, means[i]), xytext=(0, 3),
-                            textcoords="offset points", ha="center", va="bottom", fontsize=7)
+            if g.size:  # the mean, written above the error bar and the dots
+                top = max(means[i] + stds[i], g.max())
+                ax.annotate(f"{means[i]:.3f}", (x[i] + offset, top), xytext=(0, 4),
+                            textcoords="offset points", ha="center", va="bottom", fontsize=8)
     if baseline in methods:
         base = results.loc[results["method"] == baseline, "test_lwlrap"].mean()
         ax.axhline(base, color=TEST_COLOR, ls="--", lw=1, label=f"{baseline} test mean")
     values = results[["val_lwlrap", "test_lwlrap"]].to_numpy(float)
     low = np.nanmin(values) if np.isfinite(values).any() else 0.0
-    ax.set_ylim(max(0.0, low - 0.08), 1.1)
+    high = np.nanmax(values) if np.isfinite(values).any() else 1.0
+    ax.set_ylim(max(0.0, low - 0.08), min(1.1, high + 0.12))  # room for the labels and the legend
     ax.set_yticks([t for t in ax.get_yticks() if t <= 1.0 + 1e-9])
     ax.set_xticks(x, methods, rotation=20, ha="right")
     ax.set_ylabel("LWLRAP")
