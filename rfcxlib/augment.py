@@ -251,7 +251,7 @@ def apply_step(name: str, x, *, seed, config: Optional[AugmentConfig] = None, sr
 
 # --------------------------------------------------------------------------- mixup
 def mix_targets(targets_a, targets_b, lam):
-    """Blend packed targets ``[y | mask]`` ``(B, 2 * S)`` with weights ``lam`` ``(B,)``.
+    """Blend packed targets ``[y | mask]`` ``(B, 2 * S)`` (or ``(B, F, 2 * S)``) with weights ``lam`` ``(B,)``.
 
     The blended mask is ``m = lam * m_a + (1 - lam) * m_b`` (a soft weight per cell) and the blended
     label ``y = (lam * m_a * y_a + (1 - lam) * m_b * y_b) / m`` (0 where ``m = 0``). Since BCE is
@@ -261,7 +261,8 @@ def mix_targets(targets_a, targets_b, lam):
     """
     y_a, m_a = split_targets(targets_a)
     y_b, m_b = split_targets(targets_b)
-    lam = tf.reshape(tf.cast(lam, tf.float32), [-1, 1])
+    lam = tf.cast(lam, tf.float32)  # (B,) -> (B, 1, ...): frame targets (B, F, 2 * S) blend alike
+    lam = tf.reshape(lam, tf.concat([tf.shape(lam), tf.ones([tf.rank(y_a) - 1], tf.int32)], axis=0))
     w_a, w_b = lam * m_a, (1.0 - lam) * m_b
     mask = w_a + w_b
     y = tf.math.divide_no_nan(w_a * y_a + w_b * y_b, mask)
@@ -292,8 +293,8 @@ def mixup(x, targets, *, seed, config: Optional[AugmentConfig] = None, return_la
     Parameters
     ----------
     x : tf.Tensor [shape=(B, ...)]
-    targets : tf.Tensor [shape=(B, 2 * num_species)]
-        Packed ``[y | mask]``; blended by :func:`mix_targets`.
+    targets : tf.Tensor [shape=(B, 2 * num_species) or (B, 1 + F, 2 * num_species)]
+        Packed ``[y | mask]`` (clip, or clip and frames); blended by :func:`mix_targets`.
 
     Returns
     -------

@@ -125,6 +125,27 @@ class Dataset:
 
         return self._targets(recording_id, keep)
 
+    def frame_targets(self, recording_id: str, t0_s: float, t1_s: float, frames: int) -> np.ndarray:
+        """``(frames, 48)`` float32 ``[y | mask]`` for ``frames`` equal slices of ``[t0_s, t1_s)``:
+        a slice takes the label of every row whose box overlaps it (TP 1, FP 0, TP wins); the other
+        cells are unknown (mask 0). The frame targets of the SED loss."""
+        if not (t0_s < t1_s and int(frames) >= 1):
+            raise ParameterError(f"frame targets of [{t0_s}, {t1_s}) in {frames!r} frames: expected "
+                                 "t0_s < t1_s and frames >= 1")
+        out = np.zeros((int(frames), 2 * self.num_species), np.float32)
+        if recording_id not in self._rows:
+            self.split_of(recording_id)
+            return out
+        species, t_min, t_max, is_tp = self._rows[recording_id]
+        edges = np.linspace(t0_s, t1_s, int(frames) + 1)
+        hits = (t_min[:, None] < edges[None, 1:]) & (t_max[:, None] > edges[None, :-1])  # (rows, frames)
+        for row in np.flatnonzero(hits.any(axis=1)):
+            f = hits[row]
+            out[f, self.num_species + species[row]] = 1.0
+            if is_tp[row]:
+                out[f, species[row]] = 1.0
+        return out
+
     def targets_matrix(self, recording_ids) -> tuple[np.ndarray, np.ndarray]:
         """Recording-level ``(y, mask)`` stacked: two ``(n, 24)`` float32 arrays."""
         pairs = [self.recording_targets(r) for r in recording_ids]

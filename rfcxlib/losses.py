@@ -108,16 +108,56 @@ def bce_cells(targets, logits):
     return _bce_cells(y * mask, logits)
 
 
+SED_FRAME_WEIGHT = 0.5
+
+
+def make_sed_loss(frame_weight: float = SED_FRAME_WEIGHT):
+    """The SED combination: masked BCE on the clip logits plus ``frame_weight`` times masked BCE
+    on the frame logits, each frame labelled by the TP/FP boxes that overlap it.
+
+    Targets ``(batch, 1 + F, 2 * S)`` and logits ``(batch, 1 + F, S)``: row 0 is the clip, rows
+    1..F the frames of the SED head (``rfcxlib.pipeline.train_dataset(frames=F)`` and
+    ``rfcxlib.models.frame_trainer`` give both). A frame cell is known only where a box of that
+    species overlaps the frame: TP boxes give 1, FP boxes 0; every other frame cell adds nothing.
+    Per example: the clip term as :func:`masked_bce`, the frame term its mean over frames.
+    """
+    if not float(frame_weight) >= 0.0:
+        raise ParameterError(f"parameter 'frame_weight' = {frame_weight!r}: expected a weight >= 0")
+    weight = float(frame_weight)
+
+    def sed(targets, logits):
+        targets = tf.cast(targets, tf.float32)
+        clip = masked_bce(targets[:, 0], logits[:, 0])
+        y, mask = split_targets(targets[:, 1:])
+        cells = _bce_cells(y, logits[:, 1:]) * mask
+        frames = tf.reduce_mean(tf.reduce_sum(cells, axis=-1), axis=-1) / tf.cast(tf.shape(y)[-1], tf.float32)
+        return clip + weight * frames
+
+    sed.frame_level = True  # trains on frame targets: see rfcxlib.train.fit_fold
+    return sed
+
+
+sed = make_sed_loss()
+
+# clip-level losses: targets (batch, 2 * S), logits (batch, S)
 LOSSES = {
     "naive_bce": naive_bce,
     "masked_bce": masked_bce,
     "lsoft_tp": lsoft_tp,
     "lsoft_unknown": lsoft_unknown,
 }
+# losses that also train the SED head's frame logits (head="sed")
+FRAME_LOSSES = {"sed": sed}
+
+
+def is_frame_loss(loss_fn) -> bool:
+    """Whether ``loss_fn`` takes clip + frame targets (:func:`make_sed_loss`)."""
+    return bool(getattr(loss_fn, "frame_level", False))
 
 
 def get_loss(name: str):
-    """The loss function registered under ``name``."""
-    if name not in LOSSES:
-        raise unknown_choice("loss", name, LOSSES)
-    return LOSSES[name]
+    """The loss function registered under ``name`` (clip losses and ``"sed"``)."""
+    known = {**LOSSES, **FRAME_LOSSES}
+    if name not in known:
+        raise unknown_choice("loss", name, known)
+    return known[name]

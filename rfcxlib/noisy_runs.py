@@ -178,7 +178,7 @@ def pseudo_label_rounds(dataset, config: RunConfig, model_dir, *, rounds: int = 
     for r in tqdm(range(1, rounds + 1), desc="pseudo-label rounds", disable=not progress):
         for fold in c.train.train_folds:
             train_ids, _ = fold_split(dataset, c, fold)
-            model = train.load_fold_model(previous, c, fold, build_fn=build_fn)
+            model = train.load_fold_model(previous, c, fold, build_fn=build_fn, loss=loss)
             table, scores = _window_scores(model, extended[fold], train_ids, c, hop_s)
             rows = noisy.pseudo_label_rows(extended[fold], table, scores, crop_s=c.audio.crop_s,
                                            threshold=threshold)

@@ -110,10 +110,12 @@ def _options() -> tf.data.Options:
 
 
 # --------------------------------------------------------------------------- builders
-def _train_crops(dataset, rows: pd.DataFrame, cache: audio.AudioCache, *, crop_s: float, n: int, seed: int):
+def _train_crops(dataset, rows: pd.DataFrame, cache: audio.AudioCache, *, crop_s: float, n: int, seed: int,
+                 frames: Optional[int] = None):
     """A generator function: each call is one epoch of ``n`` crops ``(wave, targets, seed (2,))``
     drawn with :func:`species_weights`, the box at a random offset; epoch ``e`` uses the
-    generator ``default_rng([seed, e])``."""
+    generator ``default_rng([seed, e])``. With ``frames``, targets are ``(1 + frames, 48)``:
+    the clip's, then each frame's (``dataset.frame_targets``)."""
     probs = species_weights(rows)
     table = list(rows[["recording_id", "t_min", "t_max"]].itertuples(index=False, name=None))
     paths = {rid: dataset.path(rid) for rid in set(rows["recording_id"])}
@@ -127,13 +129,16 @@ def _train_crops(dataset, rows: pd.DataFrame, cache: audio.AudioCache, *, crop_s
             start = audio.crop_start(t_min, t_max, crop_s=crop_s,
                                      duration_s=cache.duration_s(paths[rid]), rng=rng)
             wave = cache.crop(paths[rid], start_s=start, crop_s=crop_s)
-            yield wave, _targets(dataset, rid, start, start + crop_s), rng.integers(0, 2**62, size=2)
+            targets = _targets(dataset, rid, start, start + crop_s)
+            if frames:
+                targets = np.concatenate([targets[None], dataset.frame_targets(rid, start, start + crop_s, frames)])
+            yield wave, targets, rng.integers(0, 2**62, size=2)
 
     return generate
 
 
 def train_dataset(dataset, recording_ids: Sequence[str], config: Optional[RunConfig] = None, *,
-                  seed: int = 0, samples_per_epoch: Optional[int] = None,
+                  seed: int = 0, samples_per_epoch: Optional[int] = None, frames: Optional[int] = None,
                   progress: bool = True) -> tf.data.Dataset:
     """Training batches ``(x (B, H, W, C), targets (B, 48))`` of augmented crops around TP/FP rows.
 
@@ -148,6 +153,12 @@ def train_dataset(dataset, recording_ids: Sequence[str], config: Optional[RunCon
         Fixes the crops, their order and every augmentation of every epoch.
     samples_per_epoch : int, optional
         Crops per epoch (default: the number of rows, at least one batch).
+    frames : int, optional
+        For the SED loss: targets become ``(B, 1 + frames, 48)``, the clip's and those of
+        ``frames`` equal slices of the crop (the SED head's output frames). The frame targets
+        follow the crop; waveform time shifts and resize-crops (off by default) move the sound by
+        a fraction of a second against them, and a time flip would reverse it, so ``p_flip_time``
+        must be 0.
     """
     c = config or RunConfig()
     rows = crop_rows(dataset, recording_ids)
@@ -156,15 +167,21 @@ def train_dataset(dataset, recording_ids: Sequence[str], config: Optional[RunCon
     n = int(samples_per_epoch or max(len(rows), batch))
     if n < batch:
         raise ParameterError(f"samples_per_epoch={n}: expected at least batch_size={batch}")
+    if frames is not None and not (isinstance(frames, (int, np.integer)) and frames >= 1):
+        raise ParameterError(f"parameter 'frames' = {frames!r}: expected an integer >= 1 (the SED head's frames)")
+    if frames and c.augment.augment and c.augment.p_flip_time > 0:
+        raise ParameterError(f"p_flip_time = {c.augment.p_flip_time}: expected 0 with frame targets "
+                             "(a time flip reverses the sound but not its frame labels)")
+    target_shape = (2 * NUM_SPECIES,) if not frames else (1 + int(frames), 2 * NUM_SPECIES)
     signature = (tf.TensorSpec((crop_samples(c),), tf.float32),
-                 tf.TensorSpec((2 * NUM_SPECIES,), tf.float32), tf.TensorSpec((2,), tf.int64))
+                 tf.TensorSpec(target_shape, tf.float32), tf.TensorSpec((2,), tf.int64))
     to_image = _features_fn(c, train=True)
     ac = c.augment
 
     def mix(x, t, seeds):  # the batch's mixup seed: its first example's, folded apart
         return augment.mixup(x, t, seed=tf.random.experimental.stateless_fold_in(seeds[0], 1), config=ac)
 
-    generate = _train_crops(dataset, rows, cache, crop_s=c.audio.crop_s, n=n, seed=seed)
+    generate = _train_crops(dataset, rows, cache, crop_s=c.audio.crop_s, n=n, seed=seed, frames=frames)
     ds = tf.data.Dataset.from_generator(generate, output_signature=signature)
     ds = ds.map(lambda w, t, s: (to_image(w, s), t, s), num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch, drop_remainder=True)

@@ -125,6 +125,15 @@ def validation_score(model: keras.Model, batches, loss_fn) -> dict:
 
 
 # --------------------------------------------------------------------------- one fold
+def _trainer(model: keras.Model, loss_fn) -> keras.Model:
+    """The model that ``loss_fn`` trains: ``model`` itself, or its clip + frame view for the SED loss."""
+    if losses.is_frame_loss(loss_fn):
+        from rfcxlib.models import frame_trainer
+
+        return frame_trainer(model)
+    return model
+
+
 def fit_fold(dataset, config: RunConfig, fold: int, folder: Path, *, loss_fn, build_fn: Callable,
              progress: bool = True, strategy: Optional[tf.distribute.Strategy] = None,
              source=None) -> keras.Model:
@@ -145,12 +154,16 @@ def fit_fold(dataset, config: RunConfig, fold: int, folder: Path, *, loss_fn, bu
     samples = t.steps_per_epoch * t.batch_size if t.steps_per_epoch else max(n_crops, t.batch_size)
     with (strategy or select_strategy()).scope():
         model = build_fn(config, shape)
-        compile_model(model, config, loss_fn, t.epochs * (samples // t.batch_size))
+        trainer = _trainer(model, loss_fn)
+        compile_model(trainer, config, loss_fn, t.epochs * (samples // t.batch_size))
+    # the SED loss trains clip + frame logits; validation scores the clip logits with masked BCE
+    frames = trainer.output.shape[1] - 1 if trainer is not model else None
+    valid_loss = loss_fn if trainer is model else losses.masked_bce
     valid = pipeline.valid_dataset(dataset, valid_ids, config, progress=False)
     state = read_json(folder / "state.json", default=None) or {
         "epochs_done": 0, "best": -1.0, "best_epoch": -1, "history": []}
     if state["epochs_done"] > 0:
-        _load_checkpoint(model, folder, "last")
+        _load_checkpoint(trainer, folder, "last")
     bar = tqdm(range(state["epochs_done"], t.epochs), desc=f"fold {fold}", disable=not progress,
                initial=state["epochs_done"], total=t.epochs, unit="epoch")
     for epoch in bar:
@@ -161,19 +174,19 @@ def fit_fold(dataset, config: RunConfig, fold: int, folder: Path, *, loss_fn, bu
         keras.utils.set_random_seed(seed)
         _reseed_dropout(model, seed)
         batches = pipeline.train_dataset(dataset if source is None else source, train_ids, config,
-                                         seed=seed, samples_per_epoch=samples, progress=False)
-        fit = model.fit(batches, epochs=1, verbose=0, shuffle=False)
+                                         seed=seed, samples_per_epoch=samples, frames=frames, progress=False)
+        fit = trainer.fit(batches, epochs=1, verbose=0, shuffle=False)
         row = {"fold": fold, "epoch": epoch, "loss": float(fit.history["loss"][-1]),
-               **validation_score(model, valid, loss_fn), "seconds": round(time.time() - started, 2)}
+               **validation_score(model, valid, valid_loss), "seconds": round(time.time() - started, 2)}
         state["history"].append(row)
         if row["val_lwlrap"] > state["best"]:
             state["best"], state["best_epoch"] = row["val_lwlrap"], epoch
-            _save_checkpoint(model, folder, "best")
-        _save_checkpoint(model, folder, "last")
+            _save_checkpoint(trainer, folder, "best")
+        _save_checkpoint(trainer, folder, "last")
         state["epochs_done"] = epoch + 1
         write_json_atomic(folder / "state.json", state)
         bar.set_postfix(loss=f"{row['loss']:.4f}", val_lwlrap=f"{row['val_lwlrap']:.3f}")
-    _load_checkpoint(model, folder, t.checkpoint)
+    _load_checkpoint(trainer, folder, t.checkpoint)
     return model
 
 
@@ -217,14 +230,16 @@ def train_model(dataset, config: RunConfig, model_dir, *, loss: Optional[str] = 
     return write_scores(model_dir, dataset, oof, test, pd.DataFrame(history), extra=extra)
 
 
-def load_fold_model(model_dir, config: RunConfig, fold: int, *, build_fn: Optional[Callable] = None) -> keras.Model:
+def load_fold_model(model_dir, config: RunConfig, fold: int, *, build_fn: Optional[Callable] = None,
+                    loss: Optional[str] = None) -> keras.Model:
     """The model of ``fold`` that :func:`train_model` trained in ``model_dir`` (the weights
-    ``config.train.checkpoint`` keeps), rebuilt from ``config``."""
+    ``config.train.checkpoint`` keeps), rebuilt from ``config``; ``loss`` is the loss it was
+    trained with when not ``config.train.loss``."""
     path = Path(model_dir) / f"fold{fold}" / f"{config.train.checkpoint}.weights.h5"
     if not path.is_file():
         raise DataError(f"{path}: no trained weights for fold {fold}; expected a folder written by train_model")
     model = (build_fn or _default_build)(config, pipeline.input_shape(config))
-    model.load_weights(path)
+    _trainer(model, losses.get_loss(loss or config.train.loss)).load_weights(path)  # saved as trained
     return model
 
 

@@ -135,3 +135,25 @@ def test_unknown_loss_and_bad_beta_raise():
         losses.make_lsoft_unknown(beta=1.5)
     with pytest.raises(ParameterError, match=r"'beta' = -0.1"):
         losses.make_lsoft_tp(beta=-0.1)
+
+
+def test_sed_loss_is_clip_plus_weighted_frame_masked_bce():
+    gen = np.random.default_rng(4)
+    y = (gen.random((3, 5, 24)) < 0.3).astype(np.float32)  # row 0 clip, rows 1-4 frames
+    mask = (gen.random((3, 5, 24)) < 0.6).astype(np.float32)
+    z = gen.normal(size=(3, 5, 24)).astype(np.float32)
+    targets = tf.concat([y, mask], axis=-1)
+    got = losses.make_sed_loss(0.5)(targets, z).numpy()
+    bce = np.vectorize(_bce)(y, z)
+    clip = (bce[:, 0] * mask[:, 0]).sum(-1) / 24
+    frames = (bce[:, 1:] * mask[:, 1:]).sum(-1).mean(-1) / 24
+    np.testing.assert_allclose(got, clip + 0.5 * frames, rtol=1e-5)
+    # weight 0: masked BCE on the clip row; unknown frame cells add nothing
+    np.testing.assert_allclose(losses.make_sed_loss(0.0)(targets, z).numpy(),
+                               losses.masked_bce(targets[:, 0], z[:, 0]).numpy(), rtol=1e-6)
+    z_moved = z.copy()
+    z_moved[:, 1:][mask[:, 1:] == 0] += 5.0
+    np.testing.assert_allclose(losses.sed(targets, z_moved).numpy(), losses.sed(targets, z).numpy(), rtol=1e-6)
+    assert losses.is_frame_loss(losses.get_loss("sed")) and not losses.is_frame_loss(losses.masked_bce)
+    with pytest.raises(ParameterError, match="frame_weight"):
+        losses.make_sed_loss(-1.0)

@@ -181,3 +181,45 @@ def test_other_rates_and_image_shapes(dataset):
     assert x.shape[1:] == (48, 80, 1) and t.shape[1:] == (48,)
     x, _ = next(iter(pipeline.train_dataset(dataset, ids, config, samples_per_epoch=4, progress=False)))
     assert x.shape == (4, 48, 80, 1) and np.all(np.isfinite(x.numpy()))
+
+
+def test_frame_targets_follow_the_boxes(dataset, config):
+    rid = dataset.tp.recording_id.iloc[0]
+    row = dataset.tp[dataset.tp.recording_id == rid].iloc[0]
+    t0 = max(0.0, row.t_min - 1.0)
+    frames = dataset.frame_targets(rid, t0, t0 + 4.0, 8)  # 0.5 s frames
+    inside = (np.arange(8) * 0.5 + t0 < row.t_max) & (np.arange(8) * 0.5 + 0.5 + t0 > row.t_min)
+    s = int(row.species_id)
+    np.testing.assert_array_equal(frames[:, 24 + s] == 1, inside)  # known exactly where the box is
+    np.testing.assert_array_equal(frames[:, s] == 1, inside)  # and present there (a TP row)
+    assert np.all(frames[:, :24] <= frames[:, 24:])
+    # batches: the clip row equals the clip targets of the same crops
+    sed_config = RunConfig.from_params({**PARAMS, "p_mixup": 0.0})
+    plain = _epoch(pipeline.train_dataset(dataset, dataset.labelled_ids, sed_config, seed=5,
+                                          samples_per_epoch=8, progress=False))
+    framed = _epoch(pipeline.train_dataset(dataset, dataset.labelled_ids, sed_config, seed=5,
+                                           samples_per_epoch=8, frames=6, progress=False))
+    for (x_a, t_a), (x_b, t_b) in zip(plain, framed):
+        assert t_b.shape == (4, 7, 48)
+        np.testing.assert_array_equal(x_a, x_b)
+        np.testing.assert_array_equal(t_a, t_b[:, 0])
+    with pytest.raises(ParameterError, match="p_flip_time"):
+        pipeline.train_dataset(dataset, dataset.labelled_ids, RunConfig.from_params({**PARAMS, "p_flip_time": 0.5}),
+                               frames=6, progress=False)
+
+
+def test_mixup_blends_frame_targets_like_clip_targets(dataset):
+    from rfcxlib import augment
+
+    mix_config = RunConfig.from_params({**PARAMS, "p_mixup": 1.0})
+    for x, t in pipeline.train_dataset(dataset, dataset.labelled_ids, mix_config, seed=2, samples_per_epoch=8,
+                                       frames=5, progress=False):
+        assert t.shape == (4, 6, 48) and np.all(np.isfinite(t.numpy()))
+    gen = np.random.default_rng(0)
+    a = (gen.random((2, 6, 48)) < 0.5).astype(np.float32)
+    b = (gen.random((2, 6, 48)) < 0.5).astype(np.float32)
+    lam = np.array([0.3, 0.8], np.float32)
+    mixed = augment.mix_targets(a, b, lam).numpy()
+    for f in range(6):  # each row blends as clip targets (B, 48) would
+        np.testing.assert_allclose(mixed[:, f], augment.mix_targets(a[:, f], b[:, f], lam).numpy(), rtol=1e-6)
+

@@ -127,6 +127,21 @@ def test_sources_change_the_training_crops_not_the_folds(tiny, tmp_path):
         train.load_fold_model(tmp_path / "pseudo", config, 1)
 
 
+def test_sed_loss_trains_frame_logits_and_scores_clips(tiny, tmp_path):
+    config = RunConfig.from_params({**TINY, "head": "sed", "loss": "sed", "epochs": 2, "steps_per_epoch": 2,
+                                    "checkpoint": "last"})
+    result = train.train_model(tiny, config, tmp_path / "m", progress=False)
+    assert 0.0 <= result["test_lwlrap"] <= 1.0
+    history = pd.read_csv(tmp_path / "m" / "history.csv")
+    assert np.isfinite(history[["loss", "val_loss"]].to_numpy()).all()
+    model = train.load_fold_model(tmp_path / "m", config, 0)  # weights saved through the frame view
+    assert model.output.shape[-1] == 24
+    for a, b in zip(model.weights, load_model(tmp_path / "m" / "model.keras").weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(ParameterError, match=r"'frame_logits'.*head='sed'"):
+        train.train_model(tiny, config.replace(head="attention_v1"), tmp_path / "bad", progress=False)
+
+
 def test_bad_checkpoint_choice():
     with pytest.raises(ParameterError, match="checkpoint.*'best'"):
         RunConfig.from_params({**TINY, "checkpoint": "middle"})

@@ -5,9 +5,10 @@
 from __future__ import annotations
 
 import keras
+from keras import layers
 
 from rfcxlib import NUM_SPECIES
-from rfcxlib.errors import unknown_choice
+from rfcxlib.errors import ParameterError, unknown_choice
 from rfcxlib.models.attention import ARRANGEMENTS, CBAM, ChannelAttention, SpatialAttention  # noqa: F401
 from rfcxlib.models.backbones import BACKBONES, build_backbone  # noqa: F401
 from rfcxlib.models.heads import HEAD_BUILDERS, HEADS, AttentionPool  # noqa: F401
@@ -29,6 +30,19 @@ def build_model(config, input_shape, *, num_classes: int = NUM_SPECIES) -> keras
 def frame_model(model: keras.Model) -> keras.Model:
     """For an SED model: a model giving frame logits ``(B, frames, classes)``."""
     return keras.Model(model.input, model.get_layer("frame_logits").output)
+
+
+def frame_trainer(model: keras.Model) -> keras.Model:
+    """For an SED model: the training view of the SED loss, ``(B, 1 + frames, classes)`` logits
+    (row 0 the clip logits, then the frame logits), sharing every weight with ``model``."""
+    try:
+        frames = model.get_layer("frame_logits").output
+    except ValueError:
+        raise ParameterError(f"model {model.name!r} has no 'frame_logits' layer: the SED loss "
+                             "needs the SED head (head='sed')") from None
+    clip = layers.Reshape((1, model.output.shape[-1]), name="clip_row")(model.output)
+    both = layers.Concatenate(axis=1, name="clip_and_frames")([clip, frames])
+    return keras.Model(model.input, both, name=f"{model.name}_frames")
 
 
 def load_model(path) -> keras.Model:
