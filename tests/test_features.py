@@ -195,3 +195,17 @@ def test_real_call_shows_inside_its_tp_boxes(real_data):
     inside = (t >= 9.12) & (t <= 14.23)
     assert band[inside].mean() > 1.4 * band[~inside].mean()
     assert band[inside].mean() > np.percentile(band[~inside], 85)
+
+
+def test_xla_start_up_lines_stay_off_stderr():
+    import os
+    import subprocess
+    import sys
+
+    code = ("import numpy as np\nfrom rfcxlib import features\n"
+            "print(features.log_mel(np.zeros(48000, np.float32), sr=48000).shape)\n")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "(90, 128)" in done.stdout
+    assert "XLA service" not in done.stderr and "absl::InitializeLog" not in done.stderr, done.stderr[-2000:]
