@@ -180,7 +180,8 @@ def test_local_weights_file(tmp_path, rng):
     source.save_weights(path)
     loaded = build_backbone("efficientnetb0", (32, 32, 3), weights=str(path))
     x = rng.normal(size=(1, 32, 32, 3)).astype(np.float32)
-    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(source(x)), rtol=1e-5, atol=1e-5)
+    inputs = {"image": x}
+    np.testing.assert_allclose(np.asarray(loaded(inputs)), np.asarray(source(inputs)), rtol=1e-5, atol=1e-5)
 
 
 def test_unreachable_imagenet_fails_fast(monkeypatch):
