@@ -8,7 +8,6 @@ method for every seed on the same folds and returns one row per (method, seed).
 """
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -21,7 +20,7 @@ from tqdm.auto import tqdm
 from rfcxlib import inference, losses, noisy, pipeline, train
 from rfcxlib.config import RunConfig
 from rfcxlib.errors import DataError, ParameterError, unknown_choice
-from rfcxlib.runs import read_json, write_json_atomic, write_text_atomic
+from rfcxlib.runs import read_json, save_keras_atomic, write_json_atomic, write_text_atomic
 
 LOSS_METHODS = tuple(losses.LOSSES)
 METHODS = LOSS_METHODS + ("coteaching", "pseudo_labels")
@@ -50,13 +49,6 @@ def write_scores(model_dir, dataset, config: RunConfig, oof: list[tuple], test_l
 
 
 # --------------------------------------------------------------------------- one loss
-def _samples_per_epoch(dataset, train_ids, c: RunConfig) -> int:
-    """Crops per epoch, as :func:`rfcxlib.train.fit_fold` counts them."""
-    if c.train.steps_per_epoch:
-        return c.train.steps_per_epoch * c.train.batch_size
-    return max(len(pipeline.crop_rows(dataset, train_ids)), c.train.batch_size)
-
-
 def train_with_loss(dataset, config: RunConfig, model_dir, *, loss: Optional[str] = None,
                     build_fn: Optional[Callable] = None, progress: bool = False) -> dict:
     """Train one model per fold with a registered loss (default ``config.train.loss``) and score it:
@@ -110,7 +102,7 @@ def train_coteaching(dataset, config: RunConfig, model_dir, *, tau: float = 0.1,
         train_ids, valid_ids = fold_split(dataset, c, fold)
         keras.utils.set_random_seed(c.train.seed * 100 + fold)
         model_a, model_b = build_fn(c, shape), build_fn(c, shape)
-        samples = _samples_per_epoch(dataset, train_ids, c)
+        samples = train.samples_per_epoch(dataset, train_ids, c)
         batches = pipeline.train_dataset(dataset, train_ids, c, seed=c.train.seed * 100 + fold,
                                          samples_per_epoch=samples, progress=False)
         steps = c.train.epochs * max(1, samples // c.train.batch_size)
@@ -119,10 +111,9 @@ def train_coteaching(dataset, config: RunConfig, model_dir, *, tau: float = 0.1,
         history += [{"fold": fold, **r} for r in rows]
         oof.append((fold, valid_ids, clip_logits(model_a, dataset, valid_ids, c, split="train")))
         test_logits.append(clip_logits(model_a, dataset, dataset.test_ids, c, split="test"))
-        model_a.save(model_dir / f"fold{fold}.keras")
+        save_keras_atomic(model_a, model_dir / f"fold{fold}.keras")
         if not (model_dir / "model.keras").exists():  # the first fold's model, as train_model writes it
-            model_a.save(model_dir / ".model.tmp.keras")
-            os.replace(model_dir / ".model.tmp.keras", model_dir / "model.keras")
+            save_keras_atomic(model_a, model_dir / "model.keras")
     return write_scores(model_dir, dataset, c, oof, test_logits, pd.DataFrame(history),
                         extra={"method": "coteaching", "tau": tau, "t_k": t_k})
 

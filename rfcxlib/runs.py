@@ -88,6 +88,23 @@ def save_figure_atomic(fig, path, dpi: int = 110) -> Path:
     return write_bytes_atomic(path, buffer.getvalue())
 
 
+def save_keras_atomic(model, path) -> Path:
+    """Save a Keras model (``.keras``) or, for a ``.weights.h5`` path, its weights, through a
+    temporary file in the same folder and a rename; the temporary name keeps the suffix Keras
+    checks."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        (model.save_weights if path.name.endswith(".weights.h5") else model.save)(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if tmp.exists():
+            tmp.unlink()
+        raise
+    return path
+
+
 def project_root() -> Optional[Path]:
     """The checkout holding ``rfcxlib`` (None when the package is installed elsewhere)."""
     here = Path(__file__).resolve().parent.parent

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from rfcxlib import data, inference, losses, metrics, pipeline
 from rfcxlib.config import RunConfig
 from rfcxlib.errors import DataError
-from rfcxlib.runs import read_json, save_npz_atomic, write_json_atomic, write_text_atomic
+from rfcxlib.runs import read_json, save_keras_atomic, save_npz_atomic, write_json_atomic, write_text_atomic
 
 
 # --------------------------------------------------------------------------- strategy
@@ -93,9 +93,7 @@ def compile_model(model: keras.Model, config: RunConfig, loss_fn, total_steps: i
 
 
 def _save_checkpoint(model: keras.Model, folder: Path, name: str) -> None:
-    tmp = folder / f".{name}.tmp.weights.h5"
-    model.save_weights(tmp)
-    os.replace(tmp, folder / f"{name}.weights.h5")
+    save_keras_atomic(model, folder / f"{name}.weights.h5")
     save_npz_atomic(folder / f"{name}.optimizer.npz",
                     **{f"v{i}": v.numpy() for i, v in enumerate(model.optimizer.variables)})
 
@@ -134,6 +132,15 @@ def _trainer(model: keras.Model, loss_fn) -> keras.Model:
     return model
 
 
+def samples_per_epoch(dataset, train_ids, config: RunConfig) -> int:
+    """Training crops per epoch: ``steps_per_epoch`` batches when set, else one per TP/FP row of
+    ``train_ids`` (at least one batch)."""
+    t = config.train
+    if t.steps_per_epoch:
+        return t.steps_per_epoch * t.batch_size
+    return max(len(pipeline.crop_rows(dataset, train_ids)), t.batch_size)
+
+
 def fit_fold(dataset, config: RunConfig, fold: int, folder: Path, *, loss_fn, build_fn: Callable,
              progress: bool = True, strategy: Optional[tf.distribute.Strategy] = None,
              source=None) -> keras.Model:
@@ -150,8 +157,7 @@ def fit_fold(dataset, config: RunConfig, fold: int, folder: Path, *, loss_fn, bu
     train_ids, valid_ids = fold_split(dataset, config, fold)
     shape = pipeline.input_shape(config)
     keras.utils.set_random_seed(_epoch_seed(config, fold, -1))
-    n_crops = len(pipeline.crop_rows(dataset, train_ids))
-    samples = t.steps_per_epoch * t.batch_size if t.steps_per_epoch else max(n_crops, t.batch_size)
+    samples = samples_per_epoch(dataset, train_ids, config)
     with (strategy or select_strategy()).scope():
         model = build_fn(config, shape)
         trainer = _trainer(model, loss_fn)
@@ -221,8 +227,7 @@ def train_model(dataset, config: RunConfig, model_dir, *, loss: Optional[str] = 
                             oof=inference.predict_clips(model, dataset, valid_ids, config, split="train"),
                             test=inference.predict_clips(model, dataset, dataset.test_ids, config, split="test"))
             if not (model_dir / "model.keras").exists():
-                model.save(model_dir / ".model.tmp.keras")
-                os.replace(model_dir / ".model.tmp.keras", model_dir / "model.keras")
+                save_keras_atomic(model, model_dir / "model.keras")
         scores = np.load(folder / "scores.npz")
         oof.append((fold, [str(r) for r in scores["valid_ids"]], scores["oof"]))
         test.append(scores["test"])

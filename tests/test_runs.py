@@ -6,7 +6,7 @@ import pytest
 
 from rfcxlib.config import RunConfig
 from rfcxlib.errors import ParameterError
-from rfcxlib.runs import RunDir, open_run, save_npz_atomic, write_json_atomic
+from rfcxlib.runs import RunDir, open_run, save_keras_atomic, save_npz_atomic, write_json_atomic
 
 
 def test_atomic_write_leaves_no_temp_files_and_keeps_old_file_on_failure(tmp_path):
@@ -16,6 +16,30 @@ def test_atomic_write_leaves_no_temp_files_and_keeps_old_file_on_failure(tmp_pat
         write_json_atomic(path, {"bad": object()})
     assert json.loads(path.read_text()) == {"x": 1.5, "n": 3}
     assert os.listdir(tmp_path) == ["a.json"]
+
+
+def test_keras_saves_are_atomic_for_models_and_weights(tmp_path):
+    import keras
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    save_keras_atomic(model, tmp_path / "m.keras")
+    save_keras_atomic(model, tmp_path / "best.weights.h5")
+    assert sorted(os.listdir(tmp_path)) == ["best.weights.h5", "m.keras"]
+    x = np.ones((1, 3), np.float32)
+    reloaded = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(reloaded(x), model(x))
+    before = (tmp_path / "m.keras").read_bytes()
+
+    class Broken:
+        def save(self, path):
+            with open(path, "wb") as f:
+                f.write(b"half")
+            raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        save_keras_atomic(Broken(), tmp_path / "m.keras")
+    assert (tmp_path / "m.keras").read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["best.weights.h5", "m.keras"]
 
 
 def test_run_dir_layout(tmp_path):
