@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from rfcxlib import inference, losses, noisy, pipeline, train
+from rfcxlib import fingerprints, inference, losses, noisy, pipeline, train
 from rfcxlib.config import RunConfig
 from rfcxlib.errors import DataError, ParameterError, unknown_choice
 from rfcxlib.runs import read_json, save_keras_atomic, write_json_atomic, write_text_atomic
@@ -159,7 +159,8 @@ def pseudo_label_rounds(dataset, config: RunConfig, model_dir, *, rounds: int = 
     c, model_dir = config, Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     hop_s = float(hop_s or c.inference.hop_s)
-    previous = Path(initial_dir) if initial_dir and (Path(initial_dir) / "metrics.json").exists() else None
+    previous = (Path(initial_dir) if initial_dir and train.is_current(initial_dir, dataset, c, loss=loss,
+                                                                     build_fn=build_fn) else None)
     if previous is None:
         previous = model_dir / "round0"
         train.train_model(dataset, c, previous, loss=loss, build_fn=build_fn, progress=False,
@@ -213,8 +214,10 @@ def compare_methods(dataset, config: RunConfig, out_dir, *, methods: Sequence[st
                     progress: bool = True) -> pd.DataFrame:
     """Train every method for every seed on the same folds; one result row per (method, seed).
 
-    Each run writes its model folder ``<out_dir>/<method>-seed<k>/``. A run whose folder already
-    holds ``metrics.json`` is not trained again (an interrupted comparison resumes). With
+    Each run writes its model folder ``<out_dir>/<method>-seed<k>/`` with its
+    ``fingerprint.json`` (:func:`method_fingerprint`). A finished run under the same settings and
+    data is not trained again (an interrupted comparison resumes); one under other settings is
+    discarded and trained again. With
     ``results_csv`` the table is rewritten (atomically) after every run. ``pseudo_labels`` trains
     with ``pseudo_loss`` and starts from that method's models of the same seed when it ran before.
 
@@ -236,7 +239,10 @@ def compare_methods(dataset, config: RunConfig, out_dir, *, methods: Sequence[st
         c = config.replace(seed=seed)
         model_dir = out_dir / f"{method}-seed{seed}"
         start = time.perf_counter()
-        if not (model_dir / "metrics.json").exists():
+        settings = dict(tau=tau, t_k=t_k) if method == "coteaching" else dict(
+            rounds=pseudo_rounds, threshold=pseudo_threshold, hop_s=pseudo_hop_s,
+            pseudo_loss=pseudo_loss) if method == "pseudo_labels" else {}
+        if not _is_current(model_dir, method_fingerprint(method, dataset, c, build_fn, settings)):
             _run_one(method, dataset, c, model_dir, out_dir, seed, tau=tau, t_k=t_k, rounds=pseudo_rounds,
                      threshold=pseudo_threshold, hop_s=pseudo_hop_s, pseudo_loss=pseudo_loss,
                      build_fn=build_fn, progress=False)  # one bar: this loop
@@ -245,6 +251,32 @@ def compare_methods(dataset, config: RunConfig, out_dir, *, methods: Sequence[st
         if results_csv:
             write_text_atomic(results_csv, pd.DataFrame(rows, columns=RESULT_COLUMNS).to_csv(index=False))
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+
+
+def method_fingerprint(method: str, dataset, config: RunConfig, build_fn: Optional[Callable],
+                       settings: dict) -> dict:
+    """The fingerprint (:mod:`rfcxlib.fingerprints`) of one method's model folder: the folds'
+    settings and data, the folds trained, the method and its own settings."""
+    fp = fingerprints.fold_fingerprint(dataset, config, loss=method, build_fn=build_fn)
+    fp["weights"].update(method=method, train_folds=list(config.train.train_folds), **settings)
+    fp["weights_hash"] = fingerprints.digest(fp["weights"])
+    return fp
+
+
+def _is_current(model_dir: Path, current: dict) -> bool:
+    """True when ``model_dir`` holds a finished run under ``current``; otherwise the folder is made
+    ready for a run: a folder written under other settings is discarded (an interrupted run
+    under the same settings is kept, so it resumes) and ``current`` is recorded."""
+    saved = fingerprints.read(model_dir)
+    verdict = fingerprints.compare(saved, current) if model_dir.exists() else "new"
+    if verdict == "same" and (model_dir / "metrics.json").exists():
+        return True
+    if verdict in ("stale", "scores"):
+        print(f"{model_dir}: made under other settings ({fingerprints.describe_change(saved, current)}): "
+              "trained again", flush=True)
+        fingerprints.discard(model_dir)
+    fingerprints.write(model_dir, current)
+    return False
 
 
 def _run_one(method, dataset, c, model_dir, out_dir, seed, *, tau, t_k, rounds, threshold, hop_s, pseudo_loss,

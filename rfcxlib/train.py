@@ -11,8 +11,9 @@ recordings are the out-of-fold scores.
 
 Files under ``model_dir``: ``config.json``, ``history.csv``, ``oof.npz``, ``test_scores.npz``,
 ``metrics.json``, ``model.keras`` (the best model of the first trained fold) and
-``fold<k>/`` (``last.weights.h5``, ``last.optimizer.npz``, ``best.weights.h5``, ``state.json``,
-``scores.npz`` once the fold is complete).
+``fold<k>/`` (``fingerprint.json``, ``last.weights.h5``, ``last.optimizer.npz``, ``best.weights.h5``,
+``state.json``, ``scores.npz`` once the fold is complete). A fold is reused only under the same
+settings and data (``fingerprint.json``, :mod:`rfcxlib.fingerprints`).
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ import pandas as pd
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from rfcxlib import data, inference, losses, metrics, pipeline
+from rfcxlib import data, fingerprints, inference, losses, metrics, pipeline
 from rfcxlib.config import RunConfig
 from rfcxlib.errors import DataError
 from rfcxlib.runs import read_json, save_keras_atomic, save_npz_atomic, write_json_atomic, write_text_atomic
@@ -208,31 +209,70 @@ def train_model(dataset, config: RunConfig, model_dir, *, loss: Optional[str] = 
                 extra: Optional[dict] = None, sources: Optional[dict] = None) -> dict:
     """Train every fold of ``config.train.train_folds`` into ``model_dir`` (resuming what a
     previous call left) and write the score files; returns the model's metrics. ``sources`` maps
-    a fold to the data set its training crops come from (see :func:`fit_fold`)."""
+    a fold to the data set its training crops come from (see :func:`fit_fold`).
+
+    A fold is reused only when its ``fingerprint.json`` matches the current configuration, loss,
+    builder and data (:mod:`rfcxlib.fingerprints`): a fold trained otherwise is discarded and
+    trained again, one whose only change is the inference settings is scored again."""
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
-    loss_fn = losses.get_loss(loss or config.train.loss)
-    build_fn = build_fn or _default_build
+    loss_name = loss or config.train.loss
+    loss_fn = losses.get_loss(loss_name)
+    custom_build, build_fn = build_fn, build_fn or _default_build
     write_json_atomic(model_dir / "config.json", {**config.to_dict(), "notebook": extra or {}})
     if config.train.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     oof, test, history = [], [], []
     for fold in config.train.train_folds:
         folder = model_dir / f"fold{fold}"
+        source = (sources or {}).get(fold)
+        _check_fold(folder, fingerprints.fold_fingerprint(dataset, config, loss=loss_name,
+                                                          build_fn=custom_build, source=source))
         if not (folder / "scores.npz").exists():
             model = fit_fold(dataset, config, fold, folder, loss_fn=loss_fn, build_fn=build_fn,
-                             progress=progress, source=(sources or {}).get(fold))
+                             progress=progress, source=source)
             _, valid_ids = fold_split(dataset, config, fold)
             save_npz_atomic(folder / "scores.npz", valid_ids=np.array(valid_ids),
                             oof=inference.predict_clips(model, dataset, valid_ids, config, split="train"),
                             test=inference.predict_clips(model, dataset, dataset.test_ids, config, split="test"))
-            if not (model_dir / "model.keras").exists():
+            if fold == config.train.train_folds[0] or not (model_dir / "model.keras").exists():
                 save_keras_atomic(model, model_dir / "model.keras")
         scores = np.load(folder / "scores.npz")
         oof.append((fold, [str(r) for r in scores["valid_ids"]], scores["oof"]))
         test.append(scores["test"])
         history += read_json(folder / "state.json")["history"]
     return write_scores(model_dir, dataset, oof, test, pd.DataFrame(history), extra=extra)
+
+
+def _check_fold(folder: Path, current: dict) -> str:
+    """Compare ``folder``'s fingerprint with ``current``; discard a stale fold, drop the scores of
+    one scored otherwise; record ``current``. Returns :func:`rfcxlib.fingerprints.compare`'s verdict."""
+    saved = fingerprints.read(folder)
+    verdict = fingerprints.compare(saved, current) if folder.exists() else "new"
+    if verdict in ("stale", "scores"):
+        change = fingerprints.describe_change(saved, current)
+        what = "trained again" if verdict == "stale" else "its saved weights scored again"
+        print(f"{folder}: made under other settings ({change}): {what}", flush=True)
+    if verdict == "stale":
+        fingerprints.discard(folder)
+    elif verdict == "scores":
+        (folder / "scores.npz").unlink(missing_ok=True)
+    fingerprints.write(folder, current)
+    return verdict
+
+
+def is_current(model_dir, dataset, config: RunConfig, *, loss: Optional[str] = None,
+               build_fn: Optional[Callable] = None) -> bool:
+    """Whether ``model_dir`` holds every fold of ``config.train.train_folds``, complete and trained
+    and scored under exactly these settings (so :func:`train_model` would only reread it)."""
+    model_dir = Path(model_dir)
+    for fold in config.train.train_folds:
+        folder = model_dir / f"fold{fold}"
+        current = fingerprints.fold_fingerprint(dataset, config, loss=loss or config.train.loss,
+                                                build_fn=build_fn)
+        if not (folder / "scores.npz").exists() or fingerprints.compare(fingerprints.read(folder), current) != "same":
+            return False
+    return (model_dir / "metrics.json").exists()
 
 
 def load_fold_model(model_dir, config: RunConfig, fold: int, *, build_fn: Optional[Callable] = None,

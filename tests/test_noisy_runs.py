@@ -76,6 +76,25 @@ def test_an_interrupted_comparison_resumes_without_training_again(comparison, ti
     np.testing.assert_allclose(again["test_lwlrap"], results["test_lwlrap"][:2])
 
 
+def test_rerun_reuses_unchanged_methods_and_retrains_changed_ones(tiny_dataset, tmp_path, monkeypatch):
+    config = RunConfig.from_params({**CONFIG, "steps_per_epoch": 2})
+    runs = []
+    real = noisy_runs._run_one
+    monkeypatch.setattr(noisy_runs, "_run_one", lambda method, *a, **k: (runs.append(method), real(method, *a, **k)))
+    kw = dict(methods=["naive_bce", "coteaching"], seeds=[0], build_fn=tiny_model, progress=False)
+    first = noisy_runs.compare_methods(tiny_dataset, config, tmp_path, **kw)
+    assert runs == ["naive_bce", "coteaching"]
+    noisy_runs.compare_methods(tiny_dataset, config, tmp_path, **kw)  # unchanged: nothing trains
+    assert runs == ["naive_bce", "coteaching"]
+    noisy_runs.compare_methods(tiny_dataset, config, tmp_path, tau=0.3, **kw)  # co-teaching's own setting
+    assert runs[2:] == ["coteaching"]
+    changed = noisy_runs.compare_methods(tiny_dataset, config.replace(learning_rate=1e-2), tmp_path, **kw)
+    assert runs[3:] == ["naive_bce", "coteaching"], "a changed learning rate trains every method again"
+    assert not np.allclose(changed["test_lwlrap"], first["test_lwlrap"])
+    cfg = (tmp_path / "naive_bce-seed0" / "config.json").read_text()
+    assert '"learning_rate": 0.01' in cfg
+
+
 def test_summarize_means_stds_and_baseline_gap():
     results = pd.DataFrame({"method": ["naive_bce"] * 2 + ["masked_bce"] * 2, "seed": [0, 1, 0, 1],
                             "val_lwlrap": [0.9, 0.8, 0.7, 0.7], "test_lwlrap": [0.5, 0.7, 0.8, 0.9],

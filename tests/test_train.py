@@ -182,3 +182,59 @@ def test_resume_after_interruption_reproduces_run(tiny, tmp_path, monkeypatch):
     np.testing.assert_allclose(za, zb, rtol=1e-4, atol=1e-4)
     assert resumed["val_lwlrap"] == pytest.approx(whole["val_lwlrap"], abs=1e-6)
     assert resumed["test_lwlrap"] == pytest.approx(whole["test_lwlrap"], abs=1e-6)
+
+
+def _count_epochs(monkeypatch):
+    """Count the training epochs started (each draws one training pipeline)."""
+    real, calls = pipeline.train_dataset, {"n": 0}
+
+    def counted(*args, **kwargs):
+        calls["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "train_dataset", counted)
+    return calls
+
+
+def test_rerun_skips_unchanged_and_retrains_changed_folds(tiny, tmp_path, monkeypatch, capsys):
+    config = RunConfig.from_params({**TINY, "epochs": 1, "steps_per_epoch": 2, "checkpoint": "last"})
+    calls = _count_epochs(monkeypatch)
+    first = train.train_model(tiny, config, tmp_path / "m", progress=False)
+    assert calls["n"] == 1 and (tmp_path / "m" / "fold0" / "fingerprint.json").exists()
+    again = train.train_model(tiny, config, tmp_path / "m", progress=False)  # unchanged: reused
+    assert calls["n"] == 1 and again == first
+    assert train.is_current(tmp_path / "m", tiny, config)
+    changed = config.replace(learning_rate=1e-4)
+    assert not train.is_current(tmp_path / "m", tiny, changed)
+    retrained = train.train_model(tiny, changed, tmp_path / "m", progress=False)
+    assert calls["n"] == 2, "a changed learning rate must train the fold again"
+    assert "learning_rate 0.003 -> 0.0001" in capsys.readouterr().out
+    assert retrained["test_lwlrap"] != first["test_lwlrap"] or retrained["val_lwlrap"] != first["val_lwlrap"]
+    assert not list((tmp_path / "m").glob(".stale-*"))  # the stale fold is gone
+    train.train_model(tiny, changed.replace(seed=2), tmp_path / "m", progress=False)
+    assert calls["n"] == 3, "a changed seed must train the fold again"
+
+
+def test_inference_change_rescores_saved_weights(tiny, tmp_path, monkeypatch):
+    config = RunConfig.from_params({**TINY, "epochs": 1, "steps_per_epoch": 2, "checkpoint": "last"})
+    calls = _count_epochs(monkeypatch)
+    train.train_model(tiny, config, tmp_path / "m", progress=False)
+    weights = (tmp_path / "m" / "fold0" / "last.weights.h5").read_bytes()
+    before = np.load(tmp_path / "m" / "test_scores.npz")["logits"]
+    train.train_model(tiny, config.replace(aggregate="mean"), tmp_path / "m", progress=False)
+    assert calls["n"] == 1  # no epoch trained: the same weights, scored again
+    assert (tmp_path / "m" / "fold0" / "last.weights.h5").read_bytes() == weights
+    after = np.load(tmp_path / "m" / "test_scores.npz")["logits"]
+    assert not np.allclose(before, after)  # mean over windows, not max
+
+
+def test_fold_without_fingerprint_or_other_data_is_retrained(tiny, tmp_path, monkeypatch):
+    config = RunConfig.from_params({**TINY, "epochs": 1, "steps_per_epoch": 2, "checkpoint": "last"})
+    calls = _count_epochs(monkeypatch)
+    train.train_model(tiny, config, tmp_path / "m", progress=False)
+    (tmp_path / "m" / "fold0" / "fingerprint.json").unlink()  # a folder from before fingerprints
+    train.train_model(tiny, config, tmp_path / "m", progress=False)
+    assert calls["n"] == 2
+    fewer = tiny.with_rows(tp=tiny.tp.iloc[: len(tiny.tp) // 2], replace=True)
+    train.train_model(fewer, config, tmp_path / "m", progress=False)
+    assert calls["n"] == 3, "other annotations must train the fold again"
