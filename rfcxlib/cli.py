@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
 
 from rfcxlib.errors import RfcxError
 
@@ -14,6 +16,7 @@ COMMANDS = {
     "validate": ("rfcxlib.data", "check a data folder in the RFCx layout and summarise it"),
     "run": ("rfcxlib.series", "run the notebook series headless into outputs/<run_id>/"),
     "kaggle": ("rfcxlib.kaggle", "build a Kaggle kernel bundle from a notebook"),
+    "predict": ("rfcxlib.predict", "score field recordings: clip scores, window scores, Raven selection tables"),
 }
 
 
@@ -25,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(module_name)
         p = sub.add_parser(name, help=help_text, description=help_text)
         module.configure_parser(p)
+        if not any("--debug" in a.option_strings for a in p._actions):
+            p.add_argument("--debug", action="store_true", help="show the Python traceback of "
+                           "a failure (also: RFCX_DEBUG=1)")
         p.set_defaults(_module=module)
     return parser
 
@@ -32,14 +38,24 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.debug = getattr(args, "debug", False) or os.environ.get("RFCX_DEBUG", "") not in ("", "0")
     try:
         return int(args._module.cli_main(args) or 0)
     except RfcxError as exc:
+        if args.debug:
+            traceback.print_exc()
         print(f"rfcx {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_status", 2)
     except KeyboardInterrupt:
         print(f"rfcx {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # an unwritable or full disk, an unreadable file: one line, not a trace
+        if args.debug:
+            traceback.print_exc()
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"rfcx {args.command}: error: {where}{exc.strerror or exc} (rerun with --debug "
+              "for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -167,6 +167,23 @@ def _check_header(path: Path, sr: Optional[int], decode: bool, problems: list) -
     return (info.frames, info.samplerate) if ok else None
 
 
+def check_decodable(path, n: int = 4096) -> Optional[str]:
+    """A cheap decode check: the first and the last ``n`` frames of a recording (by its
+    header's length); a truncated or corrupt file fails here in milliseconds (a full decode is
+    ``rfcx validate``). Returns the problem, or None."""
+    try:
+        with sf.SoundFile(str(path)) as f:
+            frames = f.frames
+            head = len(f.read(min(n, frames), dtype="int16"))
+            f.seek(max(0, frames - n))
+            tail = len(f.read(n, dtype="int16"))
+    except Exception as exc:  # libsndfile raises several types; all mean "cannot decode"
+        return f"{path}: cannot decode ({str(exc).strip()}); the file is corrupt or truncated"
+    if head != min(n, frames) or tail != min(n, frames):
+        return f"{path}: decoding stops before the {frames} frames its header gives; truncated"
+    return None
+
+
 def _check_references(name: str, df: pd.DataFrame, durations: dict, require_audio: bool) -> list[str]:
     problems = []
     line = df.index.to_numpy() + 2

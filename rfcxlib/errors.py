@@ -23,3 +23,11 @@ def unknown_choice(kind: str, value, choices) -> ParameterError:
     """Build the error for a name that is not in a registry, listing the valid names."""
     valid = ", ".join(repr(c) for c in sorted(choices))
     return ParameterError(f"unknown {kind} {value!r}; valid choices: {valid}")
+
+
+class RunFailed(RfcxError):
+    """A run cannot start or go on: an unwritable or full disk, a busy run folder, data that do
+    not fit the settings, a notebook that raised. The command exits with status 1 (2 is a usage
+    error); a run that started has recorded the failure in ``series.json`` and ``summary.html``."""
+
+    exit_status = 1

@@ -15,9 +15,12 @@ reader never sees half a file and an interrupted run leaves the previous version
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import json
 import os
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -25,7 +28,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from rfcxlib.errors import ParameterError
+from rfcxlib.errors import ParameterError, RunFailed
 
 
 def write_bytes_atomic(path, data: bytes) -> Path:
@@ -74,6 +77,29 @@ def read_json(path, default: Any = None) -> Any:
     if not path.exists():
         return default
     return json.loads(path.read_text())
+
+
+@contextlib.contextmanager
+def file_lock(path):
+    """Hold an exclusive ``flock`` on ``.<name>.lock`` beside ``path`` (waits for other holders)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def update_json_atomic(path, update) -> Any:
+    """Read-modify-write of a JSON file as one step: ``update(body) -> body`` runs under
+    :func:`file_lock`, and the result is written atomically (temporary file and rename), so two
+    writers never lose each other's sections. Returns the body written."""
+    with file_lock(path):
+        body = update(read_json(path, default={}) or {})
+        write_json_atomic(path, body)
+    return body
 
 
 def save_npz_atomic(path, **arrays) -> Path:
@@ -126,9 +152,10 @@ def new_run_id() -> str:
 class RunDir:
     """One run's folder. Notebooks save everything through it."""
 
-    def __init__(self, path):
+    def __init__(self, path, create: bool = True):
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        if create:
+            make_run_folder(self.path)
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -179,26 +206,138 @@ class RunDir:
         """
         path = Path(path or self.path / "config.json")
         resolved = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-        body = read_json(path, default={}) or {}
-        body.update(resolved)
-        if extra:
-            name = str(extra.get("notebook", "notebook"))
-            body.setdefault("notebooks", {})[name] = {"parameters": extra, "resolved": resolved}
-        return write_json_atomic(path, body)
+
+        def merge(body: dict) -> dict:
+            body.update(resolved)
+            if extra:
+                name = str(extra.get("notebook", "notebook"))
+                body.setdefault("notebooks", {})[name] = {"parameters": extra, "resolved": resolved}
+            return body
+
+        update_json_atomic(path, merge)
+        return path
 
     def metrics(self) -> dict:
         return read_json(self.metrics_path, default={})
 
     def update_metrics(self, section: str, values: dict) -> dict:
         """Merge ``values`` under ``section`` of ``metrics.json`` (atomic) and return all metrics."""
-        metrics = self.metrics()
-        metrics.setdefault(section, {}).update(values)
-        write_json_atomic(self.metrics_path, metrics)
-        return metrics
+        def merge(metrics: dict) -> dict:
+            metrics.setdefault(section, {}).update(values)
+            return metrics
+
+        return update_json_atomic(self.metrics_path, merge)
 
 
-def open_run(run_dir: str = "", run_id: str = "") -> RunDir:
-    """Open (create) a run folder: ``run_dir`` if given, else ``outputs/<run_id or a timestamp>``."""
+def open_run(run_dir: str = "", run_id: str = "", create: bool = True) -> RunDir:
+    """Open (create) a run folder: ``run_dir`` if given, else ``outputs/<run_id or a timestamp>``;
+    ``create=False`` only names it (see :func:`check_writable`)."""
     if run_dir:
-        return RunDir(run_dir)
-    return RunDir(outputs_root() / (run_id or new_run_id()))
+        return RunDir(run_dir, create=create)
+    return RunDir(outputs_root() / (run_id or new_run_id()), create=create)
+
+
+def _outputs_hint(path: Path) -> str:
+    if os.environ.get("RFCX_OUTPUTS"):
+        return f"RFCX_OUTPUTS={os.environ['RFCX_OUTPUTS']} is used; point it at a writable folder"
+    return "set RFCX_OUTPUTS to a writable folder (or --run-id for another run)"
+
+
+def check_writable(path) -> Path:
+    """Raise :class:`RunFailed` (naming the folder and ``RFCX_OUTPUTS``) unless the run folder
+    ``path`` exists and is writable, or could be created; creates nothing."""
+    path = Path(path)
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        what = "is not a folder" if probe.exists() and not probe.is_dir() else "is not writable"
+        raise RunFailed(f"run folder {path}: {probe} {what}; {_outputs_hint(path)}")
+    return path
+
+
+def make_run_folder(path) -> Path:
+    """``mkdir -p`` with an :class:`RunFailed` that names the folder and ``RFCX_OUTPUTS``."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunFailed(f"run folder {path}: cannot create it ({exc.strerror}); "
+                        f"{_outputs_hint(path)}") from None
+    return path
+
+
+# ----------------------------------------------------------------------------- the run lock
+
+LOCK_FILE = "run.lock"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+class RunLock:
+    """``<run>/run.lock``: the run folder belongs to one process (its PID and host are in the
+    file). :meth:`acquire` raises :class:`RunFailed` naming the holder when a live process holds
+    it, and takes over the lock of a process that no longer exists on this host."""
+
+    def __init__(self, run_path):
+        self.path = Path(run_path) / LOCK_FILE
+        self.held = False
+
+    def holder(self) -> Optional[dict]:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def acquire(self, log=print) -> "RunLock":
+        make_run_folder(self.path.parent)
+        me = {"pid": os.getpid(), "host": socket.gethostname(),
+              "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        body = (json.dumps(me) + "\n").encode()
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            self._take_over(me, body, log)
+        else:
+            with os.fdopen(fd, "wb") as f:
+                f.write(body)
+        self.held = True
+        return self
+
+    def _take_over(self, me: dict, body: bytes, log) -> None:
+        held = self.holder() or {}
+        pid, host = held.get("pid"), held.get("host")
+        if isinstance(pid, int) and host == me["host"] and _alive(pid):
+            raise RunFailed(f"run folder {self.path.parent} is in use by process {pid} on {host} "
+                            f"(since {held.get('started', '?')}); wait for it to finish, stop "
+                            f"it (kill {pid}), or use another --run-id")
+        if isinstance(pid, int) and host and host != me["host"]:
+            raise RunFailed(f"run folder {self.path.parent} is locked by process {pid} on "
+                            f"{host}; if that run is over, delete {self.path} and start again")
+        write_bytes_atomic(self.path, body)
+        time.sleep(0.05)  # two processes taking over at once: the last rename wins
+        if (self.holder() or {}).get("pid") != me["pid"]:
+            now = self.holder() or {}
+            raise RunFailed(f"run folder {self.path.parent} is in use by process "
+                            f"{now.get('pid')} on {now.get('host')}; use another --run-id")
+        log(f"run folder {self.path.parent}: took over the lock of process {pid} on "
+            f"{host or '?'}, which no longer runs")
+
+    def release(self) -> None:
+        if self.held and (self.holder() or {}).get("pid") == os.getpid():
+            self.path.unlink(missing_ok=True)
+        self.held = False
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

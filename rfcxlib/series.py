@@ -21,17 +21,21 @@ import json
 import logging
 import os
 import re
+import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from rfcxlib.errors import DataError, ParameterError, unknown_choice
+from rfcxlib.errors import DataError, ParameterError, RfcxError, RunFailed, unknown_choice
 from rfcxlib.profiles import (check_names, coerce, declared_parameters, load_profile,
                               load_sweep, of_prefix, resolve)
-from rfcxlib.runs import open_run, project_root, read_json, write_json_atomic
+from rfcxlib.runs import (RunLock, check_writable, open_run, project_root, read_json,
+                          update_json_atomic, write_json_atomic)
 
 STATE_FILE = "series.json"
+PARTIAL = ".partial.ipynb"  # an executed notebook is written as .NAME.partial.ipynb, then renamed
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -129,12 +133,59 @@ def kernel_name() -> str:
 class SeriesFailed(Exception):
     """A notebook of the series raised; carries the step and the error's description."""
 
-    def __init__(self, step: Step, message: str):
+    def __init__(self, step: Step, message: str, cause: BaseException = None, kept: str = ""):
         super().__init__(message)
-        self.step = step
+        self.step, self.cause, self.kept = step, cause, kept
+
+    @property
+    def interrupted(self) -> bool:
+        return isinstance(self.cause, KeyboardInterrupt)
+
+    def line(self, run_path: Path) -> str:
+        """The failure in one line: the step, the cell, the error, what to do."""
+        first = str(self).splitlines()[0]
+        return (f"{self.step.key} ({self.step.notebook.name}): {first}; "
+                f"{_advice(self.cause, str(self), run_path)}")
+
+
+def _root_oserror(exc: BaseException):
+    """The first ``OSError`` in an exception's chain (papermill wraps some), else None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+_DISK = ("No space left", "Errno 28", "File too large", "Errno 27", "Disk quota")
+_DENIED = ("Permission denied", "Errno 13", "Read-only file system", "Errno 30")
+
+
+def _advice(exc: BaseException, text: str, run_path: Path) -> str:
+    """What to do about a failure, from its kind."""
+    resume = "then run the same command to resume"
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted; run the same command to resume"
+    if any(k in text for k in _DISK):
+        return f"the disk holding {run_path} is full (or a file size limit is set): free space, {resume}"
+    if any(k in text for k in _DENIED):
+        return f"a file or folder cannot be written: fix its permissions (or set RFCX_OUTPUTS), {resume}"
+    if type(exc).__name__ == "DeadKernelError" or "Kernel died" in text:
+        return f"the kernel died (out of memory, or killed): free memory or lower batch_size, {resume}"
+    if "DataError" in text or "UnicodeDecodeError" in text:
+        return f"fix the data (rfcx validate DATA_DIR lists every problem), {resume}"
+    return f"see the executed notebook, fix the cause, {resume}"
 
 
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (Ctrl-C) while executing"
+    oserr = None if hasattr(exc, "ename") else _root_oserror(exc)
+    if oserr is not None:
+        name = f" {oserr.filename}" if oserr.filename else ""
+        return f"writing{name or ' the executed notebook'} failed: {type(oserr).__name__}: {oserr}"
     ename = getattr(exc, "ename", type(exc).__name__)
     evalue = getattr(exc, "evalue", str(exc))
     cell = getattr(exc, "exec_count", None)
@@ -172,8 +223,12 @@ class Series:
         return (entry.get("status") == "completed" and entry.get("hash") == digest
                 and step.output.exists())
 
+    progress_bar = True
+
     def execute(self, log=_say) -> list[str]:
-        """Run the steps, skipping the completed prefix; returns the keys executed."""
+        """Run the steps, skipping the completed prefix; returns the keys executed. Each
+        notebook is executed into ``.NAME.partial.ipynb`` and renamed when it ends, so an
+        executed notebook is never left half-written."""
         import papermill
 
         # The names were checked against each parameters cell already; papermill's own parser
@@ -181,6 +236,8 @@ class Series:
         logging.getLogger("papermill").setLevel(logging.ERROR)
         executed, fresh = [], False
         self.run.notebooks.mkdir(parents=True, exist_ok=True)
+        for stale in self.run.notebooks.glob(f".*{PARTIAL}"):  # of a run that was killed
+            stale.unlink(missing_ok=True)
         total = len(self.steps)
         for i, step in enumerate(self.steps, 1):
             digest = step.digest()
@@ -191,22 +248,76 @@ class Series:
             log(f"[{i}/{total}] {step.key}: running -> {step.output}")
             started = time.time()
             self._mark(step, status="running", hash=digest, started=time.strftime("%FT%T"))
+            partial = step.output.with_name(f".{step.output.stem}{PARTIAL}")
+            echo = ProgressEcho(log)
             try:
                 papermill.execute_notebook(
-                    str(step.notebook), str(step.output), parameters=step.parameters,
-                    kernel_name=self.kernel, progress_bar=True, cwd=str(step.notebook.parent),
+                    str(step.notebook), str(partial), parameters=step.parameters,
+                    kernel_name=self.kernel, progress_bar=self.progress_bar,
+                    cwd=str(step.notebook.parent), stdout_file=echo, stderr_file=echo,
                     extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no transport warning
-            except Exception as exc:  # papermill's execution error, a dead kernel, ...
-                elapsed = time.time() - started
+                os.replace(partial, step.output)
+            except BaseException as exc:  # the cell's error, a dead kernel, a full disk, Ctrl-C
+                kept = _keep_partial(partial, step.output)
                 message = _describe(exc)
-                self._mark(step, status="failed", elapsed_s=round(elapsed, 1), error=message)
-                raise SeriesFailed(step, message) from exc
+                try:
+                    self._mark(step, status="failed", elapsed_s=round(time.time() - started, 1),
+                               error=message)
+                except OSError as again:
+                    message += f" (and {self.state_path} could not be updated: {again.strerror})"
+                raise SeriesFailed(step, message, exc, kept) from exc
             elapsed = time.time() - started
             self._mark(step, status="completed", elapsed_s=round(elapsed, 1),
                        finished=time.strftime("%FT%T"))
             executed.append(step.key)
             log(f"[{i}/{total}] {step.key}: completed in {_fmt(elapsed)}")
         return executed
+
+
+def _keep_partial(partial: Path, output: Path) -> str:
+    """After a failure: the partly executed notebook renamed into place when it is a whole
+    notebook, else removed (a write cut short by a full disk). Returns the path kept, or ""."""
+    if not partial.exists():
+        return ""
+    try:
+        json.loads(partial.read_text())
+        os.replace(partial, output)
+        return str(output)
+    except (OSError, ValueError):
+        partial.unlink(missing_ok=True)
+        return ""
+
+
+class ProgressEcho:
+    """A file-like sink for the kernel's stream output (papermill's ``stdout_file``): the
+    lines that tell training progress (epochs, folds, LWLRAP) go to the console as they come;
+    a progress bar redrawn in place shows at most every ``every_s`` seconds, and when it ends."""
+
+    PATTERN = re.compile(r"epoch|fold|lwlrap", re.I)
+
+    def __init__(self, log=_say, every_s: float = 20.0):
+        self.log, self.every_s, self.buffer, self.last = log, every_s, "", 0.0
+
+    def write(self, text: str) -> int:
+        self.buffer += text
+        while True:
+            match = re.search(r"[\r\n]", self.buffer)
+            if match is None:
+                break
+            line, self.buffer = self.buffer[:match.start()], self.buffer[match.end():]
+            self._line(_ANSI.sub("", line).strip(), match.group() == "\n")
+        return len(text)
+
+    def _line(self, line: str, ended: bool) -> None:
+        if not line or not self.PATTERN.search(line):
+            return
+        now = time.time()
+        if ended or now - self.last >= self.every_s:
+            self.last = now
+            self.log(f"      {line}")
+
+    def flush(self) -> None:
+        pass
 
 
 def _fmt(seconds: float) -> str:
@@ -246,7 +357,8 @@ def prepare(*, profile: str = "mini", run_id: str = "", overrides: Optional[dict
     if sweep_body:
         of_prefix(all_declared, sweep_body["notebook"], f"sweep {sweep_body.get('path', '')}")
     root = check_data_dir(data_dir) if data_dir else None
-    run = open_run(run_id=run_id or time.strftime("%Y%m%d-%H%M%S"))
+    run = open_run(run_id=run_id or time.strftime("%Y%m%d-%H%M%S"), create=False)
+    check_writable(run.path)  # created when the run starts (run_series), never by a plan
     common.update(data_dir=str(root or ""), run_dir=str(run.path.resolve()))
     steps = plan_steps(discover(folder_path, select), all_declared, common, per_nb, cli,
                        sweep_body, run.notebooks)
@@ -282,42 +394,111 @@ def write_run_config(series: Series) -> Path:
     """Merge the series' resolved parameters into ``config.json`` under ``"series"`` (the
     notebooks write their own sections there too)."""
     path = series.run.path / "config.json"
-    body = read_json(path, default={}) or {}
-    body["series"] = {**series.meta, "steps": [
+    section = {**series.meta, "steps": [
         {"key": s.key, "notebook": s.notebook.name, "output": str(s.output),
          "parameters": s.parameters} for s in series.steps]}
-    return write_json_atomic(path, body)
+    update_json_atomic(path, lambda body: {**body, "series": section})
+    return path
 
 
-def run_series(series: Series, log=_say) -> int:
-    """Execute a prepared series; writes ``config.json`` and ``summary.html``; 0 when it
-    completes, 1 when a notebook fails (its error and the partly executed notebook are printed)."""
+def run_series(series: Series, log=_say, debug: bool = False) -> int:
+    """Execute a prepared series under the run folder's lock (:class:`rfcxlib.runs.RunLock`);
+    writes ``config.json`` and ``summary.html``. Returns 0 when it completes; on a failure
+    (a notebook that raised, a full or unwritable disk, data that do not fit the settings, an
+    interrupt) it marks ``series.json`` failed with the reason, writes ``summary.html`` with
+    what exists, prints one line that says where and what to do, and returns 1 (130 when
+    interrupted). ``debug`` also prints the Python traceback."""
+    lock = RunLock(series.run.path).acquire(log=log)
+    try:
+        return _run_locked(series, log, debug)
+    finally:
+        lock.release()
+
+
+def _run_locked(series: Series, log, debug: bool) -> int:
     from rfcxlib import summary
 
-    started = time.time()
-    write_run_config(series)
-    log(f"run {series.run.path.name}: {len(series.steps)} notebook runs, profile "
-        f"{series.meta['profile']} ({series.meta['description']}), kernel {series.kernel}")
-    if not series.meta["ground_truth"]:
-        log(f"data: {series.meta['data_dir']} has no test_ground_truth.csv: scores on the test "
-            "set cannot be computed, the headline gives validation scores")
-    status, error = 0, None
+    started, status, failure, cause = time.time(), 0, "", None
     try:
+        series.state.update(status="running", error=None)
+        write_run_config(series)
+        log(f"run {series.run.path.name}: {len(series.steps)} notebook runs, profile "
+            f"{series.meta['profile']} ({series.meta['description']}), kernel {series.kernel}")
+        if not series.meta["ground_truth"]:
+            log(f"data: {series.meta['data_dir']} has no test_ground_truth.csv: scores on the "
+                "test set cannot be computed, the headline gives validation scores")
+        check_before_running(series, log)
         series.execute(log=log)
     except SeriesFailed as exc:
-        status, error = 1, exc
+        status, failure, cause = (130 if exc.interrupted else 1), exc.line(series.run.path), exc
         log(f"FAILED: {exc.step.key} ({exc.step.notebook.name}) {exc}")
-        log(f"the partly executed notebook: {exc.step.output}")
-    finally:
-        write_run_config(series)
-        page = summary.write_summary(series.run.path)
+        if exc.kept:
+            log(f"the partly executed notebook: {exc.kept}")
+    except KeyboardInterrupt as exc:
+        status, failure, cause = 130, "interrupted; run the same command to resume", exc
+    except RfcxError as exc:
+        status, failure, cause = 1, str(exc).splitlines()[0], exc
+    except OSError as exc:
+        status, cause = 1, exc
+        failure = (f"writing {exc.filename or series.run.path}: {exc.strerror or exc}; "
+                   f"{_advice(exc, str(exc), series.run.path)}")
+    series.state.update(status="failed" if status else "completed", error=failure or None,
+                        finished=time.strftime("%FT%T"))
+    page = _write_records(series, summary)
     log(f"run: {series.run.path}  ({_fmt(time.time() - started)})")
     log(f"summary: {page}")
-    for label, value in summary.headline(series.run.metrics()):
+    for label, value in summary.headline(_metrics(series)):
         log(f"  {label}: {value}")
-    if error is None and (series.run.path / "submission.csv").exists():
+    if not status and (series.run.path / "submission.csv").exists():
         log(f"submission: {series.run.path / 'submission.csv'}")
+    if failure:
+        if debug and cause is not None:
+            traceback.print_exception(getattr(cause, "cause", None) or cause)
+        print(f"rfcx run: error: {failure}", file=sys.stderr, flush=True)
     return status
+
+
+def _metrics(series: Series) -> dict:
+    try:
+        return series.run.metrics() or {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_records(series: Series, summary) -> str:
+    """``series.json``, ``config.json`` and ``summary.html`` after a run, each as far as the
+    disk allows; returns the summary's path, or why it could not be written."""
+    try:
+        series._save()
+        write_run_config(series)
+    except OSError as exc:
+        log_line = f"({STATE_FILE} could not be updated: {exc.strerror or exc})"
+        print(log_line, file=sys.stderr)
+    try:
+        return str(summary.write_summary(series.run.path))
+    except OSError as exc:
+        return f"not written ({exc.strerror or exc})"
+
+
+def check_before_running(series: Series, log=_say) -> None:
+    """The data against the settings (:mod:`rfcxlib.preflight`): prints the warnings and raises
+    :class:`RunFailed` on an error, before any notebook runs."""
+    from rfcxlib import preflight
+
+    root = Path(series.meta["data_dir"])
+    if not root.is_dir():
+        log(f"data: {root} does not exist yet; its checks run when the run starts")
+        return
+    started = time.time()
+    errors, warnings = preflight.check_series(series.steps, root)
+    for line in warnings:
+        log(f"warning: {line}")
+    if errors:
+        for line in errors:
+            log(f"  - {line}")
+        raise RunFailed(f"checks before running: {len(errors)} problem(s), the first: "
+                        f"{errors[0]}; fix them and run the same command")
+    log(f"checks: the data and the settings fit ({_fmt(time.time() - started)})")
 
 
 def configure_parser(p) -> None:
@@ -348,7 +529,6 @@ def cli_main(args) -> int:
     if args.dry_run:
         for step in series.steps:
             print(f"{step.key} -> {step.output}\n    {json.dumps(step.parameters, default=str)}")
-        if not any(series.run.path.iterdir()):
-            series.run.path.rmdir()  # a dry run leaves nothing behind
+        check_before_running(series)  # a dry run writes nothing
         return 0
-    return run_series(series)
+    return run_series(series, debug=getattr(args, "debug", False))

@@ -1,11 +1,13 @@
 """The run at a glance: ``outputs/<run_id>/summary.html``.
 
-One page beside the run's files (figures linked from ``figures/``; ``--embed`` writes a
-portable copy with them inside): the headline scores, the notebooks and
-their status, the data, every model's scores, the ensemble, the parameters and the figures.
-``rfcx run`` writes it at the end of a run, and after a failure with what exists.
+One self-contained page (the figures are embedded as data URIs: one file to send around;
+``--links`` writes a lighter copy that links ``figures/`` instead): the headline scores, the
+notebooks and their status, the data, every model's scores, the ensemble, the parameters and the
+figures. ``rfcx run`` writes it at the end of a run, and after a failure with what exists; a file
+of the run that cannot be read (a table that is not UTF-8, a JSON file cut short) is shown as
+such and never stops the page.
 
-``python -m rfcxlib.summary RUN_DIR [--embed] [--png OUT.png]`` rewrites it and, when Chromium
+``python -m rfcxlib.summary RUN_DIR [--links] [--png OUT.png]`` rewrites it and, when Chromium
 is installed, renders it to a PNG.
 """
 from __future__ import annotations
@@ -134,8 +136,11 @@ def _data_section(meta: dict) -> str:
     for name in ("train_tp.csv", "train_fp.csv"):
         path = root / name
         if path.exists():
-            with path.open() as f:
-                facts[f"{name} rows"] = max(sum(1 for _ in f) - 1, 0)
+            try:
+                with path.open("rb") as f:  # bytes: a table in another encoding still counts
+                    facts[f"{name} rows"] = max(sum(1 for _ in f) - 1, 0)
+            except OSError as exc:
+                facts[f"{name} rows"] = f"unreadable ({exc.strerror or exc})"
     facts["test ground truth"] = ("yes: test LWLRAP is reported" if meta.get("ground_truth")
                                   else "no: validation scores are reported")
     return _table([{"": k, "value": v} for k, v in facts.items()])
@@ -231,42 +236,71 @@ def _figures_section(run: Path, embed: bool) -> str:
     return "".join(parts) or "<p class=muted>no figures yet</p>"
 
 
-def render(run: Path, embed: bool = False) -> str:
-    """The page for the run folder ``run`` as HTML text; figures are linked relatively
-    (``figures/*.png``), or embedded when ``embed`` (one portable file)."""
+def _read(path: Path, notes: list) -> dict:
+    """A JSON file of the run as a dict; ``{}`` (and a note) when it is absent or unreadable."""
+    try:
+        body = read_json(path, default={}) or {}
+    except (OSError, ValueError) as exc:
+        notes.append(f"{path.name}: unreadable ({exc})")
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _section(notes: list, build, *args) -> str:
+    """One section of the page; an error in it is shown in its place, never raised."""
+    try:
+        return build(*args)
+    except Exception as exc:  # a page about a broken run must still be written
+        notes.append(f"{getattr(build, '__name__', 'section')}: {type(exc).__name__}: {exc}")
+        return f"<p class=bad>cannot be shown: {_e(type(exc).__name__)}: {_e(exc)}</p>"
+
+
+def render(run: Path, embed: bool = True) -> str:
+    """The page for the run folder ``run`` as HTML text; figures are embedded (one portable
+    file), or linked relatively (``figures/*.png``) when not ``embed``."""
     run = Path(run)
-    state = read_json(run / "series.json", default={}) or {}
-    metrics = read_json(run / "metrics.json", default={}) or {}
-    statuses = [s.get("status") for s in state.get("steps", {}).values()]
+    notes: list[str] = []
+    state = _read(run / "series.json", notes)
+    metrics = _read(run / "metrics.json", notes)
+    steps = state.get("steps") if isinstance(state.get("steps"), dict) else {}
+    state["steps"] = steps
+    statuses = [s.get("status") for s in steps.values() if isinstance(s, dict)]
     order = state.get("order") or []
-    if "failed" in statuses:
+    if "failed" in statuses or state.get("status") == "failed":
         status = "<span class=bad>failed</span>"
     elif order and all(state["steps"].get(k, {}).get("status") == "completed" for k in order):
         status = "<span class=ok>completed</span>"
     else:
         status = "<span class=run>incomplete</span>"
-    cards = "".join(f"<div class=card>{_e(label)}<b>{_e(value.split(' (')[0])}</b>"
-                    f"<span class=muted>{_e(value[len(value.split(' (')[0]):])}</span></div>"
-                    for label, value in headline(metrics))
+    cards = _section(notes, lambda: "".join(
+        f"<div class=card>{_e(label)}<b>{_e(value.split(' (')[0])}</b>"
+        f"<span class=muted>{_e(value[len(value.split(' (')[0]):])}</span></div>"
+        for label, value in headline(metrics)))
     files = [p.name for p in (run / "submission.csv",) if p.exists()]
+    error = (f"<pre>{_e(state['error'])}</pre>" if state.get("error") else "")
+    sections = {name: _section(notes, build, *args) for name, build, *args in (
+        ("steps", _steps_section, state), ("data", _data_section, state),
+        ("models", _models_section, metrics, state), ("others", _sections_table, metrics),
+        ("figures", _figures_section, run, embed), ("parameters", _parameters_section, state))}
+    unread = "".join(f"<p class=bad>{_e(n)}</p>" for n in notes)
     return f"""<!doctype html><html><head><meta charset="utf-8">
 <title>rfcx run {_e(run.name)}</title><style>{CSS}</style></head><body>
 <h1>rfcx run {_e(run.name)} &middot; {status}</h1>
 <div class=muted>{_e(run.resolve())} &middot; profile {_e(state.get('profile', '?'))}
 &middot; kernel {_e(state.get('kernel', '?'))}</div>
-<div class=cards>{cards}</div>
+<div class=cards>{cards}</div>{error}{unread}
 {''.join(f"<p>Submission: <a href='{f}'>{f}</a></p>" for f in files)}
-<h2>Notebooks</h2>{_steps_section(state)}
-<h2>Data</h2>{_data_section(state)}
-<h2>Models</h2>{_models_section(metrics, state)}
-<h2>Ensemble and the other notebooks' results</h2>{_sections_table(metrics)}
-<h2>Figures</h2>{_figures_section(run, embed)}
-<h2>Parameters</h2>{_parameters_section(state)}
+<h2>Notebooks</h2>{sections["steps"]}
+<h2>Data</h2>{sections["data"]}
+<h2>Models</h2>{sections["models"]}
+<h2>Ensemble and the other notebooks' results</h2>{sections["others"]}
+<h2>Figures</h2>{sections["figures"]}
+<h2>Parameters</h2>{sections["parameters"]}
 </body></html>
 """
 
 
-def write_summary(run, *, embed: bool = False, name: str = "summary.html") -> Path:
+def write_summary(run, *, embed: bool = True, name: str = "summary.html") -> Path:
     """Write ``<run>/<name>`` (atomic) and return its path."""
     return write_text_atomic(Path(run) / name, render(Path(run), embed=embed))
 
@@ -302,11 +336,11 @@ def main(argv=None) -> int:
     parser.add_argument("run_dir")
     parser.add_argument("--png", default="", help="also render the page to this PNG (Chromium)")
     parser.add_argument("--height", type=int, default=2000)
-    parser.add_argument("--embed", action="store_true", help="embed the figures: writes "
-                        "summary_portable.html, one file to send around")
+    parser.add_argument("--links", action="store_true", help="link the figures instead of "
+                        "embedding them: writes summary_links.html, lighter, beside figures/")
     args = parser.parse_args(argv)
-    page = write_summary(args.run_dir, embed=args.embed,
-                         name="summary_portable.html" if args.embed else "summary.html")
+    page = write_summary(args.run_dir, embed=not args.links,
+                         name="summary_links.html" if args.links else "summary.html")
     print(page)
     if args.png:
         print(screenshot(page.resolve().as_uri(), args.png, height=args.height))

@@ -71,12 +71,16 @@ def series_dir(tmp_path) -> Path:
 
 @pytest.fixture
 def fake_data(tmp_path) -> Path:
-    """A folder with the RFCx layout's names (the runner's own check; notebooks here read none)."""
+    """A folder in the RFCx layout without recordings (tables with their headers only): the
+    runner's checks pass; the notebooks here read none of it."""
+    from rfcxlib.data_checks import COLUMNS, SUBMISSION_COLUMNS
+
     root = tmp_path / "data"
     (root / "train").mkdir(parents=True)
     (root / "test").mkdir()
-    for name in ("train_tp.csv", "train_fp.csv", "sample_submission.csv"):
-        (root / name).write_text("recording_id\n")
+    for name in ("train_tp.csv", "train_fp.csv"):
+        (root / name).write_text(",".join(COLUMNS) + "\n")
+    (root / "sample_submission.csv").write_text(",".join(SUBMISSION_COLUMNS) + "\n")
     return root
 
 
@@ -197,9 +201,10 @@ def test_run_resume_after_kill_skips_finished_notebooks(series_dir, profile_file
     config = json.loads((run / "config.json").read_text())["series"]
     assert [s["key"] for s in config["steps"]][2:4] == ["04_train[a]", "04_train[b]"]
     page = (run / "summary.html").read_text()
-    assert "completed" in page and "src='figures/ensemble_curve.png'" in page and "0.5300" in page
-    portable = summary.write_summary(run, embed=True, name="portable.html").read_text()
-    assert "src='data:image/png;base64,iVBOR" in portable
+    assert "completed" in page and "src='data:image/png;base64,iVBOR" in page and "0.5300" in page
+    linked = summary.write_summary(run, embed=False, name="linked.html").read_text()
+    assert "src='figures/ensemble_curve.png'" in linked
+    assert not (run / "run.lock").exists(), "the lock goes with the process that held it"
 
     again = _rfcx(*args, env=env)  # everything done: nothing re-executes
     assert again.returncode == 0 and again.stdout.count("skipped") == 5
@@ -217,6 +222,11 @@ def test_failure_reports_cell_error_and_notebook_path(series_dir, profile_file, 
     run = tmp_path / "outputs" / "bad"
     assert done.returncode == 1
     assert "ValueError: the second notebook failed on purpose" in done.stdout
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("rfcx run: error: 02_second (02_second.ipynb): cell [")
+    assert "the second notebook failed on purpose; see the executed notebook" in last
+    assert "Traceback" not in done.stderr
+    assert json.loads((run / "series.json").read_text())["status"] == "failed"
     assert f"the partly executed notebook: {run / 'notebooks' / '02_second.ipynb'}" in done.stdout
     assert (run / "notebooks" / "02_second.ipynb").exists()
     assert not (run / "notebooks" / "04_train-a.ipynb").exists()
