@@ -20,6 +20,15 @@ from typing import Any, Optional
 from rfcxlib.errors import ParameterError, unknown_choice
 
 
+# The names a run may choose; the modules that implement them (rfcxlib.models, rfcxlib.losses)
+# register exactly these (tests/test_config.py checks it), so a typo fails here, at creation.
+BACKBONES = ("small_cnn", "densenet121", "densenet169", "densenet201", "resnet50", "efficientnetb0",
+             "birdnet")  # birdnet: a head on pretrained embeddings (rfcxlib.heads), not a CNN
+ATTENTIONS = ("cbam", "time", "parallel", "parallel_time", "none")
+HEADS = ("attention_v1", "attention_v2", "sed")
+LOSSES = ("masked_bce", "naive_bce", "lsoft_unknown", "lsoft_tp", "sed")
+
+
 def check(ok: bool, name: str, value: Any, expected: str) -> None:
     """Raise :class:`ParameterError` naming ``name`` and ``value`` unless ``ok``."""
     if not ok:
@@ -126,6 +135,9 @@ class AugmentConfig:
     brightness: float = 0.1
     p_flip_time: float = 0.0
     p_flip_freq: float = 0.0
+    # frequency filtering (the seed's): a training crop keeps only the mel rows of its row's species
+    # band (zero elsewhere, as band_mode inference does) and only that species' label
+    p_band_filter: float = 0.0
     # batch
     p_mixup: float = 0.0
     mixup_alpha: float = 0.4
@@ -154,12 +166,19 @@ class ModelConfig:
     backbone: str = "small_cnn"
     weights: Optional[str] = None  # None, "imagenet" or a path to a weights file
     freeze_to: int = 0  # freeze the first N backbone layers (0: train all)
-    attention: str = "parallel"  # "cbam" (sequential), "time" (time-axis spatial), "parallel", "none"
+    # "cbam" (sequential), "time" (time-axis spatial), "parallel", "parallel_time" (the seed's:
+    # time-axis spatial attention in parallel with channel attention), "none"
+    attention: str = "parallel"
     head: str = "attention_v2"  # "attention_v1", "attention_v2", "sed"
     dropout: float = 0.4
     base_units: int = 256  # the v2 head's dense layer has 2 * base_units units
 
     def __post_init__(self):
+        check_choice("backbone", self.backbone, BACKBONES)
+        check_choice("attention", self.attention, ATTENTIONS)
+        check_choice("head", self.head, HEADS)
+        check(self.weights is None or isinstance(self.weights, str), "weights", self.weights,
+              "None, 'imagenet' or the path of a weights file")
         check(0.0 <= self.dropout < 1.0, "dropout", self.dropout, "in [0, 1)")
         check(self.freeze_to >= 0, "freeze_to", self.freeze_to, "an integer >= 0")
         check(self.base_units > 0, "base_units", self.base_units, "a positive integer")
@@ -183,6 +202,7 @@ class TrainConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "train_folds", tuple(int(f) for f in self.train_folds))
+        check_choice("loss", self.loss, LOSSES)
         check_choice("checkpoint", self.checkpoint, ("best", "last"))
         check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
         check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
@@ -204,7 +224,7 @@ class InferenceConfig:
     def __post_init__(self):
         check(self.hop_s > 0, "hop_s", self.hop_s, "seconds > 0")
         check_choice("aggregate", self.aggregate, ("max", "mean"))
-        check(self.tta >= 0, "tta", self.tta, "an integer >= 0")
+        check(isinstance(self.tta, int) and self.tta >= 0, "tta", self.tta, "an integer >= 0")
 
 
 SECTIONS = {
@@ -252,6 +272,18 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
 
+    def __post_init__(self):
+        """Checks across sections."""
+        if self.train.loss == "sed" and self.model.head != "sed":
+            raise ParameterError(f"parameter 'loss' = 'sed' trains the SED head's 'frame_logits': "
+                                 f"expected head='sed', got head={self.model.head!r}")
+        height, n_mels = self.features.image_height, self.features.n_mels
+        for name, value in (("p_band_filter", self.augment.p_band_filter),
+                            ("band_mode", self.inference.band_mode)):
+            check(not value or height in (0, n_mels), name, value,
+                  f"0 / False with image_height={height}: frequency bands need one image row "
+                  f"per mel band (image_height 0 or n_mels={n_mels})")
+
     @staticmethod
     def param_names() -> list[str]:
         """Every flat parameter name, in section order."""
@@ -270,6 +302,18 @@ class RunConfig:
             section = owners[name]
             by_section[section][name] = _coerce(SECTIONS[section], name, value)
         return cls(**{s: SECTIONS[s](**kw) for s, kw in by_section.items()})
+
+    @classmethod
+    def from_notebook(cls, namespace: dict[str, Any]) -> "RunConfig":
+        """The configuration of a notebook's parameters: every name of ``namespace`` (e.g. the
+        notebook's ``globals()`` right after its ``parameters`` cell) that is a configuration
+        field; the others are left out. ``weights=""`` means None (no pretrained weights).
+        ``rfcx run --dry-run`` builds each notebook's configuration the same way."""
+        names = set(_owner_of())
+        params = {k: v for k, v in namespace.items() if k in names}
+        if params.get("weights") in ("", "none"):
+            params["weights"] = None
+        return cls.from_params(params)
 
     @classmethod
     def from_dict(cls, nested: dict[str, dict[str, Any]]) -> "RunConfig":

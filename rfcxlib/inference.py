@@ -13,29 +13,12 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from rfcxlib import NUM_SPECIES, features, pipeline
+from rfcxlib import NUM_SPECIES, pipeline
 from rfcxlib.config import RunConfig
 from rfcxlib.errors import ParameterError
 
 
-def species_bands(dataset) -> dict[int, tuple[float, float]]:
-    """``{species: (f_min, f_max)}``: the median band of each species' TP (else FP) rows."""
-    rows = dataset.tp if len(dataset.tp) else dataset.fp
-    med = rows.groupby("species_id")[["f_min", "f_max"]].median()
-    return {int(s): (float(r.f_min), float(r.f_max)) for s, r in med.iterrows()}
-
-
-def _band_masks(dataset, config: RunConfig, height: int) -> np.ndarray:
-    """``(24, height)`` 0/1 rows to keep per species (all rows for a species with no rows)."""
-    masks = np.ones((NUM_SPECIES, height), np.float32)
-    if config.features.image_height not in (0, config.features.n_mels):
-        raise ParameterError("band_mode=True needs images with one row per mel band "
-                             f"(image_height 0 or n_mels), got image_height={config.features.image_height}")
-    for s, (lo_hz, hi_hz) in species_bands(dataset).items():
-        lo, hi = features.band_bins(fmin_hz=lo_hz, fmax_hz=hi_hz, config=config.features)
-        masks[s] = 0.0
-        masks[s, lo:hi] = 1.0
-    return masks
+species_bands = pipeline.species_bands  # {species: (f_min, f_max)}, the median TP band
 
 
 def window_logits(model, dataset, recording_ids: Sequence[str], config: RunConfig, *, split: str,
@@ -44,7 +27,7 @@ def window_logits(model, dataset, recording_ids: Sequence[str], config: RunConfi
     """Logits of every window ``(n_windows, 24)`` and the recording index of each window."""
     ds = pipeline.window_dataset(dataset, list(recording_ids), config, split=split, hop_s=hop_s,
                                  progress=False, tta_seed=tta_seed)
-    masks = _band_masks(dataset, config, pipeline.input_shape(config)[0]) if band_mode else None
+    masks = pipeline.band_masks(dataset, config) if band_mode else None
     parts, index = [], []
     for x, i in ds:
         if masks is None:

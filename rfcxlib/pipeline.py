@@ -5,7 +5,8 @@ Every builder yields float32 images ``(B, H, W, C)`` with ``(H, W, C) = input_sh
 - :func:`train_dataset` -> ``(x, targets)``: crops of ``crop_s`` around TP and FP rows (the row's
   box at a random offset inside the crop), drawn with equal weight per species, targets
   ``[y | mask]`` ``(B, 48)`` from ``dataset.window_targets``, waveform and image augmentation,
-  batching (``drop_remainder``), mixup, prefetch. One iteration is one epoch; each new iteration
+  frequency filtering (``p_band_filter``: the image rows outside the row's species band zeroed,
+  only that species' label kept), batching (``drop_remainder``), mixup, prefetch. One iteration is one epoch; each new iteration
   draws new crops, and the whole sequence is fixed by ``seed``.
 - :func:`valid_dataset` -> ``(x, targets)``: one crop centred on each row, no augmentation.
 - :func:`window_dataset` -> ``(x, recording_index)``: sliding windows over whole recordings (the last
@@ -78,6 +79,29 @@ def species_weights(rows: pd.DataFrame) -> np.ndarray:
     return w / w.sum()
 
 
+def species_bands(dataset) -> dict[int, tuple[float, float]]:
+    """``{species: (f_min, f_max)}``: the median band of each species' TP (else FP) rows."""
+    rows = dataset.tp if len(dataset.tp) else dataset.fp
+    med = rows.groupby("species_id")[["f_min", "f_max"]].median()
+    return {int(s): (float(r.f_min), float(r.f_max)) for s, r in med.iterrows()}
+
+
+def band_masks(dataset, config: RunConfig) -> np.ndarray:
+    """``(24, H)`` 0/1 image rows to keep per species: the mel bands of its median band
+    (:func:`rfcxlib.features.band_bins`; all rows for a species without rows). The seed's frequency
+    filtering: training crops (``p_band_filter``) and ``band_mode`` inference zero the other rows."""
+    fc = config.features
+    if fc.image_height not in (0, fc.n_mels):
+        raise ParameterError("frequency bands (band_mode, p_band_filter) need images with one row per "
+                             f"mel band (image_height 0 or n_mels), got image_height={fc.image_height}")
+    masks = np.ones((NUM_SPECIES, fc.n_mels), np.float32)
+    for s, (lo_hz, hi_hz) in species_bands(dataset).items():
+        lo, hi = features.band_bins(fmin_hz=lo_hz, fmax_hz=hi_hz, config=fc)
+        masks[s] = 0.0
+        masks[s, lo:hi] = 1.0
+    return masks
+
+
 # --------------------------------------------------------------------------- per-example maps
 def _features_fn(config: RunConfig, *, train: bool, augment_config: Optional[AugmentConfig] = None):
     sr, fc = config.audio.sr, config.features
@@ -110,14 +134,26 @@ def _options() -> tf.data.Options:
 
 
 # --------------------------------------------------------------------------- builders
+def _band_filter(targets: np.ndarray, keep: np.ndarray, species: int):
+    """Frequency filtering of one crop: the rows ``keep`` of its species' band, and only that
+    species' label known (the others' calls may lie outside the band)."""
+    known = np.zeros(NUM_SPECIES, np.float32)
+    known[species] = 1.0
+    targets = targets.copy()
+    targets[..., NUM_SPECIES:] *= known
+    return targets, keep
+
+
 def _train_crops(dataset, rows: pd.DataFrame, cache: audio.AudioCache, *, crop_s: float, n: int, seed: int,
-                 frames: Optional[int] = None):
+                 frames: Optional[int] = None, band: Optional[tuple[np.ndarray, float]] = None):
     """A generator function: each call is one epoch of ``n`` crops ``(wave, targets, seed (2,))``
     drawn with :func:`species_weights`, the box at a random offset; epoch ``e`` uses the
     generator ``default_rng([seed, e])``. With ``frames``, targets are ``(1 + frames, 48)``:
-    the clip's, then each frame's (``dataset.frame_targets``)."""
+    the clip's, then each frame's (``dataset.frame_targets``). With ``band = (masks, p)``
+    (:func:`band_masks`, ``p_band_filter``), each crop also yields the image rows to keep
+    ``(H,)``: with probability ``p`` its row's species band (:func:`_band_filter`), else all."""
     probs = species_weights(rows)
-    table = list(rows[["recording_id", "t_min", "t_max"]].itertuples(index=False, name=None))
+    table = list(rows[["recording_id", "t_min", "t_max", "species_id"]].itertuples(index=False, name=None))
     paths = {rid: dataset.path(rid) for rid in set(rows["recording_id"])}
     epochs = [0]
 
@@ -125,14 +161,22 @@ def _train_crops(dataset, rows: pd.DataFrame, cache: audio.AudioCache, *, crop_s
         rng = np.random.default_rng([seed, epochs[0]])
         epochs[0] += 1
         for i in rng.choice(len(table), size=n, p=probs):
-            rid, t_min, t_max = table[i]
+            rid, t_min, t_max, species = table[i]
             start = audio.crop_start(t_min, t_max, crop_s=crop_s,
                                      duration_s=cache.duration_s(paths[rid]), rng=rng)
             wave = cache.crop(paths[rid], start_s=start, crop_s=crop_s)
             targets = _targets(dataset, rid, start, start + crop_s)
             if frames:
                 targets = np.concatenate([targets[None], dataset.frame_targets(rid, start, start + crop_s, frames)])
-            yield wave, targets, rng.integers(0, 2**62, size=2)
+            if band is None:
+                yield wave, targets, rng.integers(0, 2**62, size=2)
+                continue
+            masks, p = band
+            if rng.random() < p:
+                targets, keep = _band_filter(targets, masks[int(species)], int(species))
+            else:
+                keep = np.ones(masks.shape[1], np.float32)
+            yield wave, targets, keep, rng.integers(0, 2**62, size=2)
 
     return generate
 
@@ -181,9 +225,18 @@ def train_dataset(dataset, recording_ids: Sequence[str], config: Optional[RunCon
     def mix(x, t, seeds):  # the batch's mixup seed: its first example's, folded apart
         return augment.mixup(x, t, seed=tf.random.experimental.stateless_fold_in(seeds[0], 1), config=ac)
 
-    generate = _train_crops(dataset, rows, cache, crop_s=c.audio.crop_s, n=n, seed=seed, frames=frames)
-    ds = tf.data.Dataset.from_generator(generate, output_signature=signature)
-    ds = ds.map(lambda w, t, s: (to_image(w, s), t, s), num_parallel_calls=tf.data.AUTOTUNE)
+    p_band = ac.p_band_filter if ac.augment else 0.0
+    band = (band_masks(dataset, c), p_band) if p_band > 0 else None
+    generate = _train_crops(dataset, rows, cache, crop_s=c.audio.crop_s, n=n, seed=seed, frames=frames,
+                            band=band)
+    if band is None:
+        ds = tf.data.Dataset.from_generator(generate, output_signature=signature)
+        ds = ds.map(lambda w, t, s: (to_image(w, s), t, s), num_parallel_calls=tf.data.AUTOTUNE)
+    else:  # the rows to keep (H,) ride along: image rows outside the band are zeroed
+        signature = signature[:2] + (tf.TensorSpec((band[0].shape[1],), tf.float32),) + signature[2:]
+        ds = tf.data.Dataset.from_generator(generate, output_signature=signature)
+        ds = ds.map(lambda w, t, keep, s: (to_image(w, s) * keep[:, None, None], t, s),
+                    num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch, drop_remainder=True)
     ds = ds.map(mix, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.apply(tf.data.experimental.assert_cardinality(n // batch))  # Keras then knows the epoch

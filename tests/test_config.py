@@ -48,3 +48,36 @@ def test_bad_values_name_the_parameter(params, match):
 def test_replace_keeps_other_values():
     cfg = RunConfig().replace(epochs=2)
     assert cfg.train.epochs == 2 and cfg.features.hop_length == 512
+
+
+def test_choices_are_the_implemented_ones():
+    from rfcxlib import config, losses, models
+
+    assert set(config.BACKBONES) - {"birdnet"} == set(models.BACKBONES)  # birdnet: rfcxlib.heads
+    assert set(config.ATTENTIONS) == set(models.ARRANGEMENTS)
+    assert set(config.HEADS) == set(models.HEAD_BUILDERS)
+    assert set(config.LOSSES) == set(losses.LOSSES) | set(losses.FRAME_LOSSES)
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"backbone": "densnet121"}, r"unknown value for 'backbone': 'densnet121'.*'densenet121'"),
+    ({"attention": "paralel"}, r"unknown value for 'attention': 'paralel'.*'parallel_time'"),
+    ({"head": "v2"}, r"unknown value for 'head': 'v2'.*'attention_v2'"),
+    ({"loss": "lsoft"}, r"unknown value for 'loss': 'lsoft'.*'lsoft_tp'"),
+    ({"mask_impl": "torch"}, r"unknown value for 'mask_impl': 'torch'.*'tfio'"),
+    ({"p_resize_crop": -0.2}, r"'p_resize_crop' = -0.2: expected a probability in \[0, 1\]"),
+    ({"tta": -1}, r"'tta' = -1: expected an integer >= 0"),
+    ({"loss": "sed"}, r"'loss' = 'sed'.*head='sed'"),
+])
+def test_typos_fail_at_creation(params, match):
+    with pytest.raises(ParameterError, match=match):
+        RunConfig.from_params(params)
+
+
+def test_from_notebook_keeps_configuration_names_only():
+    namespace = {"backbone": "densenet121", "weights": "", "model_name": "m", "run_dir": "/x",
+                 "p_noise": 0.5, "tta": 2}
+    cfg = RunConfig.from_notebook(namespace)
+    assert cfg.model.backbone == "densenet121" and cfg.model.weights is None
+    assert cfg.augment.p_noise == 0.5 and cfg.inference.tta == 2
+    assert RunConfig.from_notebook({"weights": "imagenet"}).model.weights == "imagenet"

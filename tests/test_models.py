@@ -86,13 +86,14 @@ def test_spatial_attention_matches_numpy(x_small, axis):
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("arrangement", ["cbam", "time", "parallel"])
+@pytest.mark.parametrize("arrangement", ["cbam", "time", "parallel", "parallel_time"])
 def test_cbam_arrangements_match_numpy(x_small, arrangement):
     layer = CBAM(arrangement, reduction=4, kernel_size=3)
     layer.build(x_small.shape)
     _set_random_weights(layer, 3)
+    assert layer.sa.axis == ("time" if arrangement in ("time", "parallel_time") else "2d")
     ca = _np_channel(x_small, layer.ca)
-    if arrangement == "parallel":  # both attentions look at the input
+    if arrangement in ("parallel", "parallel_time"):  # both attentions look at the input
         expected = _np_spatial(x_small, layer.sa) * (ca * x_small)
     else:  # sequential: spatial attention looks at the channel-weighted map
         refined = ca * x_small
@@ -102,13 +103,15 @@ def test_cbam_arrangements_match_numpy(x_small, arrangement):
 
 def test_arrangements_differ(x_small):
     outs = {}
-    for arrangement in ("cbam", "time", "parallel"):
+    for arrangement in ("cbam", "time", "parallel", "parallel_time"):
         layer = CBAM(arrangement, reduction=4, kernel_size=3)
         layer.build(x_small.shape)
         _set_random_weights(layer, 3)
         outs[arrangement] = np.asarray(layer(x_small))
     assert not np.allclose(outs["cbam"], outs["parallel"])
     assert not np.allclose(outs["cbam"], outs["time"])
+    assert not np.allclose(outs["parallel_time"], outs["parallel"])
+    assert not np.allclose(outs["parallel_time"], outs["time"])
 
 
 def _config(**kw):
@@ -116,7 +119,7 @@ def _config(**kw):
 
 
 @pytest.mark.parametrize("head,attention", [("attention_v1", "cbam"), ("attention_v2", "parallel"),
-                                            ("attention_v2", "time"), ("sed", "none")])
+                                            ("attention_v2", "parallel_time"), ("sed", "none")])
 def test_head_builds_trains_and_reloads(tmp_path, rng, head, attention):
     keras.utils.set_random_seed(0)
     model = build_model(_config(head=head, attention=attention), SHAPE)
@@ -151,11 +154,13 @@ def test_export_savedmodel(tmp_path, rng):
 
 def test_unknown_choices_list_valid_ones():
     with pytest.raises(ParameterError, match="backbone.*densenet121"):
-        build_model(_config(backbone="vgg99"), SHAPE)
+        _config(backbone="vgg99")
     with pytest.raises(ParameterError, match="head.*attention_v2"):
-        build_model(_config(head="transformer"), SHAPE)
+        _config(head="transformer")
     with pytest.raises(ParameterError, match="attention.*parallel"):
-        build_model(_config(attention="squeeze"), SHAPE)
+        _config(attention="squeeze")
+    with pytest.raises(ParameterError, match="backbone.*small_cnn"):
+        build_backbone("birdnet", SHAPE)  # a valid run choice (rfcxlib.heads), not a CNN backbone
 
 
 def test_weights_errors(tmp_path):

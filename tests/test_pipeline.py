@@ -223,3 +223,24 @@ def test_mixup_blends_frame_targets_like_clip_targets(dataset):
     for f in range(6):  # each row blends as clip targets (B, 48) would
         np.testing.assert_allclose(mixed[:, f], augment.mix_targets(a[:, f], b[:, f], lam).numpy(), rtol=1e-6)
 
+
+
+def test_band_filter_keeps_the_rows_and_label_of_the_crops_species(dataset):
+    plain = dict(batch_size=4, crop_s=4.0, image_width=96, n_mels=64, p_freq_mask=0.0)
+    config = RunConfig.from_params({**plain, "p_band_filter": 1.0})
+    masks = pipeline.band_masks(dataset, config)
+    assert masks.shape == (24, 64) and 0 < masks.sum(1).min() < 64
+    for x, t in _epoch(pipeline.train_dataset(dataset, dataset.labelled_ids, config, seed=0,
+                                              samples_per_epoch=8, progress=False)):
+        for image, targets in zip(x, t):
+            known = np.flatnonzero(targets[24:])
+            assert len(known) == 1  # only the crop's own species is labelled
+            outside = masks[known[0]] == 0
+            assert outside.any() and np.all(image[outside] == 0) and np.any(image[~outside] != 0)
+    half = RunConfig.from_params({**plain, "p_band_filter": 0.5})
+    t = np.concatenate([t for _, t in _epoch(pipeline.train_dataset(
+        dataset, dataset.labelled_ids, half, seed=0, samples_per_epoch=32, progress=False))])
+    filtered = (t[:, 24:] > 0).sum(1) == 1
+    assert 0 < filtered.mean() < 1
+    with pytest.raises(ParameterError, match=r"'p_band_filter' = 1.0.*image_height=32"):
+        RunConfig.from_params({**plain, "p_band_filter": 1.0, "image_height": 32})

@@ -12,10 +12,9 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from rfcxlib.config import HEADS  # noqa: F401  ("attention_v1", "attention_v2", "sed")
 from rfcxlib.models.attention import attention
 from rfcxlib.models.backbones import BN_MOMENTUM
-
-HEADS = ("attention_v1", "attention_v2", "sed")
 
 
 def conv_block(x, filters: int, name: str):
