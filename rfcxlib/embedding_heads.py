@@ -1,0 +1,281 @@
+"""Heads on pretrained embeddings: the ``birdnet`` model family.
+
+A head is a small MLP (standardisation, ``units`` ReLU units, dropout, 24 logits) trained on the
+embedded windows of :mod:`rfcxlib.embeddings` with the same ``(y, mask)`` targets, losses and
+grouped folds as the CNNs: a window takes the labels of the TP/FP boxes it overlaps
+(``Dataset.window_targets``, the CNN windows' rule), every window that overlaps a box is a
+training example (the windows every ``hop_s`` give each box several time offsets), and a clip's
+logits are the maximum over its windows. The model folder holds the files CNN training writes
+(``config.json``, ``history.csv``, ``oof.npz``, ``test_scores.npz``, ``metrics.json``,
+``model.keras``, ``fold<k>/``), so notebook 06, ``submission.csv`` and the Kaggle bundle take it
+as they take a CNN.
+
+Each fold records a fingerprint of everything that made it (``fold<k>/state.json``): a fold is
+reused only when the fingerprint matches, and trained again otherwise.
+
+Embedding model: BirdNET V2.4, CC BY-NC-SA 4.0 (see :mod:`rfcxlib.embeddings`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+from rfcxlib import NUM_SPECIES, embeddings, inference, losses, metrics, noisy
+from rfcxlib.config import RunConfig, check, check_choice
+from rfcxlib.errors import ParameterError
+from rfcxlib.runs import read_json, save_keras_atomic, save_npz_atomic, write_json_atomic
+from rfcxlib.train import fold_split, write_scores
+
+METHODS = ("loss", "coteaching", "pseudo_labels")
+HEAD_LOSSES = ("masked_bce", "naive_bce", "lsoft_unknown", "lsoft_tp")  # clip losses; "sed" needs frames
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Settings of an embedding head; validated on creation."""
+
+    embedder: str = "birdnet_v24"
+    embed_hop_s: float = 1.0  # embedded windows every this many seconds (train and test)
+    units: int = 256  # hidden ReLU units (0: a linear head)
+    dropout: float = 0.3
+    epochs: int = 60
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    p_mixup: float = 0.0  # probability of mixup per batch (embeddings, y and mask blended)
+    mixup_alpha: float = 0.4
+
+    def __post_init__(self):
+        check_choice("embedder", self.embedder, embeddings.EMBEDDERS)
+        check(self.embed_hop_s > 0, "embed_hop_s", self.embed_hop_s, "seconds > 0")
+        check(isinstance(self.units, int) and self.units >= 0, "head_units", self.units, "an integer >= 0")
+        check(0 <= self.dropout < 1, "head_dropout", self.dropout, "a probability in [0, 1)")
+        check(isinstance(self.epochs, int) and self.epochs >= 1, "head_epochs", self.epochs, "an integer >= 1")
+        check(isinstance(self.batch_size, int) and self.batch_size >= 1, "head_batch_size", self.batch_size,
+              "an integer >= 1")
+        check(self.learning_rate > 0, "head_learning_rate", self.learning_rate, "a rate > 0")
+        check(0 <= self.p_mixup <= 1, "head_p_mixup", self.p_mixup, "a probability in [0, 1]")
+        check(self.mixup_alpha > 0, "head_mixup_alpha", self.mixup_alpha, "a value > 0")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_loss(loss: str) -> str:
+    if loss not in HEAD_LOSSES:
+        raise ParameterError(f"loss {loss!r} for an embedding head: expected one of {HEAD_LOSSES} "
+                             f"(the 'sed' loss needs frame outputs, which a clip head does not have)")
+    return loss
+
+
+# --------------------------------------------------------------------------- data
+def window_targets(dataset, table: embeddings.WindowTable) -> np.ndarray:
+    """``(n, 48)`` float32 ``[y | mask]`` of every window of ``table`` (the CNN windows' rule)."""
+    w = table.windows
+    out = np.zeros((len(w), 2 * dataset.num_species), np.float32)
+    for i, (rid, t0, t1) in enumerate(zip(w["recording_id"], w["start_s"], w["end_s"])):
+        y, mask = dataset.window_targets(rid, float(t0), min(float(t1), dataset.durations.get(rid, float(t1))))
+        out[i, :dataset.num_species], out[i, dataset.num_species:] = y, mask
+    return out
+
+
+def training_windows(dataset, table: embeddings.WindowTable, recording_ids) -> tuple[np.ndarray, np.ndarray]:
+    """``(x float32, targets)`` of the windows of ``recording_ids`` that overlap a TP/FP box."""
+    sub = table.subset(recording_ids)
+    targets = window_targets(dataset, sub)
+    keep = targets[:, dataset.num_species:].sum(axis=1) > 0
+    return sub.x[keep].astype(np.float32), targets[keep]
+
+
+# --------------------------------------------------------------------------- model
+def build_head(x_train: np.ndarray, config: HeadConfig, seed: int) -> keras.Model:
+    """Standardisation (fitted on ``x_train``) ▶ Dense(units, ReLU) ▶ dropout ▶ Dense(24) logits."""
+    keras.utils.set_random_seed(seed)
+    dim = x_train.shape[1]
+    mean, var = x_train.mean(axis=0), x_train.var(axis=0)
+    inputs = keras.Input((dim,), name="embedding")
+    h = keras.layers.Normalization(mean=mean, variance=np.maximum(var, 1e-6), name="standardise")(inputs)
+    if config.units:
+        h = keras.layers.Dense(config.units, activation="relu", name="hidden")(h)
+        h = keras.layers.Dropout(config.dropout, seed=seed, name="dropout")(h)
+    outputs = keras.layers.Dense(NUM_SPECIES, name="logits")(h)
+    return keras.Model(inputs, outputs, name="embedding_head")
+
+
+def _batches(x, t, config: HeadConfig, rng: np.random.Generator):
+    order = rng.permutation(len(x))
+    for i in range(0, len(x), config.batch_size):
+        idx = order[i:i + config.batch_size]
+        xb, tb = x[idx], t[idx]
+        if config.p_mixup and rng.random() < config.p_mixup:
+            lam = np.float32(rng.beta(config.mixup_alpha, config.mixup_alpha))
+            perm = rng.permutation(len(idx))
+            xb, tb = lam * xb + (1 - lam) * xb[perm], lam * tb + (1 - lam) * tb[perm]
+        yield xb, tb
+
+
+def validator(dataset, table: embeddings.WindowTable, recording_ids, loss: str = "masked_bce"):
+    """``fn(model) -> {"val_loss", "val_lwlrap"}`` on the windows of ``recording_ids`` that overlap
+    a box: the loss and the LWLRAP on their known labels (what CNN training reports per epoch)."""
+    x, t = training_windows(dataset, table, recording_ids)
+    loss_fn = losses.get_loss(check_loss(loss))
+    y, mask = np.split(t, 2, axis=1)
+
+    def fn(model):
+        if not len(x):
+            return {"val_loss": float("nan"), "val_lwlrap": float("nan")}
+        z = model(x, training=False)
+        return {"val_loss": float(np.mean(loss_fn(tf.constant(t), z))),
+                "val_lwlrap": metrics.lwlrap(y, np.asarray(z), mask)}
+
+    return fn
+
+
+def fit_head(x, targets, config: HeadConfig, *, loss: str = "masked_bce", seed: int = 0,
+             validate=None) -> tuple[keras.Model, list]:
+    """Train one head; returns it and its per-epoch history (``loss``, and ``validate(model)``'s
+    values when given)."""
+    model = build_head(x, config, seed)
+    loss_fn = losses.get_loss(check_loss(loss))
+    optimizer = keras.optimizers.Adam(config.learning_rate)
+
+    @tf.function(reduce_retracing=True)
+    def step(xb, tb):
+        with tf.GradientTape() as tape:
+            value = tf.reduce_mean(loss_fn(tb, model(xb, training=True)))
+        grads = tape.gradient(value, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return value
+
+    rng, history = np.random.default_rng([seed, 7]), []
+    for epoch in range(config.epochs):
+        values = [float(step(xb, tb)) for xb, tb in _batches(x, targets, config, rng)]
+        history.append({"epoch": epoch, "loss": float(np.mean(values)), **(validate(model) if validate else {})})
+    return model, history
+
+
+def fit_coteaching(x, targets, config: HeadConfig, *, seed: int = 0, tau: float = 0.1,
+                   t_k: Optional[int] = None, validate=None) -> tuple[keras.Model, list]:
+    """Co-teach two heads (:func:`rfcxlib.noisy.coteach_fit`); returns head A and the history."""
+    model_a, model_b = build_head(x, config, seed), build_head(x, config, seed + 10_000)
+    ds = (tf.data.Dataset.from_tensor_slices((x, targets))
+          .shuffle(len(x), seed=seed, reshuffle_each_iteration=True).batch(config.batch_size))
+    rows = noisy.coteach_fit(model_a, model_b, ds, epochs=config.epochs, tau=tau,
+                             t_k=t_k or max(1, config.epochs // 2), learning_rate=config.learning_rate,
+                             progress=False, on_epoch_end=(lambda e, logs: validate(model_a)) if validate else None)
+    keys = ("val_loss", "val_lwlrap")
+    return model_a, [{"epoch": r["epoch"], "loss": r["loss_a"], "keep_rate": r["keep_rate"],
+                      **{k: r[k] for k in keys if k in r}} for r in rows]
+
+
+def window_logits(model: keras.Model, table: embeddings.WindowTable) -> np.ndarray:
+    if not len(table):
+        return np.zeros((0, NUM_SPECIES), np.float32)
+    x = table.x.astype(np.float32)
+    return np.concatenate([np.asarray(model(x[i:i + 4096], training=False), np.float32)
+                           for i in range(0, len(x), 4096)])
+
+
+def clip_logits(model: keras.Model, table: embeddings.WindowTable, recording_ids) -> np.ndarray:
+    """``(len(recording_ids), 24)``: the maximum over each recording's windows."""
+    sub = table.subset(recording_ids)
+    row = {r: i for i, r in enumerate(recording_ids)}
+    index = sub.windows["recording_id"].map(row).to_numpy()
+    return inference.aggregate_windows(window_logits(model, sub), index, len(recording_ids), how="max")
+
+
+# --------------------------------------------------------------------------- folds + scores
+def fingerprint(obj: dict) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _fit(method, dataset, table, train_ids, valid_ids, head, *, loss, seed, tau, t_k, threshold):
+    x, t = training_windows(dataset, table, train_ids)
+    validate = validator(dataset, table, valid_ids, "masked_bce" if method == "coteaching" else loss)
+    if method == "coteaching":
+        return fit_coteaching(x, t, head, seed=seed, tau=tau, t_k=t_k, validate=validate) + ({},)
+    model, history = fit_head(x, t, head, loss=loss, seed=seed, validate=validate)
+    if method != "pseudo_labels":
+        return model, history, {}
+    pool = table.subset(train_ids)
+    scores = inference.sigmoid(window_logits(model, pool))
+    rows = noisy.pseudo_label_rows(dataset, pool.windows, scores, crop_s=embeddings.get_embedder(
+        head.embedder).window_s, threshold=threshold)
+    extended = dataset.with_rows(tp=rows[list(dataset.tp.columns)]) if len(rows) else dataset
+    x, t = training_windows(extended, table, train_ids)
+    model, history = fit_head(x, t, head, loss=loss, seed=seed + 1, validate=validate)
+    quality = noisy.pseudo_label_quality(dataset, rows) or {}
+    return model, history, {"pseudo_rows": len(rows), **{f"pseudo_{k}": v for k, v in quality.items() if k != "rows"}}
+
+
+def train_head_model(dataset, config: RunConfig, head: HeadConfig, model_dir, *, method: str = "loss",
+                     loss: Optional[str] = None, tau: float = 0.1, t_k: Optional[int] = None,
+                     threshold: float = 0.9, table: Optional[embeddings.WindowTable] = None,
+                     extra: Optional[dict] = None, progress: bool = True) -> dict:
+    """Train an embedding head on every fold of ``config.train.train_folds`` into ``model_dir``.
+
+    ``method``: ``"loss"`` (``loss``, default ``config.train.loss``), ``"coteaching"`` (two heads
+    exchange their small-loss unknown cells; ``tau``, ``t_k``) or ``"pseudo_labels"`` (train with
+    ``loss``, label confident windows of unknown species above ``threshold`` in the fold's
+    training recordings as TP, retrain). Seeds come from ``config.train.seed`` and the fold.
+    ``table``: the embedded windows (default: embed the data set now, or read them from the cache).
+    Returns the metrics written to ``metrics.json``.
+    """
+    check_choice("embedding-head method", method, METHODS)
+    loss = check_loss(loss or config.train.loss)
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    table = table if table is not None else embeddings.embed_dataset(dataset, embedder=head.embedder,
+                                                                     hop_s=head.embed_hop_s, progress=progress)
+    info = {"method": method, "loss": loss, **({"tau": tau, "t_k": t_k} if method == "coteaching" else {}),
+            **({"threshold": threshold} if method == "pseudo_labels" else {})}
+    extra = {"family": "birdnet", "embedder": head.embedder, "licence": embeddings.get_embedder(head.embedder).licence,
+             **info, **(extra or {})}
+    write_json_atomic(model_dir / "config.json", {**config.to_dict(), "head": head.to_dict(), "notebook": extra})
+    oof, test, history, notes = [], [], [], {}
+    for fold in tqdm(config.train.train_folds, desc="folds (embedding head)", disable=not progress):
+        folder = model_dir / f"fold{fold}"
+        key = fingerprint({"data": str(dataset.root), "config": config.to_dict(), "head": head.to_dict(),
+                           "info": info, "fold": fold, "windows": len(table)})
+        state = read_json(folder / "state.json", default=None)
+        if not (state and state.get("fingerprint") == key and (folder / "scores.npz").is_file()):
+            if folder.exists():
+                shutil.rmtree(folder)  # made under another configuration: never reused
+            started = time.perf_counter()
+            train_ids, valid_ids = fold_split(dataset, config, fold)
+            model, rows, note = _fit(method, dataset, table, train_ids, valid_ids, head, loss=loss,
+                                     seed=config.train.seed * 100 + fold, tau=tau, t_k=t_k, threshold=threshold)
+            save_keras_atomic(model, folder / "head.keras")
+            save_npz_atomic(folder / "scores.npz", valid_ids=np.array(valid_ids, dtype=str),
+                            oof=clip_logits(model, table, valid_ids), test=clip_logits(model, table, dataset.test_ids))
+            if not (model_dir / "model.keras").exists():
+                save_keras_atomic(model, model_dir / "model.keras")
+            state = {"fingerprint": key, "seconds": round(time.perf_counter() - started, 2), "note": note,
+                     "history": [{"fold": fold, **r} for r in rows]}
+            write_json_atomic(folder / "state.json", state)
+        with np.load(folder / "scores.npz") as scores:
+            oof.append((fold, [str(r) for r in scores["valid_ids"]], scores["oof"]))
+            test.append(scores["test"])
+        history += state["history"]
+        notes[f"fold{fold}"] = {"train_s": state["seconds"], **state.get("note", {})}
+    extra["folds"] = notes
+    return write_scores(model_dir, dataset, oof, test, pd.DataFrame(history), extra=extra)
+
+
+def load_fold_head(model_dir, fold: int) -> keras.Model:
+    """The head of ``fold`` that :func:`train_head_model` wrote in ``model_dir``."""
+    path = Path(model_dir) / f"fold{fold}" / "head.keras"
+    if not path.is_file():
+        raise ParameterError(f"{path}: no trained head for fold {fold}; expected a folder written by "
+                             "rfcxlib.embedding_heads.train_head_model")
+    return keras.models.load_model(path)
