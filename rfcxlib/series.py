@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from rfcxlib import step_configs
 from rfcxlib.errors import DataError, ParameterError, RfcxError, RunFailed, unknown_choice
 from rfcxlib.profiles import (check_names, coerce, declared_parameters, load_profile,
                               load_sweep, of_prefix, resolve)
@@ -102,7 +103,9 @@ def plan_steps(notebooks: list[Path], declared: dict[str, dict], common: dict,
         sets = [{**sweep["parameters"], **m} for m in sweep["models"]] if swept else [{}]
         names = set()
         for i, extra in enumerate(sets):
-            check_names(extra, {nb.stem: spec}, f"sweep {sweep.get('path', '') if swept else ''}")
+            entry = f"sweep {sweep.get('path', '')}, entry {i + 1} ({extra.get('model_name') or f'model{i:02d}'})" \
+                if swept else "sweep"
+            check_names(extra, {nb.stem: spec}, entry)
             values = {**base, **extra,
                       **{k: v for k, v in cli[""].items() if k in spec}, **cli.get(prefix, {})}
             key, output = nb.stem, out_dir / nb.name
@@ -115,7 +118,8 @@ def plan_steps(notebooks: list[Path], declared: dict[str, dict], common: dict,
                 if "model_name" in spec:
                     values["model_name"] = model
                 key, output = f"{nb.stem}[{model}]", out_dir / f"{nb.stem}-{model}.ipynb"
-            params = {k: coerce(v, spec[k], f"notebook {nb.name}") for k, v in values.items()}
+            params = {k: coerce(v, spec[k], entry if swept else f"notebook {nb.name}")
+                      for k, v in values.items()}
             steps.append(Step(key=key, notebook=nb, output=output, parameters=params))
     return steps
 
@@ -341,7 +345,8 @@ def check_data_dir(data_dir: str) -> Path:
 
 def prepare(*, profile: str = "mini", run_id: str = "", overrides: Optional[dict] = None,
             data_dir: str = "", sweep: str = "", select: str = "", folder: str = "",
-            kernel: str = "", generate: bool = True, log=_say) -> Series:
+            kernel: str = "", generate: bool = True, check_weights: bool = True,
+            log=_say) -> Series:
     """Resolve a run: profile, parameters, data, the steps. Every name and value is checked
     first; then the synthetic data set of the profile is generated (once, cached) when
     ``data_dir`` is empty (``generate=False``: only its path)."""
@@ -362,6 +367,8 @@ def prepare(*, profile: str = "mini", run_id: str = "", overrides: Optional[dict
     common.update(data_dir=str(root or ""), run_dir=str(run.path.resolve()))
     steps = plan_steps(discover(folder_path, select), all_declared, common, per_nb, cli,
                        sweep_body, run.notebooks)
+    # every notebook's RunConfig and (check_weights) its pretrained weights, before anything runs
+    step_configs.check_steps(steps, weights=check_weights)
     if root is None:
         values = next((s.parameters for s in steps if "profile" in s.parameters), common)
         root = _synthetic(str(values.get("profile", "mini")), int(values.get("data_seed", 0)),
@@ -525,10 +532,14 @@ def cli_main(args) -> int:
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     series = prepare(profile=args.profile, run_id=args.run_id, overrides=dict(args.parameter),
                      data_dir=args.data_dir, sweep=args.sweep, select=args.notebooks,
-                     folder=args.notebooks_dir, kernel=args.kernel, generate=not args.dry_run)
+                     folder=args.notebooks_dir, kernel=args.kernel, generate=not args.dry_run,
+                     check_weights=not args.dry_run)
     if args.dry_run:
         for step in series.steps:
             print(f"{step.key} -> {step.output}\n    {json.dumps(step.parameters, default=str)}")
+            if "backbone" in step.parameters or step.notebook.name.startswith("04"):
+                print(f"    builds: {step_configs.describe(step_configs.step_config(step))}")
+        step_configs.check_weights(series.steps)
         check_before_running(series)  # a dry run writes nothing
         return 0
     return run_series(series, debug=getattr(args, "debug", False))

@@ -158,7 +158,7 @@ def test_unknown_names_and_profiles_give_clear_errors(series_dir, profile_file, 
         series.prepare(select="01,05", **kw)
     bad = tmp_path / "bad_sweep.yaml"
     bad.write_text("models:\n  - {model_name: a, epohcs: 2}\n")
-    with pytest.raises(ParameterError, match=r"unknown parameter \(sweep .*bad_sweep.yaml\) 'epohcs'"):
+    with pytest.raises(ParameterError, match=r"unknown parameter \(sweep .*bad_sweep.yaml, entry 1 \(a\)\) 'epohcs'"):
         series.prepare(sweep=str(bad), **kw)
 
 
@@ -278,3 +278,44 @@ def test_declared_parameters_reads_types_defaults_and_quoted_comments(tmp_path):
     nbformat.write(nb, path)
     with pytest.raises(DataError, match=r"01_x.ipynb: expected exactly one cell tagged"):
         profiles.declared_parameters(path)
+
+
+@pytest.mark.parametrize("entry, message", [
+    ("backbone: densnet121", r"unknown value for 'backbone': 'densnet121'; valid choices: .*'densenet121'"),
+    ("loss: lsoft", r"unknown value for 'loss': 'lsoft'; valid choices: .*'lsoft_tp'"),
+    ("attention: paralel", r"unknown value for 'attention': 'paralel'; valid choices: .*'parallel_time'"),
+    ("p_resize_crp: 0.5", r"unknown parameter \(sweep .*typos.yaml, entry 2 \(typo\)\) 'p_resize_crp'; "
+                          r"valid choices: .*'p_resize_crop'"),
+    ("p_noise: -0.1", r"'p_noise' = -0.1: expected a probability in \[0, 1\]"),
+])
+def test_dry_run_stops_at_a_typo_in_any_sweep_entry(tmp_path, entry, message):
+    """The project's notebooks and the tiny profile: every sweep entry's RunConfig is built
+    before anything runs, and the error names the entry and the valid choices."""
+    import re
+
+    sweep = tmp_path / "typos.yaml"
+    sweep.write_text(f"models:\n  - {{model_name: fine}}\n  - {{model_name: typo, {entry}}}\n")
+    done = _rfcx("run", "--profile", "tiny", "--dry-run", "--sweep", sweep, env=_env(tmp_path))
+    assert done.returncode != 0, done.stdout
+    assert "typo" in done.stderr and re.search(message, done.stderr), done.stderr
+    assert "04_training[fine]" not in done.stdout  # nothing was planned, let alone run
+    assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").iterdir())
+
+
+def test_dry_run_shows_the_seed_models_and_says_when_imagenet_cannot_be_had(tmp_path):
+    env = {**_env(tmp_path), "KERAS_HOME": str(tmp_path / "keras"), "HTTPS_PROXY": "http://127.0.0.1:9",
+           "HTTP_PROXY": "http://127.0.0.1:9"}
+    seed = ("--profile", "tiny", "--dry-run", "--notebooks", "04", "--sweep", "seed_densenet7.yaml")
+    done = _rfcx("run", *seed, env=env)
+    assert done.returncode == 1, done.stderr
+    assert "ImageNet weights for densenet121" in done.stderr and "d121_c6" in done.stderr
+    assert all(way in done.stderr for way in ("local weights file", "KERAS_HOME", '-p weights ""'))
+    assert "parallel_time attention + attention_v2, loss lsoft_tp" in done.stdout
+    assert "SpecAugment time 50 (p 0.5) / freq 16 (p 0.5)" in done.stdout and "resize_crop 0.5" in done.stdout
+    cached = tmp_path / "keras" / "models"
+    cached.mkdir(parents=True)
+    for name in ("densenet121", "densenet169", "densenet201"):
+        (cached / f"{name}_weights_tf_dim_ordering_tf_kernels_notop.h5").write_bytes(b"")
+    assert _rfcx("run", *seed, env=env).returncode == 0  # a warm cache: the run may start
+    offline = _rfcx("run", *seed, "-p", "weights", "", env={**env, "KERAS_HOME": str(tmp_path / "cold")})
+    assert offline.returncode == 0, offline.stderr
