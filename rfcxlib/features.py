@@ -333,7 +333,7 @@ def to_image(S, *, config: Optional[FeatureConfig] = None) -> tf.Tensor:
     if S.shape.rank is not None and S.shape.rank < 2:
         raise ParameterError(f"S has shape {S.shape}: expected (..., frames, n_mels)")
     x = normalize(tf.linalg.matrix_transpose(S), method=c.normalize)  # (..., n_mels, frames)
-    x = x[..., tf.newaxis]
+    x = tf.expand_dims(x, -1)  # (a new-axis slice has no built-in TFLite kernel)
     if c.image_height or c.image_width:
         h = c.image_height or S.shape[-1]
         w = c.image_width or S.shape[-2]

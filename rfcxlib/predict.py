@@ -1,0 +1,372 @@
+"""Field recordings ▶ clip scores, window scores and Raven selection tables: ``rfcx predict``.
+
+A run folder (every model under ``models/``, ensembled) or one model folder scores any list of
+audio files or folders. Each file is read in blocks (libsndfile: FLAC, WAV, OGG, MP3, ...),
+mixed down to mono and resampled to the models' rate with soxr's streaming resampler, so memory
+stays bounded whatever the length: only one window plus one block of audio is held at a time.
+
+Windows of ``window_s`` (the longest crop of the models) every ``hop_s`` seconds, the last one
+ending at the file's end. Each model scores a window of its own crop length centred in the
+ensemble window; the models' scores are combined as notebook 06 fitted them (``ensemble.json``'s
+weights and method where present, else the plain mean of probabilities).
+
+Model families plug in through :data:`SCORERS`: ``backbone -> builder(model_dir, config, name)``
+returning a :class:`WindowScorer`; a backbone of :data:`rfcxlib.models.BACKBONES` without an
+entry of its own uses the CNN builder. (A new family registers itself:
+``predict.SCORERS["birdnet"] = build_birdnet_scorer``.)
+
+Outputs in ``out_dir`` (each written atomically): ``clip_scores.csv`` (``recording_id,s0..s23``:
+the maximum over windows), ``windows.csv`` (one row per window and species), ``raven/<id>.selections.txt``
+(:mod:`rfcxlib.raven`), ``report.json`` (every file with its status, the thresholds, the models),
+and ``species.csv`` when the data set has a species name table.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from rfcxlib import NUM_SPECIES, raven, thresholds
+from rfcxlib.errors import DataError, ParameterError, unknown_choice
+from rfcxlib.runs import read_json, write_json_atomic, write_text_atomic
+from rfcxlib.streaming import audio_blocks, collect_files, cut_windows, file_info
+
+# --------------------------------------------------------------------------- model families
+@dataclass
+class WindowScorer:
+    """One trained model as a function of raw windows.
+
+    ``logits(y)``: ``y`` float32 ``(n, round(window_s * sr))`` at ``sr`` Hz ▶ logits ``(n, 24)``.
+    """
+
+    name: str
+    family: str
+    window_s: float
+    sr: int
+    logits: Callable[[np.ndarray], np.ndarray]
+    hop_s: float = 3.0  # the hop its configuration uses for whole recordings
+
+
+def load_cnn_models(model_dir, config: dict):
+    """``(RunConfig, [keras.Model, ...])``: every trained fold of a CNN model folder (the weights
+    ``checkpoint`` keeps), else its ``model.keras``."""
+    from rfcxlib import train
+    from rfcxlib.config import SECTIONS, RunConfig
+    from rfcxlib.models import load_model
+
+    model_dir = Path(model_dir)
+    cfg = RunConfig.from_dict({k: v for k, v in config.items() if k in SECTIONS})
+    nets = []
+    for fold in cfg.train.train_folds:
+        if (model_dir / f"fold{fold}" / f"{cfg.train.checkpoint}.weights.h5").is_file():
+            nets.append(train.load_fold_model(model_dir, cfg, fold))
+    if not nets and (model_dir / "model.keras").is_file():
+        nets = [load_model(model_dir / "model.keras")]
+    if not nets:
+        raise DataError(f"{model_dir}: no trained weights (fold<k>/{cfg.train.checkpoint}.weights.h5 "
+                        f"or model.keras): expected a folder written by rfcxlib.train.train_model")
+    return cfg, nets
+
+
+def cnn_graph(cfg, nets):
+    """Raw windows ``(n, samples)`` ▶ mean logits of ``nets`` ``(n, 24)`` on the log-mel image of
+    ``cfg`` (:mod:`rfcxlib.features`), as one function of TensorFlow ops."""
+    import tensorflow as tf
+
+    from rfcxlib import features
+
+    sr, fc = cfg.audio.sr, cfg.features
+
+    def run(y):
+        frames = features.num_frames(int(y.shape[-1]), config=fc)
+        S = tf.ensure_shape(features.log_mel(y, sr=sr, config=fc), [None, frames, fc.n_mels])
+        x = features.to_image(S, config=fc)
+        return tf.add_n([net(x, training=False) for net in nets]) / float(len(nets))
+
+    return run
+
+
+def build_cnn_scorer(model_dir: Path, config: dict, name: str) -> WindowScorer:
+    """A CNN of :mod:`rfcxlib.models`: the mean logits of every trained fold (as ``test_scores``),
+    on the log-mel image of its configuration."""
+    import tensorflow as tf
+
+    cfg, nets = load_cnn_models(model_dir, config)
+    n = int(round(cfg.audio.crop_s * cfg.audio.sr))
+    run = tf.function(cnn_graph(cfg, nets), input_signature=[tf.TensorSpec([None, n], tf.float32)])
+    return WindowScorer(name=name, family="cnn", window_s=cfg.audio.crop_s, sr=cfg.audio.sr,
+                        hop_s=cfg.inference.hop_s,
+                        logits=lambda y: np.asarray(run(tf.constant(y, tf.float32)), np.float32))
+
+
+SCORERS: dict[str, Callable[[Path, dict, str], WindowScorer]] = {}
+
+
+def build_scorer(model_dir: Path, config: dict, name: str) -> WindowScorer:
+    """The :class:`WindowScorer` of a model folder, chosen by its configuration's backbone."""
+    backbone = (config.get("model") or {}).get("backbone") or config.get("backbone")
+    if backbone in SCORERS:
+        return SCORERS[backbone](model_dir, config, name)
+    from rfcxlib.models import BACKBONES
+
+    if backbone in BACKBONES:
+        return build_cnn_scorer(model_dir, config, name)
+    raise unknown_choice(f"backbone in {model_dir / 'config.json'}: no window scorer for",
+                         backbone, sorted(set(SCORERS) | set(BACKBONES)))
+
+
+# --------------------------------------------------------------------------- the predictor
+@dataclass
+class Predictor:
+    """Models combined on shared windows: ``window_s`` long, every ``hop_s`` seconds."""
+
+    scorers: list
+    weights: np.ndarray
+    method: str
+    hop_s: float
+    batch_size: int = 16
+    notes: list = field(default_factory=list)
+
+    @property
+    def sr(self) -> int:
+        return self.scorers[0].sr
+
+    @property
+    def window_s(self) -> float:
+        return max(s.window_s for s in self.scorers)
+
+    def score_windows(self, y: np.ndarray) -> np.ndarray:
+        """Probabilities ``(n, 24)`` of windows ``y`` ``(n, round(window_s * sr))``."""
+        from rfcxlib.ensemble import combine
+
+        n, total = len(y), y.shape[1]
+        if n < self.batch_size:  # one input shape per model: no retracing on the last batch
+            y = np.concatenate([y, np.zeros((self.batch_size - n, total), np.float32)])
+        stacked = []
+        for s in self.scorers:
+            w = int(round(s.window_s * s.sr))
+            lo = (total - w) // 2
+            stacked.append(s.logits(y[:, lo:lo + w])[:n])
+        z = np.stack(stacked).astype(np.float64)
+        inputs = z if self.method == "logit" else 1.0 / (1.0 + np.exp(-z))
+        return combine(inputs, self.weights, method=self.method).astype(np.float32)
+
+    def score_file(self, path: Path, on_seconds: Optional[Callable[[float], None]] = None):
+        """``(start_s, end_s, probabilities (n_windows, 24), info)`` of one file."""
+        native, frames, channels = file_info(path)
+        sr, n = self.sr, int(round(self.window_s * self.sr))
+        duration_s = frames / native
+        from rfcxlib.audio import window_starts
+
+        start_s = window_starts(duration_s, crop_s=self.window_s, hop_s=self.hop_s)
+        starts = np.round(start_s * sr).astype(np.int64)
+
+        def counted():
+            for block in audio_blocks(path, sr=sr):
+                if on_seconds:
+                    on_seconds(len(block) / sr)
+                yield block
+
+        parts, batch = [], []
+        for window in cut_windows(counted(), starts=starts, n=n):
+            batch.append(window)
+            if len(batch) == self.batch_size:
+                parts.append(self.score_windows(np.stack(batch)))
+                batch = []
+        if batch:
+            parts.append(self.score_windows(np.stack(batch)))
+        info = {"duration_s": round(duration_s, 6), "sample_rate": native, "channels": channels,
+                "resampled": native != sr}
+        return start_s, np.minimum(start_s + self.window_s, duration_s), np.concatenate(parts), info
+
+
+def _ensemble_weights(source: Path, names: list) -> tuple[np.ndarray, str, list]:
+    fitted = read_json(source / "ensemble.json", default=None) or {}
+    weights, method = fitted.get("weights") or {}, fitted.get("method", "prob")
+    notes = []
+    if sorted(weights) != sorted(names):
+        if weights:
+            notes.append(f"ensemble.json names models {sorted(weights)}, the folder holds {names}: plain mean")
+        return np.full(len(names), 1.0 / len(names)), "prob", notes
+    if method == "rank":
+        notes.append("ensemble.json's method 'rank' ranks over recordings: probabilities averaged instead")
+        method = "prob"
+    if fitted.get("scale") and any(abs(f - 1.0) > 1e-9 for f in fitted["scale"]):
+        notes.append("per-species factors of ensemble.json are not applied to window scores")
+    return np.array([weights[n] for n in names], np.float64), method, notes
+
+
+def load_predictor(source, *, hop_s: Optional[float] = None, batch_size: int = 16):
+    """The :class:`Predictor` of a run folder (its ``models/*/``) or one model folder, and the
+    models' :class:`rfcxlib.model_scores.ModelScores` (for thresholds)."""
+    from rfcxlib.model_scores import gather_models
+
+    source = Path(source)
+    if not source.is_dir():
+        raise DataError(f"{source}: no such folder; expected a run folder (models/*/) or a model folder")
+    if batch_size < 1:
+        raise ParameterError(f"parameter 'batch_size' = {batch_size!r}: expected an integer >= 1")
+    models = gather_models(source)
+    scorers = [build_scorer(Path(m.path), m.config, m.name) for m in models]
+    rates = {s.sr for s in scorers}
+    if len(rates) > 1:
+        raise DataError(f"{source}: the models expect different sample rates {sorted(rates)}")
+    weights, method, notes = _ensemble_weights(source, [m.name for m in models])
+    window_s = max(s.window_s for s in scorers)
+    hop = float(hop_s) if hop_s is not None else min(scorers[0].hop_s, window_s)
+    if hop <= 0:
+        raise ParameterError(f"parameter 'hop_s' = {hop_s!r}: expected seconds > 0")
+    return Predictor(scorers, weights, method, hop, int(batch_size), notes), models
+
+
+# --------------------------------------------------------------------------- thresholds
+def resolve_thresholds(source: Path, models: list, predictor: Predictor, *, threshold: float = 0.5,
+                       precision: Optional[float] = None) -> tuple[np.ndarray, dict]:
+    """Per-species thresholds ``(24,)`` and their description: ``threshold`` for every species,
+    or fitted on the OOF scores of the ensemble for ``precision`` (saved as
+    ``<source>/thresholds.json``)."""
+    if not 0.0 <= threshold <= 1.0:
+        raise ParameterError(f"parameter 'threshold' = {threshold!r}: expected a score in [0, 1]")
+    if precision is None:
+        return np.full(NUM_SPECIES, float(threshold)), {"kind": "global", "threshold": float(threshold)}
+    from rfcxlib.ensemble import combine
+    from rfcxlib.model_scores import stack_models
+
+    stack = stack_models(models)
+    oof = combine(stack.inputs(predictor.method, "oof"), predictor.weights, method=predictor.method)
+    species = thresholds.fit_thresholds(oof, stack.y, stack.mask, precision=precision, fallback=threshold)
+    path = thresholds.save_thresholds(source, species, precision=precision, fallback=threshold,
+                                      models=stack.names, method=predictor.method)
+    return thresholds.as_array(species), {"kind": "per_species", "target_precision": precision,
+                                          "fallback": threshold, "path": str(path), "species": species}
+
+
+# --------------------------------------------------------------------------- predict
+def _unique_ids(files: list[Path]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for p in files:
+        rid = p.stem
+        seen[rid] = seen.get(rid, 0) + 1
+        out.append(rid if seen[rid] == 1 else f"{rid}-{seen[rid]}")
+    return out
+
+
+def _window_rows(rid: str, path: Path, start_s, end_s, probs, cut: np.ndarray) -> pd.DataFrame:
+    n = len(start_s)
+    return pd.DataFrame({
+        "recording_id": rid, "file": str(path), "start_s": np.repeat(np.round(start_s, 6), NUM_SPECIES),
+        "end_s": np.repeat(np.round(end_s, 6), NUM_SPECIES), "species": np.tile(np.arange(NUM_SPECIES), n),
+        "score": probs.reshape(-1).round(6), "detected": (probs >= cut[None, :]).reshape(-1).astype(int)})
+
+
+def predict(source, paths: Sequence, out_dir, *, threshold: float = 0.5, precision: Optional[float] = None,
+            hop_s: Optional[float] = None, strict: bool = False, data_dir=None, batch_size: int = 16,
+            progress: bool = True) -> dict:
+    """Score every audio file of ``paths`` with the models of ``source`` and write the outputs
+    (module docstring) into ``out_dir``; returns the report (also ``report.json``).
+
+    Raises
+    ------
+    DataError
+        With ``strict=True``, at the first file that cannot be read (naming it); otherwise such
+        files are skipped and listed in the report with the reason.
+    """
+    from tqdm.auto import tqdm
+
+    source, out = Path(source), Path(out_dir)
+    predictor, models = load_predictor(source, hop_s=hop_s, batch_size=batch_size)
+    cut, described = resolve_thresholds(source, models, predictor, threshold=threshold, precision=precision)
+    bands, bands_from = raven.species_bands(source, models, data_dir=data_dir)
+    names = raven.species_names(source, models, data_dir=data_dir)
+    files = collect_files(paths)
+    report = {"source": str(source), "models": [{"name": s.name, "family": s.family, "window_s": s.window_s}
+                                                for s in predictor.scorers],
+              "weights": predictor.weights.round(6).tolist(), "method": predictor.method,
+              "sr": predictor.sr, "window_s": predictor.window_s, "hop_s": predictor.hop_s,
+              "thresholds": {**described, "values": cut.round(6).tolist()}, "bands_from": bands_from,
+              "notes": predictor.notes, "files": [], "counts": {"done": 0, "skipped": 0}}
+    clips, windows = [], []
+    bar_files = tqdm(total=len(files), desc="files", unit="file", disable=not progress)
+    bar_audio = tqdm(total=0, desc="audio", unit="s", disable=not progress, leave=False)
+    for rid, path in zip(_unique_ids(files), files):
+        started = time.time()
+        entry = {"file": str(path), "recording_id": rid}
+        try:
+            native, frames, _ = file_info(path)
+            bar_audio.reset(total=round(frames / native, 1))
+            start_s, end_s, probs, info = predictor.score_file(path, on_seconds=bar_audio.update)
+        except DataError as exc:
+            if strict:
+                bar_files.close(), bar_audio.close()
+                raise DataError(f"{exc} (--strict: stopped at this file)") from None
+            entry.update(status="skipped", reason=str(exc))
+        else:
+            table = raven.selections(_window_rows(rid, path, start_s, end_s, probs, cut), thresholds=cut,
+                                     bands=bands, names=names)
+            raven.write_selection_table(out / "raven" / f"{rid}{raven.SUFFIX}", table)
+            windows.append(_window_rows(rid, path, start_s, end_s, probs, cut))
+            clips.append((rid, probs.max(axis=0)))
+            entry.update(status="done", **info, windows=len(start_s), selections=len(table),
+                         raven=str(Path("raven") / f"{rid}{raven.SUFFIX}"),
+                         seconds=round(time.time() - started, 3))
+        report["files"].append(entry)
+        report["counts"][entry["status"]] += 1
+        write_json_atomic(out / "report.json", report)  # a killed run still leaves a valid report
+        bar_files.update()
+    bar_files.close(), bar_audio.close()
+    columns = [f"s{k}" for k in range(NUM_SPECIES)]
+    frame = pd.DataFrame([p for _, p in clips], columns=columns)
+    frame.insert(0, "recording_id", [r for r, _ in clips])
+    write_text_atomic(out / "clip_scores.csv", frame.to_csv(index=False, float_format="%.6f"))
+    empty = pd.DataFrame(columns=["recording_id", "file", "start_s", "end_s", "species", "score", "detected"])
+    write_text_atomic(out / "windows.csv", (pd.concat(windows, ignore_index=True) if windows else empty)
+                      .to_csv(index=False, float_format="%.6f"))
+    if names:
+        write_text_atomic(out / "species.csv", pd.DataFrame({"species_id": list(names), "name": list(names.values())})
+                          .to_csv(index=False))
+    write_json_atomic(out / "report.json", report)
+    return report
+
+
+# --------------------------------------------------------------------------- CLI
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", metavar="RUN_OR_MODEL_DIR", help="a run folder (models/*/, ensembled) or one model folder")
+    p.add_argument("paths", metavar="PATH", nargs="+", help="audio files or folders (searched recursively)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--threshold", type=float, default=0.5, help="detection threshold for every species "
+                   "(with --precision: for species that cannot be fitted); default 0.5")
+    p.add_argument("--precision", type=float, default=None, help="fit one threshold per species on the "
+                   "out-of-fold scores for this target precision (saved as thresholds.json with the run)")
+    p.add_argument("--hop-s", type=float, default=None, help="seconds between window starts (default: "
+                   "the first model's inference hop)")
+    p.add_argument("--batch-size", type=int, default=16, help="windows scored at a time")
+    p.add_argument("--data-dir", default=None, help="RFCx-layout data folder for the species' bands "
+                   "(and species.csv names); default: the data set the models were trained on")
+    p.add_argument("--strict", action="store_true", help="stop at the first unreadable file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def cli_main(args: argparse.Namespace) -> int:
+    try:
+        report = predict(args.source, args.paths, args.out, threshold=args.threshold, precision=args.precision,
+                         hop_s=args.hop_s, strict=args.strict, data_dir=args.data_dir,
+                         batch_size=args.batch_size, progress=not args.no_progress)
+    except DataError as exc:  # a file or folder that cannot be used: status 1 (2 is a usage error)
+        if getattr(args, "debug", False):
+            traceback.print_exc()
+        print(f"rfcx predict: error: {exc}", file=sys.stderr)
+        return 1
+    counts = report["counts"]
+    print(f"{counts['done']} file(s) scored, {counts['skipped']} skipped; outputs in {args.out}")
+    for entry in report["files"]:
+        if entry["status"] == "skipped":
+            print(f"  skipped {entry['file']}: {entry['reason']}")
+    return 0

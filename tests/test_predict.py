@@ -1,0 +1,331 @@
+"""``rfcx predict``: streaming windows, thresholds, Raven tables (read back with crowsetta), a
+corrupt file among good ones, --strict, the model-family registry and one hour of audio."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from rfcxlib import NUM_SPECIES, cli, data, inference, predict, raven, thresholds, train
+from rfcxlib.config import RunConfig
+from rfcxlib.errors import DataError, ParameterError
+from rfcxlib.streaming import audio_blocks, cut_windows
+
+TINY = dict(backbone="small_cnn", head="attention_v1", attention="cbam", base_units=8, n_mels=32,
+            hop_length=2048, image_width=64, channels=1, crop_s=4.0, hop_s=3.0, batch_size=8,
+            epochs=1, steps_per_epoch=2, learning_rate=3e-3, folds=3, train_folds=[0], seed=1)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_data_dir):
+    return data.load_dataset(tiny_data_dir)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny, tiny_data_dir, tmp_path_factory):
+    """A run with two models: ``a`` trained on 4 s crops, ``b`` the same weights on 3 s windows
+    (a fixed image width makes the input shape independent of the crop), and ensemble weights."""
+    run = tmp_path_factory.mktemp("predict-run")
+    config = RunConfig.from_params({**TINY, "data_dir": str(tiny_data_dir)})
+    train.train_model(tiny, config, run / "models" / "a", progress=False)
+    shutil.copytree(run / "models" / "a", run / "models" / "b")
+    body = json.loads((run / "models" / "b" / "config.json").read_text())
+    body["audio"]["crop_s"] = 3.0
+    (run / "models" / "b" / "config.json").write_text(json.dumps(body))
+    (run / "ensemble.json").write_text(json.dumps({"method": "prob", "weights": {"a": 0.75, "b": 0.25}}))
+    return run
+
+
+# --------------------------------------------------------------------------- streaming
+def test_cut_windows_equals_slicing_the_whole_signal(rng):
+    y = rng.standard_normal(10_000).astype(np.float32)
+    cuts = np.cumsum(rng.integers(1, 1500, size=40))
+    blocks = [b for b in np.split(y, cuts[cuts < len(y)]) if len(b)]
+    starts = np.array([0, 700, 1400, 2100, 9000, 9500])
+    got = list(cut_windows(iter(blocks), starts=starts, n=1000))
+    padded = np.concatenate([y, np.zeros(1000, np.float32)])
+    assert len(got) == len(starts)
+    for s, w in zip(starts, got):
+        np.testing.assert_array_equal(w, padded[s:s + 1000])
+
+
+def test_audio_blocks_mix_down_and_resample_like_the_whole_file(tmp_path, rng):
+    import soxr
+
+    stereo = (0.3 * rng.standard_normal((44100 * 5 + 17, 2))).astype(np.float32)
+    path = tmp_path / "stereo.wav"
+    sf.write(path, stereo, 44100, subtype="FLOAT")
+    streamed = np.concatenate(list(audio_blocks(path, sr=48000, block_s=1.3)))
+    whole = soxr.resample(stereo.mean(axis=1), 44100, 48000, quality="HQ")
+    assert len(streamed) == len(whole)
+    np.testing.assert_allclose(streamed, whole, atol=1e-6)
+    same = tmp_path / "same.wav"
+    sf.write(same, stereo[:, 0], 48000, subtype="FLOAT")
+    np.testing.assert_array_equal(np.concatenate(list(audio_blocks(same, sr=48000, block_s=0.7))), stereo[:, 0])
+
+
+def test_windows_match_the_inference_pipeline(run_dir, tiny):
+    """The streamed windows score like rfcxlib.inference's sliding windows of the test set."""
+    predictor, _ = predict.load_predictor(run_dir / "models" / "a")
+    rid = tiny.test_ids[0]
+    start_s, end_s, probs, info = predictor.score_file(tiny.path(rid, "test"))
+    config = RunConfig.from_params({**TINY})
+    model = train.load_fold_model(run_dir / "models" / "a", config, 0)
+    z, index = inference.window_logits(model, tiny, [rid], config, split="test")
+    np.testing.assert_allclose(probs, inference.sigmoid(z), atol=2e-5)
+    assert info["duration_s"] == pytest.approx(10.0) and end_s[-1] == pytest.approx(10.0)
+    np.testing.assert_allclose(start_s, [0.0, 3.0, 6.0])
+
+
+def test_ensemble_centres_each_model_window_and_uses_the_fitted_weights(run_dir, rng):
+    predictor, models = predict.load_predictor(run_dir)
+    assert [m.name for m in models] == ["a", "b"] and predictor.window_s == 4.0
+    np.testing.assert_allclose(predictor.weights, [0.75, 0.25])
+    y = (0.1 * rng.standard_normal((3, 4 * 48000))).astype(np.float32)
+    a, b = predictor.scorers
+    expected = (0.75 * inference.sigmoid(a.logits(y))
+                + 0.25 * inference.sigmoid(b.logits(y[:, 24000:24000 + 3 * 48000])))
+    np.testing.assert_allclose(predictor.score_windows(y), expected, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- thresholds, merging
+def test_merge_runs_by_hand():
+    start = np.arange(6.0)
+    boxes = raven.merge_runs(start, start + 2.0, [0.9, 0.8, 0.1, 0.7, 0.7, 0.2], threshold=0.7)
+    assert boxes == [(0.0, 3.0, 0.9, 2), (3.0, 6.0, 0.7, 2)]
+    gaps = raven.merge_runs([0.0, 5.0], [2.0, 7.0], [0.9, 0.9], threshold=0.5)  # hop > window
+    assert gaps == [(0.0, 2.0, 0.9, 1), (5.0, 7.0, 0.9, 1)]
+    with pytest.raises(ParameterError, match="one value per window"):
+        raven.merge_runs([0.0], [1.0, 2.0], [0.5], threshold=0.5)
+
+
+def test_fit_thresholds_reach_the_target_precision(rng):
+    n = 200
+    y = (rng.random((n, NUM_SPECIES)) < 0.4).astype(float)
+    scores = np.clip(0.35 * y + 0.65 * rng.random((n, NUM_SPECIES)), 0, 1)
+    mask = (rng.random((n, NUM_SPECIES)) < 0.6).astype(float)
+    mask[:, 1] = 0.0  # species 1: nothing known
+    y[:, 2] = 0.0
+    y[:3, 2], scores[:3, 2], mask[:3, 2] = 1.0, 0.01, 1.0  # species 2: positives below every negative
+    fitted = thresholds.fit_thresholds(scores, y, mask, precision=0.9, fallback=0.42)
+    for row in fitted:
+        s, t = row["species"], row["threshold"]
+        known = mask[:, s] > 0
+        kept = known & (scores[:, s] >= t)
+        if row["status"] == "fitted":
+            assert y[kept, s].mean() >= 0.9
+            lower = known & (scores[:, s] >= np.max(scores[known & (scores[:, s] < t), s], initial=0))
+            assert y[lower, s].mean() < 0.9  # the next lower cut misses the target: t is the lowest
+    assert fitted[1]["status"] == "no_positives" and fitted[1]["threshold"] == 0.42
+    assert fitted[2]["status"] == "unreachable"
+    assert fitted[2]["threshold"] > scores[(mask[:, 2] > 0) & (y[:, 2] == 0), 2].max()
+    with pytest.raises(ParameterError, match="precision"):
+        thresholds.fit_thresholds(scores, y, mask, precision=1.5)
+
+
+def test_precision_thresholds_are_saved_with_the_run_and_used(run_dir, tiny, tmp_path):
+    files = [tiny.path(r, "test") for r in tiny.test_ids[:2]]
+    report = predict.predict(run_dir, files, tmp_path / "out", precision=0.9, progress=False)
+    saved = json.loads((run_dir / "thresholds.json").read_text())
+    assert saved["target_precision"] == 0.9 and saved["models"] == ["a", "b"]
+    cut = thresholds.as_array(saved["species"])
+    np.testing.assert_allclose(report["thresholds"]["values"], cut, atol=1e-6)
+    windows = pd.read_csv(tmp_path / "out" / "windows.csv")
+    assert len(windows) == 2 * 3 * NUM_SPECIES
+    expected = (windows.score.to_numpy() >= cut[windows.species.to_numpy()] - 1e-6)
+    assert (windows.detected.astype(bool) == expected).mean() > 0.99  # the CSV rounds to 6 decimals
+    with pytest.raises(ParameterError, match="threshold"):
+        predict.predict(run_dir, files, tmp_path / "bad", threshold=2.0, progress=False)
+
+
+# --------------------------------------------------------------------------- real recordings
+def _bands_from(table: pd.DataFrame) -> dict:
+    med = table.groupby("species_id")[["f_min", "f_max"]].median()
+    return {int(s): (r.f_min, r.f_max) for s, r in med.iterrows()}
+
+
+def test_real_recordings_raven_tables_read_back_with_crowsetta(run_dir, real_data, tmp_path, capsys):
+    crowsetta = pytest.importorskip("crowsetta")
+    out = tmp_path / "out"
+    rfcx = real_data / "rfcx"
+    code = cli.main(["predict", str(run_dir), str(real_data), "--out", str(out), "--threshold", "0.5",
+                     "--data-dir", str(rfcx), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    by_rate = {e["sample_rate"]: e for e in report["files"]}
+    assert set(by_rate) == {32000, 44100, 48000} and report["counts"] == {"done": 3, "skipped": 0}
+    assert by_rate[32000]["resampled"] and not by_rate[48000]["resampled"]
+    clips = pd.read_csv(out / "clip_scores.csv")
+    assert list(clips.columns) == ["recording_id"] + [f"s{k}" for k in range(NUM_SPECIES)]
+    windows = pd.read_csv(out / "windows.csv")
+    bands = {s: (40.0, 15000.0) for s in range(NUM_SPECIES)}  # the features' mel range
+    bands.update(_bands_from(pd.read_csv(rfcx / "train_fp.csv")))
+    bands.update(_bands_from(pd.read_csv(rfcx / "train_tp.csv")))  # TP rows win
+    rows_read = 0
+    for entry in report["files"]:
+        mine = windows[windows.recording_id == entry["recording_id"]]
+        assert len(mine) == entry["windows"] * NUM_SPECIES
+        assert mine.end_s.max() == pytest.approx(entry["duration_s"], abs=1e-5)
+        np.testing.assert_allclose(clips.set_index("recording_id").loc[entry["recording_id"]].to_numpy(),
+                                   mine.groupby("species").score.max().to_numpy(), atol=2e-6)
+        expected = []
+        for s, group in mine.groupby("species"):
+            group = group.sort_values("start_s")
+            run = None
+            for t0, t1, hit in zip(group.start_s, group.end_s, group.detected):
+                if hit and run is not None:
+                    run[1] = t1
+                elif hit:
+                    run = [t0, t1, s]
+                    expected.append(run)
+                else:
+                    run = None
+        expected.sort(key=lambda r: (r[0], r[2]))
+        table_path = out / entry["raven"]
+        assert table_path.name == f"{entry['recording_id']}.selections.txt"
+        assert entry["selections"] == len(expected)
+        if not expected:
+            assert len(pd.read_csv(table_path, sep="\t")) == 0
+            continue
+        read = crowsetta.formats.bbox.Raven.from_file(table_path, annot_col="Species").df
+        assert len(read) == len(expected)
+        np.testing.assert_allclose(read.begin_time_s, [r[0] for r in expected], atol=1e-5)
+        np.testing.assert_allclose(read.end_time_s, [r[1] for r in expected], atol=1e-5)
+        np.testing.assert_allclose(read.low_freq_hz, [bands[r[2]][0] for r in expected], atol=1e-3)
+        np.testing.assert_allclose(read.high_freq_hz, [bands[r[2]][1] for r in expected], atol=1e-3)
+        assert list(read.annotation) == [f"s{r[2]}" for r in expected]
+        rows_read += len(read)
+    assert rows_read > 0
+
+
+# --------------------------------------------------------------------------- bad files
+@pytest.fixture
+def mixed_folder(tiny, tmp_path):
+    folder = tmp_path / "field"
+    folder.mkdir()
+    for rid in tiny.test_ids[:2]:
+        shutil.copy(tiny.path(rid, "test"), folder / f"{rid}.flac")
+    (folder / "broken.flac").write_bytes(b"fLaC" + os.urandom(3000))
+    (folder / "notes.txt").write_text("not audio, not searched")
+    return folder
+
+
+def test_a_corrupt_file_is_skipped_and_reported(run_dir, tiny, mixed_folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    missing = tmp_path / "missing.wav"
+    assert cli.main(["predict", str(run_dir), str(mixed_folder), str(missing), "--out", str(out),
+                     "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "2 file(s) scored, 2 skipped" in printed and "broken.flac" in printed
+    report = json.loads((out / "report.json").read_text())
+    status = {os.path.basename(e["file"]): e for e in report["files"]}
+    assert status["broken.flac"]["status"] == "skipped"
+    assert "broken.flac" in status["broken.flac"]["reason"] and "readable audio" in status["broken.flac"]["reason"]
+    assert status["missing.wav"]["status"] == "skipped" and "no such file" in status["missing.wav"]["reason"]
+    good = sorted(tiny.test_ids[:2])
+    assert sorted(pd.read_csv(out / "clip_scores.csv").recording_id) == good
+    assert sorted(p.name for p in (out / "raven").iterdir()) == [f"{r}.selections.txt" for r in good]
+    assert sorted(pd.read_csv(out / "windows.csv").recording_id.unique()) == good
+    assert "notes.txt" not in status
+
+
+def test_strict_stops_at_the_corrupt_file_naming_it(run_dir, mixed_folder, tmp_path, capsys):
+    code = cli.main(["predict", str(run_dir), str(mixed_folder), "--out", str(tmp_path / "out"),
+                     "--strict", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.count("\n") == 1 and "broken.flac" in err and "--strict" in err
+    with pytest.raises(DataError, match=r"broken\.flac.*readable audio"):
+        predict.predict(run_dir, [mixed_folder], tmp_path / "out2", strict=True, progress=False)
+
+
+def test_bad_sources_give_one_clear_line(tmp_path, capsys):
+    assert cli.main(["predict", str(tmp_path / "nowhere"), str(tmp_path), "--out", str(tmp_path / "o")]) == 1
+    assert "nowhere: no such folder" in capsys.readouterr().err
+    assert cli.main(["predict", str(tmp_path), str(tmp_path), "--out", str(tmp_path / "o")]) == 1
+    assert "no trained models" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- model families
+def test_a_new_family_plugs_in_through_the_scorer_registry(run_dir, tiny, tmp_path, monkeypatch):
+    folder = tmp_path / "run" / "models" / "emb"
+    folder.mkdir(parents=True)
+    for name in ("oof.npz", "test_scores.npz"):
+        shutil.copy(run_dir / "models" / "a" / name, folder / name)
+    (folder / "config.json").write_text(json.dumps({"model": {"backbone": "fake_embedding"}}))
+    seen = []
+
+    def build(model_dir, config, name):
+        def logits(y):
+            seen.append(y.shape)
+            return np.full((len(y), NUM_SPECIES), 2.0, np.float32)
+
+        return predict.WindowScorer(name=name, family="embedding", window_s=3.0, sr=48000, logits=logits)
+
+    with pytest.raises(ParameterError, match=r"fake_embedding.*'small_cnn'"):
+        predict.load_predictor(folder)
+    monkeypatch.setitem(predict.SCORERS, "fake_embedding", build)
+    report = predict.predict(folder, [tiny.path(tiny.test_ids[0], "test")], tmp_path / "out", progress=False)
+    assert report["models"] == [{"name": "emb", "family": "embedding", "window_s": 3.0}]
+    assert seen and seen[0][1] == 3 * 48000
+    clips = pd.read_csv(tmp_path / "out" / "clip_scores.csv")
+    np.testing.assert_allclose(clips.iloc[0, 1:].to_numpy(float), 1 / (1 + np.exp(-2.0)), atol=1e-6)
+
+
+# --------------------------------------------------------------------------- one hour
+HOUR = textwrap.dedent("""
+    import json, resource, sys, time, tracemalloc
+    from rfcxlib import predict
+    source, short, hour, out = sys.argv[1:5]
+    predict.predict(source, [short], out + "/warm", progress=False)  # builds and compiles once
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    tracemalloc.start()
+    started = time.perf_counter()
+    report = predict.predict(source, [hour], out + "/hour", progress=False)
+    seconds = time.perf_counter() - started
+    python_peak = tracemalloc.get_traced_memory()[1]
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"seconds": seconds, "file": report["files"][0], "rss_growth_mb": (after - before) / 1024,
+                      "rss_peak_mb": after / 1024, "python_peak_mb": python_peak / 2**20}))
+""")
+# Bounds: the hour adds less than HOUR_BOUND_MB to the peak resident memory a 10 s file set, and
+# Python-side allocations (NumPy buffers, tables) peak below it too; the hour at 48 kHz is 691 MB
+# as float32 and 346 MB as int16, so holding it would break both. The whole process (TensorFlow
+# included) stays under PROCESS_BOUND_MB. Measured on 2 busy CPU cores: growth 0 MB, Python peak
+# 48 MB, process 0.8-1.0 GB, 11-15 s for the hour (240-330 audio-s/s).
+HOUR_BOUND_MB = 200
+PROCESS_BOUND_MB = 2500
+
+
+@pytest.mark.slow
+def test_one_hour_recording_streams_in_bounded_memory(run_dir, tiny, tmp_path):
+    hour = tmp_path / "hour.flac"
+    pieces = [sf.read(tiny.path(r, "test"), dtype="int16")[0] for r in tiny.test_ids]
+    with sf.SoundFile(hour, "w", 48000, 1, subtype="PCM_16") as f:
+        written, k = 0, 0
+        while written < 3600 * 48000:
+            piece = pieces[k % len(pieces)][:3600 * 48000 - written]
+            f.write(piece)
+            written, k = written + len(piece), k + 1
+    script = tmp_path / "hour.py"
+    script.write_text(HOUR)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, str(script), str(run_dir / "models" / "a"),
+                           str(tiny.path(tiny.test_ids[0], "test")), str(hour), str(tmp_path / "out")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"one hour: {got['seconds']:.1f} s ({3600 / got['seconds']:.0f} audio-s/s), peak RSS growth "
+          f"{got['rss_growth_mb']:.0f} MB, Python peak {got['python_peak_mb']:.0f} MB, RSS {got['rss_peak_mb']:.0f} MB")
+    assert got["file"]["status"] == "done" and got["file"]["duration_s"] == pytest.approx(3600.0)
+    assert got["file"]["windows"] == 1200  # 4 s windows every 3 s, the last ending at 3600 s
+    assert got["rss_growth_mb"] < HOUR_BOUND_MB and got["python_peak_mb"] < HOUR_BOUND_MB
+    assert got["rss_peak_mb"] < PROCESS_BOUND_MB
