@@ -31,10 +31,10 @@ import pandas as pd
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from rfcxlib import NUM_SPECIES, embeddings, inference, losses, metrics, noisy
+from rfcxlib import NUM_SPECIES, embeddings, inference, losses, metrics, noisy, noisy_runs
 from rfcxlib.config import RunConfig, check, check_choice
-from rfcxlib.errors import ParameterError
-from rfcxlib.runs import read_json, save_keras_atomic, save_npz_atomic, write_json_atomic
+from rfcxlib.errors import ParameterError, unknown_choice
+from rfcxlib.runs import read_json, save_keras_atomic, save_npz_atomic, write_json_atomic, write_text_atomic
 from rfcxlib.train import fold_split, write_scores
 
 METHODS = ("loss", "coteaching", "pseudo_labels")
@@ -279,3 +279,49 @@ def load_fold_head(model_dir, fold: int) -> keras.Model:
         raise ParameterError(f"{path}: no trained head for fold {fold}; expected a folder written by "
                              "rfcxlib.embedding_heads.train_head_model")
     return keras.models.load_model(path)
+
+
+# --------------------------------------------------------------------------- noisy-label comparison
+def compare_methods(dataset, config: RunConfig, head: HeadConfig, out_dir, *, methods=noisy_runs.METHODS,
+                    seeds=(0, 1, 2, 3, 4), tau: float = 0.1, t_k: Optional[int] = None,
+                    pseudo_threshold: float = 0.9, pseudo_loss: str = "naive_bce",
+                    table: Optional[embeddings.WindowTable] = None, results_csv=None,
+                    progress: bool = True) -> pd.DataFrame:
+    """Notebook 05's methods (``noisy_runs.METHODS``) on embedding heads, every method for every
+    seed on the same folds; one row per (method, seed) in ``noisy_runs.RESULT_COLUMNS``, so that
+    ``noisy_runs.summarize`` and the plots of notebook 05 read it. Folds made under the same
+    settings before are reused (see :func:`train_head_model`)."""
+    for m in methods:
+        if m not in noisy_runs.METHODS:
+            raise unknown_choice("noisy-label method", m, noisy_runs.METHODS)
+    if not seeds:
+        raise ParameterError("parameter 'embedding_seeds' = []: expected at least one seed")
+    table = table if table is not None else embeddings.embed_dataset(dataset, embedder=head.embedder,
+                                                                     hop_s=head.embed_hop_s, progress=progress)
+    out_dir, rows = Path(out_dir), []
+    jobs = [(int(seed), m) for seed in seeds for m in methods]
+    for seed, name in tqdm(jobs, desc="methods x seeds (embedding heads)", disable=not progress):
+        method = name if name in ("coteaching", "pseudo_labels") else "loss"
+        loss = pseudo_loss if name == "pseudo_labels" else (name if method == "loss" else "masked_bce")
+        model_dir = out_dir / f"{name}-seed{seed}"
+        start = time.perf_counter()
+        train_head_model(dataset, config.replace(seed=seed), head, model_dir, method=method, loss=loss, tau=tau,
+                         t_k=t_k, threshold=pseudo_threshold, table=table, progress=False)
+        rows.append({"method": name, "seed": seed, **noisy_runs.evaluate_model_dir(model_dir),
+                     "train_s": round(time.perf_counter() - start, 1), "model_dir": str(model_dir)})
+        if results_csv:
+            write_text_atomic(results_csv, pd.DataFrame(rows, columns=noisy_runs.RESULT_COLUMNS).to_csv(index=False))
+    return pd.DataFrame(rows, columns=noisy_runs.RESULT_COLUMNS)
+
+
+def single_label_windows(dataset, table: embeddings.WindowTable) -> tuple[np.ndarray, pd.DataFrame]:
+    """Windows with exactly one known label: ``(x (n, dim) float32, labels)`` with columns
+    ``recording_id, start_s, species_id, kind`` (``"tp"`` or ``"fp"``); for figures."""
+    targets = window_targets(dataset, table)
+    s = dataset.num_species
+    y, mask = targets[:, :s], targets[:, s:]
+    keep = mask.sum(axis=1) == 1
+    species = mask[keep].argmax(axis=1)
+    labels = table.windows.loc[keep, ["recording_id", "start_s"]].reset_index(drop=True).assign(
+        species_id=species, kind=np.where(y[keep, species] > 0, "tp", "fp") if keep.any() else [])
+    return table.x[keep].astype(np.float32), labels

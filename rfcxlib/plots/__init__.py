@@ -1,7 +1,7 @@
 """Every figure the notebooks show. Each function takes ``ax=None`` (or ``fig=None``), draws,
 and returns the figure or axes; none shows or saves (notebooks save through ``RunDir``).
 
-Submodules by topic: ``eda`` (data set), ``features`` (spectrograms, augmentations),
+Submodules by topic: ``eda`` (data set), ``features`` (spectrograms, augmentations), ``embeddings``,
 ``training`` (curves, per-class scores), ``noisy`` (method comparisons), ``ensemble``.
 """
-from rfcxlib.plots import eda, ensemble, features, noisy, training  # noqa: F401
+from rfcxlib.plots import eda, embeddings, ensemble, features, noisy, training  # noqa: F401
