@@ -197,3 +197,23 @@ def test_unreachable_imagenet_fails_fast(monkeypatch):
     with pytest.raises(RfcxError, match="ImageNet weights.*weights=None"):
         build_backbone("resnet50", (32, 32, 3), weights="imagenet")
     assert time.time() - started < 20
+
+
+@pytest.mark.slow
+def test_densenet121_with_the_seed_head_takes_a_training_step(rng):
+    """The seed's model (DenseNet121 ▶ v2 head with parallel_time attention) at the smallest input
+    DenseNet takes (32 px: five halvings), one Lsoft step. Eager: the same step without the
+    ~1 min of graph tracing a compiled step costs on 2 CPU cores."""
+    shape = (32, 64, 3)
+    keras.utils.set_random_seed(0)
+    model = build_model(_config(backbone="densenet121", head="attention_v2", attention="parallel_time"), shape)
+    assert model.get_layer("cbam").sa.axis == "time" and model.get_layer("conv5_block16_concat")
+    x = rng.normal(size=(2,) + shape).astype(np.float32)
+    y = np.zeros((2, NUM_SPECIES), np.float32)
+    y[0, 3] = y[1, 7] = 1.0
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=losses.lsoft_tp, run_eagerly=True)
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    loss = float(model.train_on_batch(x, losses.pack_targets(y, np.ones_like(y))))
+    assert np.isfinite(loss) and model(x, training=False).shape == (2, NUM_SPECIES)
+    changed = [not np.allclose(a, w.numpy()) for a, w in zip(before, model.trainable_weights)]
+    assert changed[0] and changed[-1]  # the first backbone convolution and the logits both moved

@@ -238,3 +238,22 @@ def test_fold_without_fingerprint_or_other_data_is_retrained(tiny, tmp_path, mon
     fewer = tiny.with_rows(tp=tiny.tp.iloc[: len(tiny.tp) // 2], replace=True)
     train.train_model(fewer, config, tmp_path / "m", progress=False)
     assert calls["n"] == 3, "other annotations must train the fold again"
+
+
+@pytest.mark.slow
+def test_training_learns_beyond_a_shuffled_label_control(tiny, tmp_path):
+    """On the tiny synthetic set the small CNN reaches a test LWLRAP (complete ground truth,
+    recordings never trained on) of 0.35 or more and beats the same training on labels whose
+    species are shuffled across rows by 0.15 or more (measured: 0.44-0.47 against 0.17, seeds 0-1)."""
+    config = RunConfig.from_params({**TINY, "attention": "parallel", "base_units": 16, "crop_s": 3.0,
+                                    "hop_s": 1.5, "batch_size": 16, "epochs": 6, "steps_per_epoch": 12,
+                                    "folds": 4, "seed": 0, "checkpoint": "last", "image_width": 0,
+                                    "log": "log_eps", "time_mask": 8, "freq_mask": 6})
+    gen = np.random.default_rng(0)
+    shuffled = tiny.with_rows(tp=tiny.tp.assign(species_id=gen.permutation(tiny.tp.species_id.to_numpy())),
+                              fp=tiny.fp.assign(species_id=gen.permutation(tiny.fp.species_id.to_numpy())),
+                              replace=True)
+    learned = train.train_model(tiny, config, tmp_path / "real", progress=False)["test_lwlrap"]
+    control = train.train_model(shuffled, config, tmp_path / "shuffled", progress=False)["test_lwlrap"]
+    assert learned >= 0.35, learned
+    assert learned - control >= 0.15, (learned, control)
