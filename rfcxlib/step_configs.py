@@ -130,6 +130,9 @@ def weights_problems(configs: dict[str, RunConfig]) -> list[str]:
 def describe(config: RunConfig) -> str:
     """One line of what a training step builds: model, loss, features, augmentations, inference."""
     m, a, f, t, i = config.model, config.augment, config.features, config.train, config.inference
+    if m.backbone == "birdnet":
+        return (f"birdnet: a head on BirdNET V2.4 embeddings (model files CC BY-NC-SA 4.0), loss {t.loss}, "
+                f"folds {list(t.train_folds)}; see the step's embed_hop_s and head_* parameters")
     augs = [f"{name} {getattr(a, 'p_' + name):g}" for name in
             ("gain", "wave_noise", "shift", "resize_crop", "noise", "brightness", "flip_time",
              "flip_freq", "mixup", "band_filter") if getattr(a, "p_" + name) > 0]

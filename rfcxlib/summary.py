@@ -181,6 +181,13 @@ def _models_section(metrics: dict, state: dict) -> str:
     return _table(rows, columns)
 
 
+def _licences(metrics: dict) -> str:
+    """The licences of pretrained models the run used (BirdNET V2.4: CC BY-NC-SA 4.0)."""
+    models = metrics.get("models") if isinstance(metrics.get("models"), dict) else {}
+    found = sorted({str(m["licence"]) for m in models.values() if isinstance(m, dict) and m.get("licence")})
+    return "".join(f"<p class=muted>Licence: {_e(text)}.</p>" for text in found)
+
+
 def _varied_parameters(state: dict) -> dict[str, dict]:
     """Per model (swept step), the parameters that differ between the swept steps."""
     swept = {k.split("[", 1)[1].rstrip("]"): s.get("parameters", {})
@@ -292,7 +299,7 @@ def render(run: Path, embed: bool = True) -> str:
 {''.join(f"<p>Submission: <a href='{f}'>{f}</a></p>" for f in files)}
 <h2>Notebooks</h2>{sections["steps"]}
 <h2>Data</h2>{sections["data"]}
-<h2>Models</h2>{sections["models"]}
+<h2>Models</h2>{sections["models"]}{_licences(metrics)}
 <h2>Ensemble and the other notebooks' results</h2>{sections["others"]}
 <h2>Figures</h2>{sections["figures"]}
 <h2>Parameters</h2>{sections["parameters"]}
