@@ -1,5 +1,5 @@
 """The notebook series: its shape (committed clean, one typed parameters cell) and one slow test
-that runs every notebook 01..06 in order through papermill on tiny data into one run folder."""
+that runs every notebook 01..07 in order through papermill on tiny data into one run folder."""
 from __future__ import annotations
 
 import json
@@ -16,7 +16,7 @@ from rfcxlib import profiles, series
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-EXPECTED = ["01", "02", "03", "04", "05", "06"]
+EXPECTED = ["01", "02", "03", "04", "05", "06", "07"]
 
 
 def test_the_series_is_complete():
@@ -80,4 +80,5 @@ def test_every_notebook_runs_in_order_on_tiny_data(tmp_path):
     submission = pd.read_csv(run / "submission.csv")
     assert list(submission.columns) == ["recording_id"] + [f"s{i}" for i in range(24)]
     assert (run / "summary.html").exists() and list((run / "figures").glob("*.png"))
+    assert json.loads((run / "predictions" / "report.json").read_text())["counts"]["done"] == 1  # 07
     assert json.loads((run / "config.json").read_text())["series"]["steps"]

@@ -329,3 +329,23 @@ def test_one_hour_recording_streams_in_bounded_memory(run_dir, tiny, tmp_path):
     assert got["file"]["windows"] == 1200  # 4 s windows every 3 s, the last ending at 3600 s
     assert got["rss_growth_mb"] < HOUR_BOUND_MB and got["python_peak_mb"] < HOUR_BOUND_MB
     assert got["rss_peak_mb"] < PROCESS_BOUND_MB
+
+
+@pytest.mark.slow
+def test_notebook_07_runs_on_the_run(run_dir, tiny_data_dir, tmp_path):
+    import papermill
+
+    from rfcxlib.runs import project_root
+
+    notebook = project_root() / "notebooks" / "07_field_detections.ipynb"
+    papermill.execute_notebook(str(notebook), str(tmp_path / "07.ipynb"), kernel_name="python3",
+                               parameters={"run_dir": str(run_dir), "data_dir": str(tiny_data_dir),
+                                           "n_joined": 2, "precision": 0.9, "plot_s": 15.0},
+                               progress_bar=False, cwd=str(notebook.parent))
+    report = json.loads((run_dir / "predictions" / "report.json").read_text())
+    assert report["counts"] == {"done": 1, "skipped": 0} and report["files"][0]["sample_rate"] == 44100
+    assert report["files"][0]["duration_s"] == pytest.approx(20.0, abs=1e-3)
+    assert (run_dir / "figures" / "07_detections.png").exists()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["field_detections"]["files"] == 1
+
