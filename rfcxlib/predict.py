@@ -23,6 +23,7 @@ and ``species.csv`` when the data set has a species name table.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import traceback
@@ -259,19 +260,63 @@ def _unique_ids(files: list[Path]) -> list[str]:
     return out
 
 
+WINDOW_COLUMNS = ["recording_id", "file", "start_s", "end_s", "species", "score", "detected"]
+
+
 def _window_rows(rid: str, path: Path, start_s, end_s, probs, cut: np.ndarray) -> pd.DataFrame:
     n = len(start_s)
     return pd.DataFrame({
         "recording_id": rid, "file": str(path), "start_s": np.repeat(np.round(start_s, 6), NUM_SPECIES),
         "end_s": np.repeat(np.round(end_s, 6), NUM_SPECIES), "species": np.tile(np.arange(NUM_SPECIES), n),
-        "score": probs.reshape(-1).round(6), "detected": (probs >= cut[None, :]).reshape(-1).astype(int)})
+        "score": probs.reshape(-1).round(6), "detected": (probs >= cut[None, :]).reshape(-1).astype(int)},
+        columns=WINDOW_COLUMNS)
+
+
+class _CsvAppender:
+    """A CSV written file by file into a temporary file beside ``path`` and renamed into place by
+    :meth:`commit` (memory stays bounded however many files; readers never see half a table)."""
+
+    def __init__(self, path: Path, columns: list):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path, self.tmp = path, path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        self.f = open(self.tmp, "w", newline="")
+        self.f.write(",".join(columns) + "\n")
+
+    def add(self, frame: pd.DataFrame) -> None:
+        frame.to_csv(self.f, header=False, index=False, float_format="%.6f", lineterminator="\n")
+
+    def commit(self) -> None:
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        self.f.close()
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        self.f.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def _score_one(predictor: Predictor, rid: str, path: Path, *, cut, bands, names, out: Path, bar):
+    """``(report entry, window rows, clip scores)`` of one file; raises :class:`DataError`."""
+    started = time.time()
+    native, frames, _ = file_info(path)
+    bar.reset(total=round(frames / native, 1))
+    start_s, end_s, probs, info = predictor.score_file(path, on_seconds=bar.update)
+    rows = _window_rows(rid, path, start_s, end_s, probs, cut)
+    table = raven.selections(rows, thresholds=cut, bands=bands, names=names)
+    name = f"{rid}{raven.SUFFIX}"
+    raven.write_selection_table(out / "raven" / name, table)
+    entry = {"file": str(path), "recording_id": rid, "status": "done", **info, "windows": len(start_s),
+             "selections": len(table), "raven": f"raven/{name}", "seconds": round(time.time() - started, 3)}
+    return entry, rows, probs.max(axis=0)
 
 
 def predict(source, paths: Sequence, out_dir, *, threshold: float = 0.5, precision: Optional[float] = None,
             hop_s: Optional[float] = None, strict: bool = False, data_dir=None, batch_size: int = 16,
             progress: bool = True) -> dict:
     """Score every audio file of ``paths`` with the models of ``source`` and write the outputs
-    (module docstring) into ``out_dir``; returns the report (also ``report.json``).
+    (module docstring) into ``out_dir``; returns the report (also ``report.json``, rewritten
+    after every file so that an interrupted run leaves a valid one).
 
     Raises
     ------
@@ -293,46 +338,39 @@ def predict(source, paths: Sequence, out_dir, *, threshold: float = 0.5, precisi
               "sr": predictor.sr, "window_s": predictor.window_s, "hop_s": predictor.hop_s,
               "thresholds": {**described, "values": cut.round(6).tolist()}, "bands_from": bands_from,
               "notes": predictor.notes, "files": [], "counts": {"done": 0, "skipped": 0}}
-    clips, windows = [], []
+    clips = []
+    windows = _CsvAppender(out / "windows.csv", WINDOW_COLUMNS)
     bar_files = tqdm(total=len(files), desc="files", unit="file", disable=not progress)
     bar_audio = tqdm(total=0, desc="audio", unit="s", disable=not progress, leave=False)
-    for rid, path in zip(_unique_ids(files), files):
-        started = time.time()
-        entry = {"file": str(path), "recording_id": rid}
-        try:
-            native, frames, _ = file_info(path)
-            bar_audio.reset(total=round(frames / native, 1))
-            start_s, end_s, probs, info = predictor.score_file(path, on_seconds=bar_audio.update)
-        except DataError as exc:
-            if strict:
-                bar_files.close(), bar_audio.close()
-                raise DataError(f"{exc} (--strict: stopped at this file)") from None
-            entry.update(status="skipped", reason=str(exc))
-        else:
-            table = raven.selections(_window_rows(rid, path, start_s, end_s, probs, cut), thresholds=cut,
-                                     bands=bands, names=names)
-            raven.write_selection_table(out / "raven" / f"{rid}{raven.SUFFIX}", table)
-            windows.append(_window_rows(rid, path, start_s, end_s, probs, cut))
-            clips.append((rid, probs.max(axis=0)))
-            entry.update(status="done", **info, windows=len(start_s), selections=len(table),
-                         raven=str(Path("raven") / f"{rid}{raven.SUFFIX}"),
-                         seconds=round(time.time() - started, 3))
-        report["files"].append(entry)
-        report["counts"][entry["status"]] += 1
-        write_json_atomic(out / "report.json", report)  # a killed run still leaves a valid report
-        bar_files.update()
-    bar_files.close(), bar_audio.close()
-    columns = [f"s{k}" for k in range(NUM_SPECIES)]
-    frame = pd.DataFrame([p for _, p in clips], columns=columns)
+    try:
+        for rid, path in zip(_unique_ids(files), files):
+            try:
+                entry, rows, clip = _score_one(predictor, rid, path, cut=cut, bands=bands, names=names,
+                                               out=out, bar=bar_audio)
+            except DataError as exc:
+                if strict:
+                    raise DataError(f"{exc} (--strict: stopped at this file)") from None
+                entry = {"file": str(path), "recording_id": rid, "status": "skipped", "reason": str(exc)}
+            else:
+                windows.add(rows)
+                clips.append((rid, clip))
+            report["files"].append(entry)
+            report["counts"][entry["status"]] += 1
+            write_json_atomic(out / "report.json", report)
+            bar_files.update()
+    except BaseException:
+        windows.discard()
+        raise
+    finally:
+        bar_files.close()
+        bar_audio.close()
+    windows.commit()
+    frame = pd.DataFrame([c for _, c in clips], columns=[f"s{k}" for k in range(NUM_SPECIES)])
     frame.insert(0, "recording_id", [r for r, _ in clips])
     write_text_atomic(out / "clip_scores.csv", frame.to_csv(index=False, float_format="%.6f"))
-    empty = pd.DataFrame(columns=["recording_id", "file", "start_s", "end_s", "species", "score", "detected"])
-    write_text_atomic(out / "windows.csv", (pd.concat(windows, ignore_index=True) if windows else empty)
-                      .to_csv(index=False, float_format="%.6f"))
     if names:
-        write_text_atomic(out / "species.csv", pd.DataFrame({"species_id": list(names), "name": list(names.values())})
-                          .to_csv(index=False))
-    write_json_atomic(out / "report.json", report)
+        table = pd.DataFrame({"species_id": list(names), "name": list(names.values())})
+        write_text_atomic(out / "species.csv", table.to_csv(index=False))
     return report
 
 
