@@ -63,6 +63,7 @@ def test_savedmodel_round_trip_and_metadata(model_dir, windows, expected, tmp_pa
     loaded = tf.saved_model.load(str(out))
     scores = loaded.signatures["serving_default"](audio=tf.constant(windows))["scores"].numpy()
     assert scores.shape == (4, NUM_SPECIES)
+    print(f"SavedModel max |difference| {np.abs(scores - expected).max():.2e}")
     np.testing.assert_allclose(scores, expected, atol=SAVEDMODEL_ATOL)
     meta = json.loads(loaded.signatures["metadata"]()["json"].numpy().decode())
     assert meta == json.loads((out / export.METADATA_FILE).read_text())
@@ -105,6 +106,7 @@ def test_tflite_runs_in_a_fresh_process_with_the_interpreter_alone(model_dir, wi
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["rfcxlib_imported"] is False
     assert report["signatures"] == {"serving_default": {"inputs": ["audio"], "outputs": ["scores"]}}
+    print(f"TFLite max |difference| {np.abs(np.load(outputs) - expected).max():.2e}")
     np.testing.assert_allclose(np.load(outputs), expected, atol=TFLITE_ATOL)
 
 

@@ -96,6 +96,21 @@ def test_ensemble_centres_each_model_window_and_uses_the_fitted_weights(run_dir,
     np.testing.assert_allclose(predictor.score_windows(y), expected, atol=1e-6)
 
 
+@pytest.mark.parametrize("fmt, subtype, sr", [("MP3", None, 44100), ("OGG", "VORBIS", 22050)])
+def test_compressed_formats_at_other_rates(run_dir, tiny, tmp_path, fmt, subtype, sr):
+    import soxr
+
+    y, _ = sf.read(tiny.path(tiny.test_ids[0], "test"), dtype="float32")
+    stereo = np.stack([y, 0.5 * y], axis=1)
+    path = tmp_path / f"field.{fmt.lower()}"
+    sf.write(path, soxr.resample(stereo, 48000, sr), sr, format=fmt, subtype=subtype)
+    predictor, _ = predict.load_predictor(run_dir / "models" / "a")
+    start_s, end_s, probs, info = predictor.score_file(path)
+    assert info["sample_rate"] == sr and info["channels"] == 2 and info["resampled"]
+    assert info["duration_s"] == pytest.approx(10.0, abs=0.1)  # MP3 frames pad the end a little
+    assert probs.shape == (len(start_s), NUM_SPECIES) and np.isfinite(probs).all()
+
+
 # --------------------------------------------------------------------------- thresholds, merging
 def test_merge_runs_by_hand():
     start = np.arange(6.0)
