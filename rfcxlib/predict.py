@@ -169,8 +169,11 @@ class Predictor:
         start_s = window_starts(duration_s, crop_s=self.window_s, hop_s=self.hop_s)
         starts = np.round(start_s * sr).astype(np.int64)
 
+        received = [0]
+
         def counted():
             for block in audio_blocks(path, sr=sr):
+                received[0] += len(block)
                 if on_seconds:
                     on_seconds(len(block) / sr)
                 yield block
@@ -185,6 +188,9 @@ class Predictor:
             parts.append(self.score_windows(np.stack(batch)))
         info = {"duration_s": round(duration_s, 6), "sample_rate": native, "channels": channels,
                 "resampled": native != sr}
+        if received[0] < 0.99 * duration_s * sr:  # a truncated file whose header promises more
+            info["warning"] = (f"decoded {received[0] / sr:.1f} s of the {duration_s:.1f} s its header "
+                               f"gives; the missing end was scored as silence")
         return start_s, np.minimum(start_s + self.window_s, duration_s), np.concatenate(parts), info
 
 
@@ -406,5 +412,7 @@ def cli_main(args: argparse.Namespace) -> int:
     print(f"{counts['done']} file(s) scored, {counts['skipped']} skipped; outputs in {args.out}")
     for entry in report["files"]:
         if entry["status"] == "skipped":
-            print(f"  skipped {entry['file']}: {entry['reason']}")
+            print(f"  skipped: {entry['reason']}")  # the reason names the file
+        elif "warning" in entry:
+            print(f"  {entry['file']}: {entry['warning']}")
     return 0

@@ -53,6 +53,7 @@ def audio_blocks(path: Path, *, sr: int, block_s: float = BLOCK_S) -> Iterator[n
     import soundfile as sf
     import soxr
 
+    done, native = 0, 1
     try:
         with sf.SoundFile(str(path)) as f:
             native = int(f.samplerate)
@@ -60,6 +61,7 @@ def audio_blocks(path: Path, *, sr: int, block_s: float = BLOCK_S) -> Iterator[n
             size = max(int(block_s * native), 1)
             while True:
                 y = f.read(size, dtype="float32", always_2d=True)
+                done += len(y)
                 last = len(y) < size
                 y = np.ascontiguousarray(y.mean(axis=1) if y.shape[1] > 1 else y[:, 0], np.float32)
                 if stream is not None:
@@ -71,7 +73,8 @@ def audio_blocks(path: Path, *, sr: int, block_s: float = BLOCK_S) -> Iterator[n
     except (DataError, GeneratorExit):
         raise
     except Exception as exc:
-        raise DataError(f"{path}: cannot decode the audio ({type(exc).__name__}: {exc})") from None
+        raise DataError(f"{path}: cannot decode the audio from {done / native:.1f} s on "
+                        f"({type(exc).__name__}: {exc})") from None
 
 
 def cut_windows(blocks: Iterator[np.ndarray], *, starts: np.ndarray, n: int) -> Iterator[np.ndarray]:

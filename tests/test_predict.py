@@ -229,6 +229,8 @@ def mixed_folder(tiny, tmp_path):
     for rid in tiny.test_ids[:2]:
         shutil.copy(tiny.path(rid, "test"), folder / f"{rid}.flac")
     (folder / "broken.flac").write_bytes(b"fLaC" + os.urandom(3000))
+    whole = tiny.path(tiny.test_ids[2], "test").read_bytes()
+    (folder / "truncated.flac").write_bytes(whole[:len(whole) // 2])  # a valid header, half the data
     (folder / "notes.txt").write_text("not audio, not searched")
     return folder
 
@@ -239,12 +241,14 @@ def test_a_corrupt_file_is_skipped_and_reported(run_dir, tiny, mixed_folder, tmp
     assert cli.main(["predict", str(run_dir), str(mixed_folder), str(missing), "--out", str(out),
                      "--no-progress"]) == 0
     printed = capsys.readouterr().out
-    assert "2 file(s) scored, 2 skipped" in printed and "broken.flac" in printed
+    assert "2 file(s) scored, 3 skipped" in printed and "broken.flac" in printed
     report = json.loads((out / "report.json").read_text())
     status = {os.path.basename(e["file"]): e for e in report["files"]}
     assert status["broken.flac"]["status"] == "skipped"
     assert "broken.flac" in status["broken.flac"]["reason"] and "readable audio" in status["broken.flac"]["reason"]
     assert status["missing.wav"]["status"] == "skipped" and "no such file" in status["missing.wav"]["reason"]
+    assert status["truncated.flac"]["status"] == "skipped"
+    assert "truncated.flac: cannot decode the audio" in status["truncated.flac"]["reason"]
     good = sorted(tiny.test_ids[:2])
     assert sorted(pd.read_csv(out / "clip_scores.csv").recording_id) == good
     assert sorted(p.name for p in (out / "raven").iterdir()) == [f"{r}.selections.txt" for r in good]
