@@ -325,3 +325,27 @@ def single_label_windows(dataset, table: embeddings.WindowTable) -> tuple[np.nda
     labels = table.windows.loc[keep, ["recording_id", "start_s"]].reset_index(drop=True).assign(
         species_id=species, kind=np.where(y[keep, species] > 0, "tp", "fp") if keep.any() else [])
     return table.x[keep].astype(np.float32), labels
+
+
+def build_window_scorer(model_dir, config: dict, name: str):
+    """The :class:`rfcxlib.predict.WindowScorer` of an embedding-head model folder: raw 3 s windows
+    at 48 kHz ▶ BirdNET embedding ▶ the mean logits of every trained fold's head."""
+    from rfcxlib.predict import WindowScorer
+
+    model_dir = Path(model_dir)
+    head = HeadConfig(**(config.get("head") or {}))
+    folds = (config.get("train") or {}).get("train_folds") or [0]
+    heads = [load_fold_head(model_dir, f) for f in folds if (model_dir / f"fold{f}" / "head.keras").is_file()]
+    if not heads:
+        raise ParameterError(f"{model_dir}: no fold<k>/head.keras: expected a folder written by "
+                             "rfcxlib.embedding_heads.train_head_model")
+    embedder = embeddings.EmbeddingModel(head.embedder)
+
+    def logits(y: np.ndarray) -> np.ndarray:
+        x = embedder.embed(np.asarray(y, np.float32))
+        x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)  # silent padding windows
+        return np.mean([np.asarray(h(x, training=False), np.float32) for h in heads], axis=0)
+
+    e = embedder.embedder
+    return WindowScorer(name=name, family="birdnet", window_s=e.window_s, sr=e.sr, logits=logits,
+                        hop_s=head.embed_hop_s)

@@ -10,10 +10,10 @@ ending at the file's end. Each model scores a window of its own crop length cent
 ensemble window; the models' scores are combined as notebook 06 fitted them (``ensemble.json``'s
 weights and method where present, else the plain mean of probabilities).
 
-Model families plug in through :data:`SCORERS`: ``backbone -> builder(model_dir, config, name)``
-returning a :class:`WindowScorer`; a backbone of :data:`rfcxlib.models.BACKBONES` without an
-entry of its own uses the CNN builder. (A new family registers itself:
-``predict.SCORERS["birdnet"] = build_birdnet_scorer``.)
+Model families plug in through :data:`rfcxlib.scorers.SCORERS` (also ``predict.SCORERS``):
+``backbone -> builder(model_dir, config, name)`` returning a :class:`~rfcxlib.scorers.WindowScorer`;
+a backbone of :data:`rfcxlib.models.BACKBONES` without an entry of its own uses the CNN builder. A
+run's models of a family with no builder are left out (named in the report's notes).
 
 Outputs in ``out_dir`` (each written atomically): ``clip_scores.csv`` (``recording_id,s0..s23``:
 the maximum over windows), ``windows.csv`` (one row per window and species), ``raven/<id>.selections.txt``
@@ -35,93 +35,10 @@ import numpy as np
 import pandas as pd
 
 from rfcxlib import NUM_SPECIES, raven, thresholds
-from rfcxlib.errors import DataError, ParameterError, unknown_choice
+from rfcxlib.errors import DataError, ParameterError
 from rfcxlib.runs import read_json, write_json_atomic, write_text_atomic
+from rfcxlib.scorers import SCORERS, WindowScorer, build_scorer, has_scorer  # noqa: F401  (API)
 from rfcxlib.streaming import audio_blocks, collect_files, cut_windows, file_info
-
-# --------------------------------------------------------------------------- model families
-@dataclass
-class WindowScorer:
-    """One trained model as a function of raw windows.
-
-    ``logits(y)``: ``y`` float32 ``(n, round(window_s * sr))`` at ``sr`` Hz ▶ logits ``(n, 24)``.
-    """
-
-    name: str
-    family: str
-    window_s: float
-    sr: int
-    logits: Callable[[np.ndarray], np.ndarray]
-    hop_s: float = 3.0  # the hop its configuration uses for whole recordings
-
-
-def load_cnn_models(model_dir, config: dict):
-    """``(RunConfig, [keras.Model, ...])``: every trained fold of a CNN model folder (the weights
-    ``checkpoint`` keeps), else its ``model.keras``."""
-    from rfcxlib import train
-    from rfcxlib.config import SECTIONS, RunConfig
-    from rfcxlib.models import load_model
-
-    model_dir = Path(model_dir)
-    cfg = RunConfig.from_dict({k: v for k, v in config.items() if k in SECTIONS})
-    nets = []
-    for fold in cfg.train.train_folds:
-        if (model_dir / f"fold{fold}" / f"{cfg.train.checkpoint}.weights.h5").is_file():
-            nets.append(train.load_fold_model(model_dir, cfg, fold))
-    if not nets and (model_dir / "model.keras").is_file():
-        nets = [load_model(model_dir / "model.keras")]
-    if not nets:
-        raise DataError(f"{model_dir}: no trained weights (fold<k>/{cfg.train.checkpoint}.weights.h5 "
-                        f"or model.keras): expected a folder written by rfcxlib.train.train_model")
-    return cfg, nets
-
-
-def cnn_graph(cfg, nets):
-    """Raw windows ``(n, samples)`` ▶ mean logits of ``nets`` ``(n, 24)`` on the log-mel image of
-    ``cfg`` (:mod:`rfcxlib.features`), as one function of TensorFlow ops."""
-    import tensorflow as tf
-
-    from rfcxlib import features
-
-    sr, fc = cfg.audio.sr, cfg.features
-
-    def run(y):
-        frames = features.num_frames(int(y.shape[-1]), config=fc)
-        S = tf.ensure_shape(features.log_mel(y, sr=sr, config=fc), [None, frames, fc.n_mels])
-        x = features.to_image(S, config=fc)
-        return tf.add_n([net(x, training=False) for net in nets]) / float(len(nets))
-
-    return run
-
-
-def build_cnn_scorer(model_dir: Path, config: dict, name: str) -> WindowScorer:
-    """A CNN of :mod:`rfcxlib.models`: the mean logits of every trained fold (as ``test_scores``),
-    on the log-mel image of its configuration."""
-    import tensorflow as tf
-
-    cfg, nets = load_cnn_models(model_dir, config)
-    n = int(round(cfg.audio.crop_s * cfg.audio.sr))
-    run = tf.function(cnn_graph(cfg, nets), input_signature=[tf.TensorSpec([None, n], tf.float32)])
-    return WindowScorer(name=name, family="cnn", window_s=cfg.audio.crop_s, sr=cfg.audio.sr,
-                        hop_s=cfg.inference.hop_s,
-                        logits=lambda y: np.asarray(run(tf.constant(y, tf.float32)), np.float32))
-
-
-SCORERS: dict[str, Callable[[Path, dict, str], WindowScorer]] = {}
-
-
-def build_scorer(model_dir: Path, config: dict, name: str) -> WindowScorer:
-    """The :class:`WindowScorer` of a model folder, chosen by its configuration's backbone."""
-    backbone = (config.get("model") or {}).get("backbone") or config.get("backbone")
-    if backbone in SCORERS:
-        return SCORERS[backbone](model_dir, config, name)
-    from rfcxlib.models import BACKBONES
-
-    if backbone in BACKBONES:
-        return build_cnn_scorer(model_dir, config, name)
-    raise unknown_choice(f"backbone in {model_dir / 'config.json'}: no window scorer for",
-                         backbone, sorted(set(SCORERS) | set(BACKBONES)))
-
 
 # --------------------------------------------------------------------------- the predictor
 @dataclass
@@ -195,19 +112,24 @@ class Predictor:
 
 
 def _ensemble_weights(source: Path, names: list) -> tuple[np.ndarray, str, list]:
+    """Notebook 06's weights and method for ``names`` (renormalised when some of its models are
+    left out), else the plain mean of probabilities."""
     fitted = read_json(source / "ensemble.json", default=None) or {}
     weights, method = fitted.get("weights") or {}, fitted.get("method", "prob")
     notes = []
-    if sorted(weights) != sorted(names):
+    w = np.array([weights.get(n, 0.0) for n in names], np.float64)
+    if not set(names) <= set(weights) or w.sum() <= 0:
         if weights:
-            notes.append(f"ensemble.json names models {sorted(weights)}, the folder holds {names}: plain mean")
+            notes.append(f"ensemble.json weighs models {sorted(weights)}, scoring {names}: plain mean instead")
         return np.full(len(names), 1.0 / len(names)), "prob", notes
+    if set(weights) != set(names):
+        notes.append(f"ensemble.json's weights of {names} renormalised (its other models are left out)")
     if method == "rank":
         notes.append("ensemble.json's method 'rank' ranks over recordings: probabilities averaged instead")
         method = "prob"
     if fitted.get("scale") and any(abs(f - 1.0) > 1e-9 for f in fitted["scale"]):
         notes.append("per-species factors of ensemble.json are not applied to window scores")
-    return np.array([weights[n] for n in names], np.float64), method, notes
+    return w / w.sum(), method, notes
 
 
 def load_predictor(source, *, hop_s: Optional[float] = None, batch_size: int = 16):
@@ -221,11 +143,16 @@ def load_predictor(source, *, hop_s: Optional[float] = None, batch_size: int = 1
     if batch_size < 1:
         raise ParameterError(f"parameter 'batch_size' = {batch_size!r}: expected an integer >= 1")
     models = gather_models(source)
+    left_out = [m.name for m in models if not has_scorer(m.config)]
+    if left_out and len(left_out) < len(models):  # a run: score with the families that can
+        models = [m for m in models if has_scorer(m.config)]
     scorers = [build_scorer(Path(m.path), m.config, m.name) for m in models]
     rates = {s.sr for s in scorers}
     if len(rates) > 1:
         raise DataError(f"{source}: the models expect different sample rates {sorted(rates)}")
     weights, method, notes = _ensemble_weights(source, [m.name for m in models])
+    if left_out:
+        notes.insert(0, f"left out (no window scorer for their backbone yet): {left_out}")
     window_s = max(s.window_s for s in scorers)
     hop = float(hop_s) if hop_s is not None else min(scorers[0].hop_s, window_s)
     if hop <= 0:
