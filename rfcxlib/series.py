@@ -503,10 +503,13 @@ def _write_records(series: Series, summary) -> str:
         series._save()
         write_run_config(series)
     except OSError as exc:
-        log_line = f"({STATE_FILE} could not be updated: {exc.strerror or exc})"
-        print(log_line, file=sys.stderr)
+        print(f"({STATE_FILE} could not be updated: {exc.strerror or exc})", file=sys.stderr)
     try:
         return str(summary.write_summary(series.run.path))
+    except OSError:
+        pass
+    try:  # a full disk: the lighter page, which links the figures instead of holding them
+        return f"{summary.write_summary(series.run.path, embed=False)} (figures linked)"
     except OSError as exc:
         return f"not written ({exc.strerror or exc})"
 
