@@ -230,6 +230,10 @@ def make_folds(dataset: Dataset, n_folds: int = 5, seed: int = 0) -> pd.Series:
         Index ``recording_id`` (sorted), value the fold in ``[0, n_folds)``, name ``fold``.
     """
     ids = dataset.labelled_ids
+    if len(ids) < 2:
+        raise ParameterError(f"n_folds = {n_folds!r}: the data has {len(ids)} labelled training "
+                             "recording(s); folds grouped by recording need at least 2 "
+                             "recordings with TP/FP rows (one to train on, one to validate on)")
     if not isinstance(n_folds, (int, np.integer)) or not 2 <= n_folds <= max(2, len(ids)):
         raise ParameterError(f"n_folds = {n_folds!r}: expected an integer in [2, {len(ids)}] "
                              f"(the number of labelled recordings)")
