@@ -83,7 +83,7 @@ def _module(model_dir: Path):
     import tensorflow as tf
 
     from rfcxlib import features
-    from rfcxlib.predict import load_cnn_models
+    from rfcxlib.scorers import load_cnn_models
 
     cfg, nets = load_cnn_models(model_dir, _model_config(model_dir))
     n = int(round(cfg.audio.crop_s * cfg.audio.sr))

@@ -291,6 +291,9 @@ def test_a_new_family_plugs_in_through_the_scorer_registry(run_dir, tiny, tmp_pa
 
     with pytest.raises(ParameterError, match=r"fake_embedding.*'small_cnn'"):
         predict.load_predictor(folder)
+    shutil.copytree(run_dir / "models" / "a", tmp_path / "run" / "models" / "a")
+    mixed, kept = predict.load_predictor(tmp_path / "run")  # a run: the family without a scorer waits
+    assert [m.name for m in kept] == ["a"] and "left out" in mixed.notes[0] and "emb" in mixed.notes[0]
     monkeypatch.setitem(predict.SCORERS, "fake_embedding", build)
     report = predict.predict(folder, [tiny.path(tiny.test_ids[0], "test")], tmp_path / "out", progress=False)
     assert report["models"] == [{"name": "emb", "family": "embedding", "window_s": 3.0}]
