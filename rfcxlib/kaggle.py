@@ -280,6 +280,8 @@ def bundle_notebook(notebook, parameters: dict[str, Any]):
         if not cell.metadata.get("tags"):
             cell.metadata.pop("tags", None)
     nb.metadata.pop("papermill", None)
+    # Kaggle runs its own Python kernel; the project's kernel ("rfcx") exists only locally
+    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
     return nb
 
 
@@ -390,10 +392,7 @@ def build_bundle(notebook, out_dir, *, parameters: Optional[dict[str, Any]] = No
     -------
     Path of the bundle folder.
     """
-    import nbformat
-
     from rfcxlib import __version__
-    from rfcxlib.runs import write_json_atomic, write_text_atomic
 
     notebook = Path(notebook)
     parameters = dict(parameters or {})
@@ -403,11 +402,57 @@ def build_bundle(notebook, out_dir, *, parameters: Optional[dict[str, Any]] = No
                  else f"rfcx {notebook.stem.replace('_', ' ')}")
     kernel_id = kernel_id or f"{_user_of(None)}/{slugify(title)}"
     user = _user_of(kernel_id)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    datasets = list(datasets)
     if wheel:
-        wheel_dataset = wheel_dataset or f"{user}/rfcxlib-wheel"
+        wheel_dataset = _lower_user(wheel_dataset or f"{user}/rfcxlib-wheel")
+        dataset_metadata(wheel_dataset, __version__)  # every id checked before anything is built
+    kernel_metadata(kernel_id=kernel_id, title=title, code_file=notebook.name,
+                    datasets=list(datasets) + ([wheel_dataset] if wheel else []),
+                    kernel_sources=kernel_sources)
+    final = _bundle_target(Path(out_dir))
+    out_dir = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        _fill_bundle(out_dir, notebook, parameters, kernel_id, title, gpu, internet, private,
+                     list(datasets), kernel_sources, wheel, wheel_dataset, birdnet)
+    except BaseException:
+        shutil.rmtree(out_dir, ignore_errors=True)  # no half-built bundle
+        raise
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+        os.replace(out_dir, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(out_dir, final)
+    os.chmod(final, 0o755)  # mkdtemp makes it 0700
+    return final
+
+
+def _lower_user(ref: str) -> str:
+    """``User/slug`` -> ``user/slug``: Kaggle user names are case-insensitive and ids are lowercase."""
+    user, sep, rest = str(ref).partition("/")
+    return f"{user.lower()}{sep}{rest}"
+
+
+def _bundle_target(out_dir: Path) -> Path:
+    """The bundle folder to (re)write: absent, empty, or an earlier bundle (never another folder)."""
+    out_dir = out_dir.resolve()
+    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir())
+                                                      and not (out_dir / METADATA_FILE).exists())):
+        raise ParameterError(f"--out {out_dir}: exists and is not a bundle (no {METADATA_FILE}); "
+                             "choose a new folder")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    return out_dir
+
+
+def _fill_bundle(out_dir: Path, notebook: Path, parameters: dict, kernel_id: str, title: str,
+                 gpu: bool, internet: bool, private: bool, datasets: list, kernel_sources,
+                 wheel, wheel_dataset, birdnet) -> None:
+    import nbformat
+
+    from rfcxlib import __version__
+    from rfcxlib.runs import write_json_atomic, write_text_atomic
+
+    if wheel:
         folder = out_dir / WHEEL_FOLDER
         if folder.exists():
             shutil.rmtree(folder)
@@ -436,7 +481,6 @@ def build_bundle(notebook, out_dir, *, parameters: Optional[dict[str, Any]] = No
         wheel_name=wheel_path.name if wheel else "-", competition=COMPETITION,
         datasets=", ".join(f"`{d}`" for d in datasets) or "(none)", gpu=gpu, internet=internet,
         private=private))
-    return out_dir
 
 
 # ---------------------------------------------------------------------------------------------

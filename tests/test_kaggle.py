@@ -298,3 +298,26 @@ def test_bundle_wheels_install_offline_and_embed_a_window(tmp_path, wheel):
     done = subprocess.run([python, "-c", probe], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split()[-5:] == ["1", "1024", "True", "True", "True"], done.stdout
+
+
+def test_ids_are_checked_before_anything_is_built_and_a_bundle_is_replaced_whole(
+        notebook, tmp_path):
+    out = tmp_path / "b"
+    with pytest.raises(ParameterError, match=r"kernel id 'USER/rfcx-training': expected "
+                                             r"'username/slug' in lowercase"):
+        kaggle.build_bundle(notebook, out, kernel_id="USER/rfcx-training", wheel="build")
+    assert not out.exists() and not list(tmp_path.glob(".b.*")), "nothing half-built"
+    with pytest.raises(ParameterError, match=r"wheel dataset id 'jane/x'"):
+        kaggle.build_bundle(notebook, out, kernel_id="jane/rfcx-training", wheel="build",
+                            wheel_dataset="Jane/x")
+    assert not out.exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(ParameterError, match=r"exists and is not a bundle"):
+        kaggle.build_bundle(notebook, tmp_path / "mine", kernel_id="jane/rfcx-training", wheel=None)
+    kaggle.build_bundle(notebook, out, kernel_id="jane/rfcx-training", wheel=None)
+    (out / "stale.txt").write_text("from an earlier bundle")
+    kaggle.build_bundle(notebook, out, kernel_id="jane/rfcx-training", wheel=None)
+    assert not (out / "stale.txt").exists() and (out / "kernel-metadata.json").exists()
+    nb = nbformat.read(out / "04_training.ipynb", as_version=4)
+    assert nb.metadata["kernelspec"]["name"] == "python3", "the kernel Kaggle runs"

@@ -26,7 +26,8 @@ def test_the_series_is_complete():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_is_committed_clean_with_one_parameters_cell(path):
     nb = nbformat.read(path, as_version=4)
-    assert nb.metadata["kernelspec"]["name"] == "python3"
+    assert nb.metadata["kernelspec"] == {"name": "rfcx", "display_name": "Python (rfcx)",
+                                         "language": "python"}, "JupyterLab opens the project's kernel"
     assert nb.cells[0].cell_type == "markdown", "a header: purpose, inputs, outputs"
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
