@@ -52,7 +52,7 @@ class HeadConfig:
     epochs: int = 60
     batch_size: int = 64
     learning_rate: float = 1e-3
-    p_mixup: float = 0.0  # probability of mixup per batch (embeddings, y and mask blended)
+    p_mixup: float = 0.5  # probability of mixup per batch (embeddings, y and mask blended)
     mixup_alpha: float = 0.4
 
     def __post_init__(self):
@@ -69,6 +69,21 @@ class HeadConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+PARAMETERS = {"embed_hop_s": "embed_hop_s", "head_units": "units", "head_dropout": "dropout",
+              "head_epochs": "epochs", "head_batch_size": "batch_size",
+              "head_learning_rate": "learning_rate", "head_p_mixup": "p_mixup"}
+
+
+def from_params(params: dict) -> tuple[HeadConfig, str]:
+    """``(HeadConfig, method)`` from notebook 04's parameters (``embed_hop_s``, ``head_*``), checked
+    as the notebook will check them: ``rfcx run`` calls this before anything runs."""
+    head = HeadConfig(**{field: params[name] for name, field in PARAMETERS.items() if name in params})
+    method = params.get("head_method", "loss")
+    check_choice("head_method", method, METHODS)
+    check_loss(params.get("loss", "masked_bce"))
+    return head, method
 
 
 def check_loss(loss: str) -> str:
@@ -168,9 +183,13 @@ def fit_coteaching(x, targets, config: HeadConfig, *, seed: int = 0, tau: float 
                    t_k: Optional[int] = None, validate=None) -> tuple[keras.Model, list]:
     """Co-teach two heads (:func:`rfcxlib.noisy.coteach_fit`); returns head A and the history."""
     model_a, model_b = build_head(x, config, seed), build_head(x, config, seed + 10_000)
-    ds = (tf.data.Dataset.from_tensor_slices((x, targets))
-          .shuffle(len(x), seed=seed, reshuffle_each_iteration=True).batch(config.batch_size))
-    rows = noisy.coteach_fit(model_a, model_b, ds, epochs=config.epochs, tau=tau,
+    rng = np.random.default_rng([seed, 7])
+
+    class Epochs:  # each iteration is one epoch of shuffled (and, with p_mixup, mixed) batches
+        def __iter__(self):
+            return _batches(x, targets, config, rng)
+
+    rows = noisy.coteach_fit(model_a, model_b, Epochs(), epochs=config.epochs, tau=tau,
                              t_k=t_k or max(1, config.epochs // 2), learning_rate=config.learning_rate,
                              progress=False, on_epoch_end=(lambda e, logs: validate(model_a)) if validate else None)
     keys = ("val_loss", "val_lwlrap")

@@ -41,7 +41,13 @@ def step_config(step) -> RunConfig:
     from rfcxlib.preflight import effective_parameters
 
     try:
-        return RunConfig.from_notebook(effective_parameters(step))
+        values = effective_parameters(step)
+        config = RunConfig.from_notebook(values)
+        if config.model.backbone == "birdnet":
+            from rfcxlib import embedding_heads
+
+            embedding_heads.from_params(values)
+        return config
     except ParameterError as exc:
         raise ParameterError(f"{where(step)}: {exc}") from None
 

@@ -158,3 +158,16 @@ def test_every_method_writes_loadable_heads(tiny_table, tmp_path):
         eh.train_head_model(dataset, config, eh.HeadConfig(), tmp_path / "sed", loss="sed", table=table)
     with pytest.raises(ParameterError, match="head_units"):
         eh.HeadConfig(units=-1)
+
+
+def test_head_parameters_are_checked_before_a_run():
+    from rfcxlib import embedding_heads as eh
+
+    head, method = eh.from_params({"head_units": 128, "head_p_mixup": 0.0, "head_method": "coteaching"})
+    assert (head.units, head.p_mixup, method) == (128, 0.0, "coteaching")
+    with pytest.raises(ParameterError, match="'coteaching', 'loss', 'pseudo_labels'"):
+        eh.from_params({"head_method": "cotaeching"})
+    with pytest.raises(ParameterError, match="head_dropout"):
+        eh.from_params({"head_dropout": 1.5})
+    with pytest.raises(ParameterError, match="frame outputs"):
+        eh.from_params({"loss": "sed"})
