@@ -24,6 +24,7 @@ import re
 import sys
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -171,7 +172,7 @@ def _advice(exc: BaseException, text: str, run_path: Path) -> str:
     """What to do about a failure, from its kind."""
     resume = "then run the same command to resume"
     if isinstance(exc, KeyboardInterrupt):
-        return "interrupted; run the same command to resume"
+        return "run the same command to resume"
     if any(k in text for k in _DISK):
         return f"the disk holding {run_path} is full (or a file size limit is set): free space, {resume}"
     if any(k in text for k in _DENIED):
@@ -238,6 +239,8 @@ class Series:
         # The names were checked against each parameters cell already; papermill's own parser
         # would warn about comment lines it cannot read and call those names unknown.
         logging.getLogger("papermill").setLevel(logging.ERROR)
+        # nbformat fills in the ids of cells that have none; the warning is not the user's concern
+        warnings.filterwarnings("ignore", message="Cell is missing an id field")
         executed, fresh = [], False
         self.run.notebooks.mkdir(parents=True, exist_ok=True)
         for stale in self.run.notebooks.glob(f".*{PARTIAL}"):  # of a run that was killed

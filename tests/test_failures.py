@@ -299,3 +299,25 @@ def test_full_disk_during_notebook_01_then_during_training_then_resume(tmp_path,
     assert "fold 0" in done.stdout, "training progress reaches the console"
     assert json.loads((run / "series.json").read_text())["status"] == "completed"
     print(first, second, sep="\n")
+
+
+def test_ctrl_c_marks_the_run_failed_and_releases_the_lock(tmp_path, quick_series, data_copy):
+    env = _env(tmp_path)
+    args = [*RFCX, "run", "--notebooks-dir", str(quick_series), "--profile",
+            str(quick_series / "quick.yaml"), "--data-dir", str(data_copy), "--kernel", "python3",
+            "--run-id", "int"]
+    run = tmp_path / "outputs" / "int"
+    proc = subprocess.Popen([*args, "-p", "hold_s", "120"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 120
+    while not (run / "holding").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGINT)  # Ctrl-C, as the runner sees it
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    last = err.strip().splitlines()[-1]
+    assert last == ("rfcx run: error: 02_b (02_b.ipynb): interrupted (Ctrl-C) while executing; "
+                    "run the same command to resume"), last
+    state = json.loads((run / "series.json").read_text())
+    assert state["status"] == "failed" and state["steps"]["02_b"]["status"] == "failed"
+    assert not (run / "run.lock").exists()
