@@ -40,6 +40,7 @@ from rfcxlib.runs import read_json, write_json_atomic, write_text_atomic
 from rfcxlib.scorers import SCORERS, WindowScorer, build_scorer, has_scorer  # noqa: F401  (API)
 from rfcxlib.streaming import audio_blocks, collect_files, cut_windows, file_info
 
+
 # --------------------------------------------------------------------------- the predictor
 @dataclass
 class Predictor:
@@ -78,14 +79,13 @@ class Predictor:
 
     def score_file(self, path: Path, on_seconds: Optional[Callable[[float], None]] = None):
         """``(start_s, end_s, probabilities (n_windows, 24), info)`` of one file."""
+        from rfcxlib.audio import window_starts
+
         native, frames, channels = file_info(path)
         sr, n = self.sr, int(round(self.window_s * self.sr))
         duration_s = frames / native
-        from rfcxlib.audio import window_starts
-
         start_s = window_starts(duration_s, crop_s=self.window_s, hop_s=self.hop_s)
         starts = np.round(start_s * sr).astype(np.int64)
-
         received = [0]
 
         def counted():
@@ -162,10 +162,10 @@ def load_predictor(source, *, hop_s: Optional[float] = None, batch_size: int = 1
 
 # --------------------------------------------------------------------------- thresholds
 def resolve_thresholds(source: Path, models: list, predictor: Predictor, *, threshold: float = 0.5,
-                       precision: Optional[float] = None) -> tuple[np.ndarray, dict]:
+                       precision: Optional[float] = None, out_dir=None) -> tuple[np.ndarray, dict]:
     """Per-species thresholds ``(24,)`` and their description: ``threshold`` for every species,
     or fitted on the OOF scores of the ensemble for ``precision`` (saved as
-    ``<source>/thresholds.json``)."""
+    ``<source>/thresholds.json``, or in ``out_dir`` when the run folder is read-only)."""
     if not 0.0 <= threshold <= 1.0:
         raise ParameterError(f"parameter 'threshold' = {threshold!r}: expected a score in [0, 1]")
     if precision is None:
@@ -176,8 +176,13 @@ def resolve_thresholds(source: Path, models: list, predictor: Predictor, *, thre
     stack = stack_models(models)
     oof = combine(stack.inputs(predictor.method, "oof"), predictor.weights, method=predictor.method)
     species = thresholds.fit_thresholds(oof, stack.y, stack.mask, precision=precision, fallback=threshold)
-    path = thresholds.save_thresholds(source, species, precision=precision, fallback=threshold,
-                                      models=stack.names, method=predictor.method)
+    saved = dict(precision=precision, fallback=threshold, models=stack.names, method=predictor.method)
+    try:
+        path = thresholds.save_thresholds(source, species, **saved)
+    except OSError:
+        if out_dir is None:
+            raise
+        path = thresholds.save_thresholds(out_dir, species, **saved)
     return thresholds.as_array(species), {"kind": "per_species", "target_precision": precision,
                                           "fallback": threshold, "path": str(path), "species": species}
 
@@ -261,7 +266,8 @@ def predict(source, paths: Sequence, out_dir, *, threshold: float = 0.5, precisi
 
     source, out = Path(source), Path(out_dir)
     predictor, models = load_predictor(source, hop_s=hop_s, batch_size=batch_size)
-    cut, described = resolve_thresholds(source, models, predictor, threshold=threshold, precision=precision)
+    cut, described = resolve_thresholds(source, models, predictor, threshold=threshold, precision=precision,
+                                        out_dir=out)
     bands, bands_from = raven.species_bands(source, models, data_dir=data_dir)
     names = raven.species_names(source, models, data_dir=data_dir)
     files = collect_files(paths)

@@ -149,7 +149,10 @@ def species_bands(source: Path, models: list, *, data_dir=None) -> tuple[dict, s
             if 0 <= int(s) < NUM_SPECIES:
                 bands[int(s)] = (float(r.f_min), float(r.f_max))
     if not data_dir:
-        write_json_atomic(saved, {"source": str(root), "bands": {str(k): v for k, v in bands.items()}})
+        try:  # kept with the run for when its data set is gone; a read-only run folder only loses that
+            write_json_atomic(saved, {"source": str(root), "bands": {str(k): v for k, v in bands.items()}})
+        except OSError:
+            pass
     return bands, str(root)
 
 

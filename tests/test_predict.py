@@ -322,7 +322,7 @@ HOUR = textwrap.dedent("""
 # Python-side allocations (NumPy buffers, tables) peak below it too; the hour at 48 kHz is 691 MB
 # as float32 and 346 MB as int16, so holding it would break both. The whole process (TensorFlow
 # included) stays under PROCESS_BOUND_MB. Measured on 2 busy CPU cores: growth 0 MB, Python peak
-# 48 MB, process 0.8-1.0 GB, 11-15 s for the hour (240-330 audio-s/s).
+# 48 MB, process 0.8-1.1 GB, 9.5-25 s for the hour (150-380 audio-s/s, as busy as the cores were).
 HOUR_BOUND_MB = 200
 PROCESS_BOUND_MB = 2500
 
