@@ -143,6 +143,10 @@ def species_bands(source: Path, models: list, *, data_dir=None) -> tuple[dict, s
             raise DataError(f"{tables[0] if tables else data_dir}: no train_tp.csv to take the species' bands from")
         return {s: full for s in range(NUM_SPECIES)}, "features mel range (no training tables found)"
     rows = [pd.read_csv(p) for p in tables if p.is_file()]
+    for path, table in zip(tables, rows):
+        missing = {"species_id", "f_min", "f_max"} - set(table.columns)
+        if missing:
+            raise DataError(f"{path}: lacks the columns {sorted(missing)} the species' bands come from")
     bands = {s: full for s in range(NUM_SPECIES)}
     for table in reversed(rows):  # TP rows win over FP rows
         for s, r in table.groupby("species_id")[["f_min", "f_max"]].median().iterrows():

@@ -161,6 +161,30 @@ def test_precision_thresholds_are_saved_with_the_run_and_used(run_dir, tiny, tmp
         predict.predict(run_dir, files, tmp_path / "bad", threshold=2.0, progress=False)
 
 
+def test_species_names_and_bands_from_another_data_folder(run_dir, tiny, tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    tp = pd.DataFrame({"recording_id": ["r1", "r2", "r3"], "species_id": [3, 3, 5], "songtype_id": 1,
+                       "t_min": 0.0, "f_min": [1000.0, 2000.0, 500.0], "t_max": 1.0, "f_max": [3000.0, 5000.0, 900.0]})
+    tp.to_csv(folder / "train_tp.csv", index=False)
+    pd.DataFrame({"species_id": range(NUM_SPECIES), "name": [f"bird {k}" for k in range(NUM_SPECIES)]}).to_csv(
+        folder / "species.csv", index=False)
+    out = tmp_path / "out"
+    predict.predict(run_dir, [tiny.path(tiny.test_ids[0], "test")], out, threshold=0.0, data_dir=folder,
+                    progress=False)
+    table = raven.read_selection_table(next((out / "raven").iterdir()))
+    assert len(table) == NUM_SPECIES  # threshold 0: every species, one box over the whole file
+    by_id = table.set_index("Species ID")
+    assert by_id.loc[3, "Species"] == "bird 3"
+    assert (by_id.loc[3, "Low Freq (Hz)"], by_id.loc[3, "High Freq (Hz)"]) == (1500.0, 4000.0)  # medians
+    assert (by_id.loc[5, "Low Freq (Hz)"], by_id.loc[5, "High Freq (Hz)"]) == (500.0, 900.0)
+    assert (by_id.loc[0, "Low Freq (Hz)"], by_id.loc[0, "High Freq (Hz)"]) == (40.0, 15000.0)  # no rows
+    assert pd.read_csv(out / "species.csv").name.tolist()[:2] == ["bird 0", "bird 1"]
+    tp.drop(columns=["f_max"]).to_csv(folder / "train_tp.csv", index=False)
+    with pytest.raises(DataError, match=r"train_tp.csv: lacks the columns \['f_max'\]"):
+        predict.predict(run_dir, [tiny.path(tiny.test_ids[0], "test")], out, data_dir=folder, progress=False)
+
+
 # --------------------------------------------------------------------------- real recordings
 def _bands_from(table: pd.DataFrame) -> dict:
     med = table.groupby("species_id")[["f_min", "f_max"]].median()
