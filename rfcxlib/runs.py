@@ -273,13 +273,19 @@ LOCK_FILE = "run.lock"
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs rfcx (a PID reused by another program does not count)."""
+    if pid == os.getpid():
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True  # another user's process
-    return True
+    try:
+        return b"rfcx" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc (macOS): trust the PID
 
 
 class RunLock:

@@ -209,7 +209,11 @@ class Series:
     def __init__(self, run, steps: list[Step], kernel: str, meta: dict):
         self.run, self.steps, self.kernel, self.meta = run, steps, kernel, meta
         self.state_path = run.path / STATE_FILE
-        self.state = read_json(self.state_path, default={}) or {}
+        try:
+            self.state = read_json(self.state_path, default={}) or {}
+        except (OSError, ValueError) as exc:
+            raise RunFailed(f"{self.state_path}: unreadable ({exc}); move it away to run "
+                            "everything again") from None
         self.state.setdefault("steps", {})
 
     def _save(self) -> None:
