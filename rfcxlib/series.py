@@ -301,13 +301,15 @@ def _keep_partial(partial: Path, output: Path) -> str:
 
 class ProgressEcho:
     """A file-like sink for the kernel's stream output (papermill's ``stdout_file``): the
-    lines that tell training progress (epochs, folds, LWLRAP) go to the console as they come;
-    a progress bar redrawn in place shows at most every ``every_s`` seconds, and when it ends."""
+    lines that tell training progress (epochs, folds, LWLRAP) go to the console as they come.
+    A progress bar redrawn in place (``fold 0:  40%|...| 6/15 [..., loss=0.05, val_lwlrap=0.81]``)
+    shows once per step of its count, i.e. one line per epoch."""
 
     PATTERN = re.compile(r"epoch|fold|lwlrap", re.I)
+    COUNT = re.compile(r"\b(\d+)/(\d+)\b")
 
-    def __init__(self, log=_say, every_s: float = 20.0):
-        self.log, self.every_s, self.buffer, self.last = log, every_s, "", 0.0
+    def __init__(self, log=_say):
+        self.log, self.buffer, self.counts = log, "", {}
 
     def write(self, text: str) -> int:
         self.buffer += text
@@ -316,16 +318,19 @@ class ProgressEcho:
             if match is None:
                 break
             line, self.buffer = self.buffer[:match.start()], self.buffer[match.end():]
-            self._line(_ANSI.sub("", line).strip(), match.group() == "\n")
+            self._line(_ANSI.sub("", line).strip())
         return len(text)
 
-    def _line(self, line: str, ended: bool) -> None:
+    def _line(self, line: str) -> None:
         if not line or not self.PATTERN.search(line):
             return
-        now = time.time()
-        if ended or now - self.last >= self.every_s:
-            self.last = now
-            self.log(f"      {line}")
+        count = self.COUNT.search(line)
+        if count:  # a bar: once per value of its count, never at 0
+            bar = line[:count.start()].split(":")[0]
+            if count.group(1) == "0" or self.counts.get(bar) == count.group(0):
+                return
+            self.counts[bar] = count.group(0)
+        self.log(f"      {line}")
 
     def flush(self) -> None:
         pass

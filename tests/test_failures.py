@@ -321,3 +321,15 @@ def test_ctrl_c_marks_the_run_failed_and_releases_the_lock(tmp_path, quick_serie
     state = json.loads((run / "series.json").read_text())
     assert state["status"] == "failed" and state["steps"]["02_b"]["status"] == "failed"
     assert not (run / "run.lock").exists()
+
+
+def test_progress_echo_gives_one_line_per_epoch():
+    said = []
+    echo = series.ProgressEcho(said.append)
+    for epoch in range(3):
+        for _ in range(2):  # tqdm redraws the same count more than once
+            echo.write(f"\rfold 0:  {epoch * 33}%|##  | {epoch}/3 [00:0{epoch}<00:02, loss=0.{epoch}]")
+    echo.write("\rfold 0: 100%|####| 3/3 [00:03<00:00, loss=0.3, val_lwlrap=0.9]\n")
+    echo.write("a table row the notebook printed\nEpoch 4 done\n")
+    assert [s.strip()[:12] for s in said] == ["fold 0:  33%", "fold 0:  66%", "fold 0: 100%",
+                                              "Epoch 4 done"]
