@@ -69,7 +69,8 @@ def check_settings(key: str, values: dict, parts: dict,
     where = f"notebook {key}"
     shortest = _shortest(parts)
     crop_s = values.get("crop_s")
-    if isinstance(crop_s, (int, float)) and shortest and crop_s > shortest[0] + 1e-6:
+    uses_crops = values.get("backbone") != "birdnet"  # BirdNET heads embed fixed 3 s windows
+    if uses_crops and isinstance(crop_s, (int, float)) and shortest and crop_s > shortest[0] + 1e-6:
         errors.append(f"{where}: crop_s = {crop_s} s is longer than the shortest recording "
                       f"({shortest[0]:.2f} s, {shortest[1]}); training crops and inference "
                       f"windows must fit in every recording: use -p crop_s "

@@ -333,3 +333,13 @@ def test_progress_echo_gives_one_line_per_epoch():
     echo.write("a table row the notebook printed\nEpoch 4 done\n")
     assert [s.strip()[:12] for s in said] == ["fold 0:  33%", "fold 0:  66%", "fold 0: 100%",
                                               "Epoch 4 done"]
+
+
+def test_crop_check_spares_embedding_heads_and_names_the_shortest_recording():
+    errors, _ = preflight.check_settings("04_training[b]", {"crop_s": 12.0, "backbone": "birdnet"},
+                                         _parts(2))
+    assert errors == []
+    errors, _ = preflight.check_settings("04_training[c]", {"crop_s": 12.0}, _parts(2, 9.5))
+    assert errors == ["notebook 04_training[c]: crop_s = 12.0 s is longer than the shortest "
+                      "recording (9.50 s, train/r0.flac); training crops and inference windows "
+                      "must fit in every recording: use -p crop_s 9.5 or less"]
