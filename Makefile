@@ -50,6 +50,7 @@ screenshot: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_features.py
 	$(BIN)/python benchmarks/bench_models.py
+	$(BIN)/python benchmarks/bench_embeddings.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist *.egg-info

@@ -164,18 +164,30 @@ def fit_head(x, targets, config: HeadConfig, *, loss: str = "masked_bce", seed: 
     loss_fn = losses.get_loss(check_loss(loss))
     optimizer = keras.optimizers.Adam(config.learning_rate)
 
-    @tf.function(reduce_retracing=True)
-    def step(xb, tb):
+    optimizer.build(model.trainable_variables)
+
+    def train_step(xb, tb):
         with tf.GradientTape() as tape:
             value = tf.reduce_mean(loss_fn(tb, model(xb, training=True)))
         grads = tape.gradient(value, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return value
 
+    @tf.function(reduce_retracing=True)
+    def full_batches(xs, ts):  # the epoch's full batches in one graph loop: no Python per step
+        total = tf.constant(0.0)
+        for i in tf.range(tf.shape(xs)[0]):
+            total += train_step(xs[i], ts[i])
+        return total
+
+    step = tf.function(train_step, reduce_retracing=True)
     rng, history = np.random.default_rng([seed, 7]), []
     for epoch in range(config.epochs):
-        values = [float(step(xb, tb)) for xb, tb in _batches(x, targets, config, rng)]
-        history.append({"epoch": epoch, "loss": float(np.mean(values)), **(validate(model) if validate else {})})
+        batches = list(_batches(x, targets, config, rng))
+        full = [b for b in batches if len(b[0]) == config.batch_size]
+        total = float(full_batches(np.stack([b[0] for b in full]), np.stack([b[1] for b in full]))) if full else 0.0
+        total += sum(float(step(xb, tb)) for xb, tb in batches[len(full):])  # the last, smaller batch
+        history.append({"epoch": epoch, "loss": total / len(batches), **(validate(model) if validate else {})})
     return model, history
 
 
