@@ -17,9 +17,6 @@ Embedding model: BirdNET V2.4, CC BY-NC-SA 4.0 (see :mod:`rfcxlib.embeddings`).
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,7 +28,7 @@ import pandas as pd
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from rfcxlib import NUM_SPECIES, embeddings, inference, losses, metrics, noisy, noisy_runs
+from rfcxlib import NUM_SPECIES, embeddings, fingerprints, inference, losses, metrics, noisy, noisy_runs
 from rfcxlib.config import RunConfig, check, check_choice
 from rfcxlib.errors import ParameterError, unknown_choice
 from rfcxlib.runs import read_json, save_keras_atomic, save_npz_atomic, write_json_atomic, write_text_atomic
@@ -226,10 +223,6 @@ def clip_logits(model: keras.Model, table: embeddings.WindowTable, recording_ids
 
 
 # --------------------------------------------------------------------------- folds + scores
-def fingerprint(obj: dict) -> str:
-    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def _fit(method, dataset, table, train_ids, valid_ids, head, *, loss, seed, tau, t_k, threshold):
     x, t = training_windows(dataset, table, train_ids)
     validate = validator(dataset, table, valid_ids, "masked_bce" if method == "coteaching" else loss)
@@ -274,14 +267,14 @@ def train_head_model(dataset, config: RunConfig, head: HeadConfig, model_dir, *,
              **info, **(extra or {})}
     write_json_atomic(model_dir / "config.json", {**config.to_dict(), "head": head.to_dict(), "notebook": extra})
     oof, test, history, notes = [], [], [], {}
+    made_by = {"data": fingerprints.data_digest(dataset, test=True), "config": config.to_dict(),
+               "head": head.to_dict(), "info": info, "windows": len(table)}
     for fold in tqdm(config.train.train_folds, desc="folds (embedding head)", disable=not progress):
         folder = model_dir / f"fold{fold}"
-        key = fingerprint({"data": str(dataset.root), "config": config.to_dict(), "head": head.to_dict(),
-                           "info": info, "fold": fold, "windows": len(table)})
+        key = fingerprints.digest({**made_by, "fold": fold})
         state = read_json(folder / "state.json", default=None)
         if not (state and state.get("fingerprint") == key and (folder / "scores.npz").is_file()):
-            if folder.exists():
-                shutil.rmtree(folder)  # made under another configuration: never reused
+            fingerprints.discard(folder)  # made under another configuration or data: never reused
             started = time.perf_counter()
             train_ids, valid_ids = fold_split(dataset, config, fold)
             model, rows, note = _fit(method, dataset, table, train_ids, valid_ids, head, loss=loss,
