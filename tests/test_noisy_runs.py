@@ -134,10 +134,12 @@ def test_notebook_05_runs_on_tiny_data(tiny_data_dir, tmp_path):
         progress_bar=False, cwd=str(tmp_path),
         parameters=dict(data_dir=str(tiny_data_dir), run_dir=str(run_dir), methods=["naive_bce", "coteaching"],
                         seeds=[0], epochs=1, steps_per_epoch=3, check_epochs=2, crop_s=2.0, n_mels=32,
-                        batch_size=8))
+                        batch_size=8, embedding_methods=["coteaching"], embedding_seeds=[0], head_epochs=2))
     results = pd.read_csv(run_dir / "noisy_results.csv")
     assert list(results["method"]) == ["naive_bce", "coteaching"]
     assert (run_dir / "noisy" / "coteaching-seed0" / "test_scores.npz").exists()
+    birdnet = pd.read_csv(run_dir / "noisy_birdnet_results.csv")
+    assert list(birdnet["method"]) == ["coteaching"] and birdnet["test_lwlrap"].between(0, 1).all()
     assert not (run_dir / "models").exists(), "noisy runs stay out of models/ (gathered by 06)"
     metrics = json.loads((run_dir / "metrics.json").read_text())["noisy"]
     assert set(metrics["methods"]) == {"naive_bce", "coteaching"}
