@@ -147,7 +147,9 @@ def test_bundle_readme_and_wheel_dataset(bundle, wheel):
     assert len(ds["licenses"]) == 1 and ds["licenses"][0]["name"]
     assert 6 <= len(ds["id"].split("/")[1]) <= 50 and 6 <= len(ds["title"]) <= 50
     names = zipfile.ZipFile(wheel).namelist()
-    assert "rfcxlib/__init__.py" in names and "rfcxlib/kaggle.py" in names
+    assert "rfcxlib/__init__.py" in names
+    assert {f"rfcxlib/kaggle/{m}.py" for m in ("__init__", "environment", "kernel", "wheels",
+                                               "bundle", "cli")} <= set(names)
     assert not any("__pycache__" in n for n in names)
     assert wheel.name == f"rfcxlib-{__version__}-py3-none-any.whl"
 
