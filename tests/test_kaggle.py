@@ -96,6 +96,8 @@ def test_metadata_passes_kaggles_own_push_checks(bundle, capsys):
     assert request.slug == "rfcx-team/rfcx-04-training-tiny"
     assert request.language == "python" and request.kernel_type == "notebook"
     assert request.enable_gpu is True and request.enable_internet is False
+    assert request.enable_tpu is False and meta["enable_tpu"] is False
+    assert meta["machine_shape"] == request.machine_shape == "NvidiaTeslaT4"
     assert request.is_private is True
     assert list(request.competition_data_sources) == ["rfcx-species-audio-detection"]
     assert list(request.dataset_data_sources) == ["rfcx-team/rfcxlib-wheel", "someone/extra-data"]
@@ -185,7 +187,32 @@ def test_default_id_comes_from_the_title(notebook, tmp_path, monkeypatch):
     meta = json.loads((out / "kernel-metadata.json").read_text())
     assert meta["id"] == "jane/rfcx-04-training" and meta["title"] == "rfcx 04 training"
     assert meta["dataset_sources"] == [] and meta["enable_gpu"] is False
-    _kaggle_push_checks(out)
+    assert meta["enable_tpu"] is False and "machine_shape" not in meta  # CPU
+    assert _kaggle_push_checks(out).machine_shape == ""
+
+
+def test_tpu_bundle_and_one_accelerator_at_a_time(notebook, tmp_path, capsys):
+    out = tmp_path / "tpu"
+    assert _rfcx_kaggle(["bundle", str(notebook), "--out", str(out), "--id", "me/rfcx-on-tpu",
+                         "--tpu", "--no-wheel"]) == 0
+    assert "accelerator TPU (Tpu1VmV38)" in capsys.readouterr().out
+    meta = json.loads((out / "kernel-metadata.json").read_text())
+    assert meta["enable_tpu"] is True and meta["enable_gpu"] is False
+    assert meta["machine_shape"] == "Tpu1VmV38"
+    request = _kaggle_push_checks(out)
+    assert request.enable_tpu is True and request.enable_gpu is False
+    assert request.machine_shape == "Tpu1VmV38"
+    assert "Accelerator: TPU (Tpu1VmV38)" in (out / "README.md").read_text()
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["kaggle", "bundle", str(notebook), "--out", str(tmp_path / "both"), "--gpu",
+                  "--tpu", "--no-wheel"])
+    assert stopped.value.code == 2
+    assert "argument --tpu: not allowed with argument --gpu" in capsys.readouterr().err
+    with pytest.raises(ParameterError, match=r"gpu=True and tpu=True: a kernel runs on one "
+                                             r"accelerator; choose the GPU \(--gpu\) or the TPU"):
+        kaggle.build_bundle(notebook, tmp_path / "both", kernel_id="me/rfcx-on-tpu", gpu=True,
+                            tpu=True, wheel=None)
+    assert not (tmp_path / "both").exists()
 
 
 def test_kaggle_data_dir_is_found_when_running_on_kaggle(tmp_path, monkeypatch):

@@ -38,9 +38,10 @@ from rfcxlib.kaggle.environment import (COMPETITION, KAGGLE_INPUT, KAGGLE_WORKIN
 
 # public name -> the module under rfcxlib.kaggle that defines it
 _LAZY = {
-    **dict.fromkeys(["INSTALL_CELL", "METADATA_FILE", "PLACEHOLDER_USER", "bundle_notebook",
-                     "check_parameter_names", "kernel_metadata", "notebook_parameters",
-                     "parse_parameters", "slugify"], "kernel"),
+    **dict.fromkeys(["INSTALL_CELL", "MACHINE_SHAPES", "METADATA_FILE", "PLACEHOLDER_USER",
+                     "accelerator_of", "bundle_notebook", "check_parameter_names",
+                     "kernel_metadata", "notebook_parameters", "parse_parameters", "slugify"],
+                    "kernel"),
     **dict.fromkeys(["DATASET_METADATA_FILE", "WHEEL_FOLDER", "birdnet_wheel", "build_wheel",
                      "dataset_metadata"], "wheels"),
     "build_bundle": "bundle",
@@ -62,5 +63,6 @@ def __dir__() -> list[str]:
 
 __all__ = ["COMPETITION", "kaggle_input_dir", "on_kaggle", "kaggle_data_dir", "resolve_data_dir",
            "export_submission", "slugify", "notebook_parameters",
-           "parse_parameters", "check_parameter_names", "kernel_metadata", "dataset_metadata", "build_wheel",
+           "parse_parameters", "check_parameter_names", "kernel_metadata", "MACHINE_SHAPES",
+           "accelerator_of", "dataset_metadata", "build_wheel",
            "bundle_notebook", "build_bundle", "configure_parser", "cli_main"]

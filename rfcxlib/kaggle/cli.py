@@ -20,7 +20,11 @@ def configure_parser(parser) -> None:
                    metavar=("NAME", "VALUE"), help="parameter to bake in (as papermill -p)")
     p.add_argument("--id", dest="kernel_id", help="kernel id user/slug")
     p.add_argument("--title", help="kernel title (its slug must match the id's)")
-    p.add_argument("--gpu", action="store_true", help="enable the GPU")
+    accelerator = p.add_mutually_exclusive_group()
+    accelerator.add_argument("--gpu", action="store_true",
+                             help="run the kernel on a GPU (machine_shape NvidiaTeslaT4)")
+    accelerator.add_argument("--tpu", action="store_true",
+                             help="run the kernel on a TPU (machine_shape Tpu1VmV38)")
     p.add_argument("--internet", action="store_true", help="enable internet access")
     p.add_argument("--public", action="store_true", help="make the kernel public")
     p.add_argument("--dataset", action="append", default=[], metavar="USER/SLUG",
@@ -44,14 +48,15 @@ def cli_main(args) -> int:
     parameters = kaggle.parse_parameters(args.notebook, args.parameter)
     out = kaggle.build_bundle(args.notebook, args.out, parameters=parameters,
                               kernel_id=args.kernel_id, title=args.title, gpu=args.gpu,
-                              internet=args.internet, private=not args.public,
+                              tpu=args.tpu, internet=args.internet, private=not args.public,
                               datasets=args.dataset, kernel_sources=args.kernel_source,
                               wheel=None if args.no_wheel else args.wheel,
                               wheel_dataset=args.wheel_dataset,
                               birdnet=None if args.no_birdnet else (args.birdnet_wheel or "auto"))
     metadata = json.loads((out / kaggle.METADATA_FILE).read_text())
     print(f"bundle written to {out}: kernel {metadata['id']!r}, notebook "
-          f"{metadata['code_file']!r}, sources {metadata['dataset_sources']}")
+          f"{metadata['code_file']!r}, sources {metadata['dataset_sources']}, accelerator "
+          f"{kaggle.accelerator_of(metadata)}")
     if metadata["id"].startswith(kaggle.PLACEHOLDER_USER + "/"):
         print(f"note: set --id USER/SLUG (or $KAGGLE_USERNAME); the id uses the placeholder "
               f"{kaggle.PLACEHOLDER_USER!r}", file=sys.stderr)

@@ -17,6 +17,14 @@ from rfcxlib.profiles import coerce, declared_parameters, parse_value
 METADATA_FILE = "kernel-metadata.json"
 PLACEHOLDER_USER = "your-kaggle-username"
 
+# The machine each accelerator asks for, as ``machine_shape`` in kernel-metadata.json: a value of
+# kagglesdk's ApiSaveKernelRequest.machine_shape (NvidiaTeslaT4, NvidiaTeslaP100, Tpu1VmV38).
+# That request marks enable_gpu / enable_tpu deprecated in favour of machine_shape; both are
+# written, so older clients read the same choice. A T4 rather than a P100: its tensor cores run
+# mixed precision, and Kaggle gives two (MirroredStrategy). ``kaggle kernels push --accelerator
+# SHAPE`` overrides the machine at push time.
+MACHINE_SHAPES = {"gpu": "NvidiaTeslaT4", "tpu": "Tpu1VmV38"}
+
 INSTALL_CELL = '''\
 # On Kaggle: install rfcxlib from the wheel attached as a data set (no internet needed).
 # --no-deps keeps the TensorFlow, NumPy and pandas that Kaggle provides.
@@ -95,9 +103,17 @@ def check_slug(ref: str, what: str, min_len: int = 5) -> tuple[str, str]:
 
 
 def kernel_metadata(*, kernel_id: str, title: str, code_file: str, gpu: bool = False,
-                    internet: bool = False, private: bool = True,
+                    tpu: bool = False, internet: bool = False, private: bool = True,
                     datasets: Sequence[str] = (), kernel_sources: Sequence[str] = ()) -> dict:
-    """The ``kernel-metadata.json`` body ``kaggle kernels push`` expects for a notebook kernel."""
+    """The ``kernel-metadata.json`` body ``kaggle kernels push`` expects for a notebook kernel.
+
+    ``gpu`` or ``tpu`` (not both) sets ``enable_gpu`` / ``enable_tpu`` and ``machine_shape``
+    (:data:`MACHINE_SHAPES`); with neither, the kernel runs on CPU and ``machine_shape`` is left
+    out.
+    """
+    if gpu and tpu:
+        raise ParameterError("gpu=True and tpu=True: a kernel runs on one accelerator; "
+                             "choose the GPU (--gpu) or the TPU (--tpu)")
     check_slug(kernel_id, "kernel id")
     if len(title) < 5:
         raise ParameterError(f"title {title!r}: expected at least 5 characters")
@@ -108,7 +124,7 @@ def kernel_metadata(*, kernel_id: str, title: str, code_file: str, gpu: bool = F
         check_slug(ref, "dataset", min_len=1)
     for ref in kernel_sources:
         check_slug(ref, "kernel source")
-    return {
+    metadata = {
         "id": kernel_id,
         "title": title,
         "code_file": code_file,
@@ -116,13 +132,23 @@ def kernel_metadata(*, kernel_id: str, title: str, code_file: str, gpu: bool = F
         "kernel_type": "notebook",
         "is_private": bool(private),
         "enable_gpu": bool(gpu),
-        "enable_tpu": False,
+        "enable_tpu": bool(tpu),
         "enable_internet": bool(internet),
         "dataset_sources": list(dict.fromkeys(datasets)),
         "competition_sources": [COMPETITION],
         "kernel_sources": list(kernel_sources),
         "model_sources": [],
     }
+    if gpu or tpu:
+        metadata["machine_shape"] = MACHINE_SHAPES["gpu" if gpu else "tpu"]
+    return metadata
+
+
+def accelerator_of(metadata: dict) -> str:
+    """The accelerator a kernel's metadata asks for, in words: ``GPU (NvidiaTeslaT4)``,
+    ``TPU (Tpu1VmV38)`` or ``none (CPU)``."""
+    kind = "GPU" if metadata.get("enable_gpu") else "TPU" if metadata.get("enable_tpu") else ""
+    return f"{kind} ({metadata['machine_shape']})" if kind else "none (CPU)"
 
 
 # ---------------------------------------------------------------------------------------------
