@@ -18,6 +18,7 @@ COMMANDS = {
     "kaggle": ("rfcxlib.kaggle", "build a Kaggle kernel bundle from a notebook"),
     "predict": ("rfcxlib.predict", "score field recordings: clip scores, window scores, Raven selection tables"),
     "export": ("rfcxlib.export", "export a trained CNN as a SavedModel or TFLite model (raw audio in)"),
+    "train": ("rfcxlib.train", "train one model over its folds (several workers: TF_CONFIG on each)"),
 }
 
 

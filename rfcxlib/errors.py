@@ -31,3 +31,10 @@ class RunFailed(RfcxError):
     error); a run that started has recorded the failure in ``series.json`` and ``summary.html``."""
 
     exit_status = 1
+
+
+class ClusterError(RfcxError):
+    """Several workers cannot train together: ``TF_CONFIG`` is malformed, the multi-worker strategy
+    was created after TensorFlow had started, or a worker stopped answering. Exit status 1."""
+
+    exit_status = 1

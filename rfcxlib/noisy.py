@@ -11,7 +11,8 @@ Two modes:
 
 - **single-label** (:func:`train_single_label`): the paper's setting, on a controlled problem with
   injected label noise (:func:`make_noisy_task`); used to check that the implementation works.
-- **multi-label** (:func:`coteach_fit`): our partial labels. Known cells (TP = 1, FP = 0) are
+- **multi-label** (:func:`coteaching_objective`, trained by :func:`coteach_fit` on given batches
+  or by :func:`rfcxlib.noisy_runs.train_coteaching` over folds): our partial labels. Known cells (TP = 1, FP = 0) are
   always kept; the selection runs per species over the *unknown* cells of a batch, read as 0:
   an unknown cell with a large loss is likely a species that calls but was not labelled, so the
   peer does not learn it as absent.
@@ -34,7 +35,7 @@ import pandas as pd
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from rfcxlib import losses
+from rfcxlib import losses, steps
 from rfcxlib.errors import ParameterError, unknown_choice
 
 NOISE_KINDS = ("symmetric", "pairflip")
@@ -245,26 +246,29 @@ def coteaching_loss(targets, logits, keep):
     return known + tf.reduce_sum(unknown, axis=-1) / tf.cast(tf.shape(y)[-1], tf.float32)
 
 
-def _coteach_step(model_a, model_b, opt_a, opt_b):
-    @tf.function
-    def step(x, targets, rate):
-        _, mask = losses.split_targets(targets)
-        with tf.GradientTape(persistent=True) as tape:
-            logits_a = model_a(x, training=True)
-            logits_b = model_b(x, training=True)
-            keep_for_b = select_unknown_cells(losses.bce_cells(targets, logits_a), mask, rate)
-            keep_for_a = select_unknown_cells(losses.bce_cells(targets, logits_b), mask, rate)
-            loss_a = tf.reduce_mean(coteaching_loss(targets, logits_a, keep_for_a))
-            loss_b = tf.reduce_mean(coteaching_loss(targets, logits_b, keep_for_b))
-        for model, opt, loss in ((model_a, opt_a, loss_a), (model_b, opt_b, loss_b)):
-            grads = tape.gradient(loss, model.trainable_variables)
-            opt.apply_gradients(zip(grads, model.trainable_variables))
-        del tape
-        unknown = tf.reduce_sum(1.0 - mask)
-        kept = tf.math.divide_no_nan(tf.reduce_sum(keep_for_a * (1.0 - mask)), unknown)
-        return loss_a, loss_b, kept
+def coteaching_objective(*, tau: float, t_k: int) -> steps.Objective:
+    """Co-teaching as a training objective for :func:`rfcxlib.steps.make_step`: two networks,
+    each learning :func:`coteaching_loss` on the unknown cells its peer picked
+    (:func:`select_unknown_cells` at the keep rate :func:`keep_rate` of the epoch).
 
-    return step
+    Logs ``loss_a``, ``loss_b``, ``kept_unknown`` (the fraction of unknown cells network A learnt
+    from) and ``keep_rate``. With several replicas each one selects within its share of the batch.
+    """
+    _check_schedule(tau, t_k)
+
+    def per_example(targets, logits, rate):
+        logits_a, logits_b = logits
+        _, mask = losses.split_targets(targets)
+        keep_for_b = select_unknown_cells(losses.bce_cells(targets, logits_a), mask, rate)
+        keep_for_a = select_unknown_cells(losses.bce_cells(targets, logits_b), mask, rate)
+        kept = tf.math.divide_no_nan(tf.reduce_sum(keep_for_a * (1.0 - mask)), tf.reduce_sum(1.0 - mask))
+        replicas = tf.distribute.get_replica_context().num_replicas_in_sync
+        return ([coteaching_loss(targets, logits_a, keep_for_a), coteaching_loss(targets, logits_b, keep_for_b)],
+                {"kept_unknown": kept / replicas})
+
+    return steps.Objective(name=f"coteaching(tau={tau:g},t_k={t_k})", per_example=per_example,
+                           names=("loss_a", "loss_b"), value=lambda epoch: keep_rate(epoch, tau=tau, t_k=t_k),
+                           value_name="keep_rate")
 
 
 def coteach_fit(model_a: keras.Model, model_b: keras.Model, train_ds, *, epochs: int, tau: float = 0.2,
@@ -291,24 +295,16 @@ def coteach_fit(model_a: keras.Model, model_b: keras.Model, train_ds, *, epochs:
     list of dict, one per epoch: ``epoch``, ``keep_rate``, ``loss_a``, ``loss_b``,
     ``kept_unknown`` (fraction of unknown cells model A learnt from) and ``on_epoch_end``'s values.
     """
-    _check_schedule(tau, t_k)
+    objective = coteaching_objective(tau=tau, t_k=t_k)
     if epochs < 1:
         raise ParameterError(f"parameter 'epochs' = {epochs!r}: expected an integer >= 1")
-    step = _coteach_step(model_a, model_b, keras.optimizers.Adam(learning_rate),
-                         keras.optimizers.Adam(learning_rate))
+    optimizers = [steps.make_optimizer(learning_rate, m) for m in (model_a, model_b)]
+    step = steps.make_step([model_a, model_b], optimizers, objective)
     history = []
     for epoch in range(epochs):
-        rate = keep_rate(epoch, tau=tau, t_k=t_k)
-        sums = np.zeros(3)
-        n = 0
-        for x, targets in tqdm(train_ds, desc=f"co-teaching epoch {epoch + 1}/{epochs}", leave=False,
-                               disable=not progress):
-            sums += [float(v) for v in step(x, targets, tf.constant(rate, tf.float32))]
-            n += 1
-        if n == 0:
-            raise ParameterError("train_ds yielded no batch: expected at least one (x, targets) batch")
-        logs = {"epoch": epoch, "keep_rate": rate, "loss_a": sums[0] / n, "loss_b": sums[1] / n,
-                "kept_unknown": sums[2] / n}
+        rate = objective.value(epoch)
+        batches = tqdm(train_ds, desc=f"co-teaching epoch {epoch + 1}/{epochs}", leave=False, disable=not progress)
+        logs = {"epoch": epoch, "keep_rate": rate, **steps.run_epoch(step, batches, rate)}
         if on_epoch_end is not None:
             logs.update(on_epoch_end(epoch, logs) or {})
         history.append(logs)

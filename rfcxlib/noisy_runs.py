@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-import keras
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
@@ -20,7 +19,7 @@ from tqdm.auto import tqdm
 from rfcxlib import fingerprints, inference, losses, noisy, pipeline, train
 from rfcxlib.config import RunConfig
 from rfcxlib.errors import DataError, ParameterError, unknown_choice
-from rfcxlib.runs import read_json, save_keras_atomic, write_json_atomic, write_text_atomic
+from rfcxlib.runs import read_json, write_json_atomic, write_text_atomic
 
 LOSS_METHODS = tuple(losses.LOSSES)
 METHODS = LOSS_METHODS + ("coteaching", "pseudo_labels")
@@ -69,18 +68,22 @@ def _default_build():
 # --------------------------------------------------------------------------- co-teaching
 def train_coteaching(dataset, config: RunConfig, model_dir, *, tau: float = 0.1, t_k: Optional[int] = None,
                      build_fn: Optional[Callable] = None, progress: bool = True) -> dict:
-    """Co-teach two models per fold (:func:`rfcxlib.noisy.coteach_fit`) and score model A.
+    """Co-teach two models per fold and score model A: :func:`rfcxlib.train.train_model` with
+    the objective :func:`rfcxlib.noisy.coteaching_objective` (the same loop, folds, checkpoints,
+    resume, pipeline and learning-rate schedule as every other method).
 
     Parameters
     ----------
     dataset : rfcxlib.data.Dataset
     config : RunConfig
         Model, features, augmentation and training settings (``epochs``, ``batch_size``,
-        ``learning_rate``, ``lr_schedule``, ``folds``, ``train_folds``, ``seed``); the loss is
-        co-teaching's own (masked BCE on known cells, selected unknown cells read as 0).
+        ``learning_rate``, ``lr_schedule``, ``folds``, ``train_folds``, ``seed``, ``checkpoint``);
+        the loss is co-teaching's own (masked BCE on known cells, selected unknown cells read as 0).
     model_dir : path-like
-        Receives ``fold<k>.keras`` (model A of each fold), ``model.keras`` (the first fold's) and
-        the score files of :func:`write_scores`.
+        Receives the files of :func:`rfcxlib.train.train_model`: ``fold<k>/`` (model A's
+        ``last.weights.h5`` and ``best.weights.h5``, which :func:`rfcxlib.train.load_fold_model`
+        loads; both networks in ``resume.npz``), ``model.keras`` (the first fold's model A) and
+        the score files; the history adds ``loss_a``, ``loss_b``, ``kept_unknown`` and ``keep_rate``.
     tau, t_k : float, int
         Forget rate and the epochs over which it is reached (default: half of ``epochs``).
         Co-teaching sets ``tau`` to the noise rate: here the share of unknown cells that hold a
@@ -92,30 +95,10 @@ def train_coteaching(dataset, config: RunConfig, model_dir, *, tau: float = 0.1,
     -------
     dict: the metrics written to ``metrics.json``.
     """
-    build_fn = build_fn or _default_build()
-    c, model_dir = config, Path(model_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    t_k = t_k or max(1, c.train.epochs // 2)
-    shape = pipeline.input_shape(c)
-    oof, test_logits, history = [], [], []
-    for fold in c.train.train_folds:
-        train_ids, valid_ids = fold_split(dataset, c, fold)
-        keras.utils.set_random_seed(c.train.seed * 100 + fold)
-        model_a, model_b = build_fn(c, shape), build_fn(c, shape)
-        samples = train.samples_per_epoch(dataset, train_ids, c)
-        batches = pipeline.train_dataset(dataset, train_ids, c, seed=c.train.seed * 100 + fold,
-                                         samples_per_epoch=samples, progress=False)
-        steps = c.train.epochs * max(1, samples // c.train.batch_size)
-        rows = noisy.coteach_fit(model_a, model_b, batches, epochs=c.train.epochs, tau=tau, t_k=t_k,
-                                 learning_rate=train.learning_rate_schedule(c, steps), progress=progress)
-        history += [{"fold": fold, **r} for r in rows]
-        oof.append((fold, valid_ids, clip_logits(model_a, dataset, valid_ids, c, split="train")))
-        test_logits.append(clip_logits(model_a, dataset, dataset.test_ids, c, split="test"))
-        save_keras_atomic(model_a, model_dir / f"fold{fold}.keras")
-        if not (model_dir / "model.keras").exists():  # the first fold's model, as train_model writes it
-            save_keras_atomic(model_a, model_dir / "model.keras")
-    return write_scores(model_dir, dataset, c, oof, test_logits, pd.DataFrame(history),
-                        extra={"method": "coteaching", "tau": tau, "t_k": t_k})
+    t_k = t_k or max(1, config.train.epochs // 2)
+    return train.train_model(dataset, config, model_dir, build_fn=build_fn, progress=progress,
+                             objective=noisy.coteaching_objective(tau=tau, t_k=t_k),
+                             extra={"method": "coteaching", "tau": tau, "t_k": t_k})
 
 
 # --------------------------------------------------------------------------- pseudo-labels

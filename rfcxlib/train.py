@@ -1,26 +1,37 @@
 """Training over grouped folds with checkpoints, resume and the score files of docs/ARCHITECTURE.md.
 
-One model per fold of ``config.train.train_folds``. Each epoch draws fresh crops from a pipeline
-seeded by ``(seed, fold, epoch)`` and re-seeds every dropout generator the same way, so an epoch's
-result depends only on the weights and optimizer state it starts from: a run killed mid-way and
-started again resumes from its last checkpoint and ends with the same weights as a run that was
-never interrupted. The best epoch (validation LWLRAP on the known labels of fixed validation
-crops) is kept — or the last one with ``checkpoint="last"`` (on partially labelled data the
-known-label metric saturates early and is a weak guide) — and its clip scores on the held-out
-recordings are the out-of-fold scores.
+One model per fold of ``config.train.train_folds``, trained by one loop (:func:`fit_fold`) and
+one distributed step (:func:`rfcxlib.steps.make_step`) on every ``tf.distribute`` strategy
+(default, ``MirroredStrategy``, ``MultiWorkerMirroredStrategy``, ``TPUStrategy``:
+:mod:`rfcxlib.distribute`). An :class:`rfcxlib.steps.Objective` says what the step minimises: one
+of the losses of :mod:`rfcxlib.losses` (the SED loss through the clip + frame view of the
+model), or co-teaching's two networks (:func:`rfcxlib.noisy.coteaching_objective`). Each
+replica's loss is its share of the global batch's mean and batch-norm statistics are synchronised
+across replicas, so any number of replicas takes the steps one device takes on the same global
+batch (up to rounding; dropout masks differ).
+
+Each epoch draws fresh crops from a pipeline seeded by ``(seed, fold, epoch)`` and re-seeds every
+dropout generator the same way, so an epoch's result depends only on the weights and optimizer
+state it starts from: a run killed mid-way and started again resumes from its last checkpoint and
+ends with the same weights as a run that was never interrupted. The best epoch (validation LWLRAP
+on the known labels of fixed validation crops) is kept — or the last one with
+``checkpoint="last"`` (on partially labelled data the known-label metric saturates early and is a
+weak guide) — and its clip scores on the held-out recordings are the out-of-fold scores.
 
 Files under ``model_dir``: ``config.json``, ``history.csv``, ``oof.npz``, ``test_scores.npz``,
-``metrics.json``, ``model.keras`` (the best model of the first trained fold) and
-``fold<k>/`` (``fingerprint.json``, ``last.weights.h5``, ``last.optimizer.npz``, ``best.weights.h5``,
+``metrics.json``, ``model.keras`` (the kept model of the first trained fold) and ``fold<k>/``
+(``fingerprint.json``, ``last.weights.h5``, ``best.weights.h5``, ``resume.npz`` — every network's
+weights and optimizer state and the fold's progress, in one file written atomically —,
 ``state.json``, ``scores.npz`` once the fold is complete). A fold is reused only under the same
-settings and data (``fingerprint.json``, :mod:`rfcxlib.fingerprints`).
+settings and data (``fingerprint.json``, :mod:`rfcxlib.fingerprints`). With several workers only
+the chief writes here (:func:`rfcxlib.distribute.writer_folder`).
 """
 from __future__ import annotations
 
-import os
+import json
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import keras
 import numpy as np
@@ -28,32 +39,12 @@ import pandas as pd
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from rfcxlib import data, fingerprints, inference, losses, metrics, pipeline
+from rfcxlib import data, distribute, fingerprints, inference, losses, metrics, pipeline, steps
 from rfcxlib.config import RunConfig
+from rfcxlib.distribute import init_strategy, select_strategy  # noqa: F401  (this module's interface)
 from rfcxlib.errors import DataError
 from rfcxlib.runs import read_json, save_keras_atomic, save_npz_atomic, write_json_atomic, write_text_atomic
-
-
-# --------------------------------------------------------------------------- strategy
-def select_strategy() -> tf.distribute.Strategy:
-    """TPU when a TPU resolver finds one; ``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` is
-    set; ``MirroredStrategy`` over several GPUs (or several logical CPUs); else the default."""
-    try:
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        return tf.distribute.TPUStrategy(resolver)
-    except (ValueError, RuntimeError, tf.errors.NotFoundError):
-        pass
-    if os.environ.get("TF_CONFIG"):
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    gpus = tf.config.list_logical_devices("GPU")
-    if len(gpus) > 1:
-        return tf.distribute.MirroredStrategy([d.name for d in gpus])
-    cpus = tf.config.list_logical_devices("CPU")
-    if not gpus and len(cpus) > 1:
-        return tf.distribute.MirroredStrategy([d.name for d in cpus])
-    return tf.distribute.get_strategy()
+from rfcxlib.steps import Objective, loss_objective, make_optimizer, make_step, run_epoch  # noqa: F401
 
 
 # --------------------------------------------------------------------------- pieces
@@ -68,13 +59,23 @@ def _epoch_seed(config: RunConfig, fold: int, epoch: int) -> int:
     return int(np.random.SeedSequence([config.train.seed, fold, epoch + 1]).generate_state(1)[0])
 
 
-def _reseed_dropout(model: keras.Model, seed: int) -> None:
-    """Set every random generator inside ``model`` (dropout) to a state derived from ``seed``."""
+def _reseed_dropout(models, seed: int) -> None:
+    """Set every random generator inside ``models`` (dropout) to a state derived from ``seed``;
+    no two generators share one, so two networks trained side by side drop different units."""
     k = 0
-    for layer in model._flatten_layers():
-        for generator in getattr(layer, "_seed_generators", []):
-            generator.state.assign(np.array([seed % 2**31, k], dtype=generator.state.dtype))
-            k += 1
+    for model in models if isinstance(models, (list, tuple)) else [models]:
+        for layer in model._flatten_layers():
+            for generator in getattr(layer, "_seed_generators", []):
+                generator.state.assign(np.array([seed % 2**31, k], dtype=generator.state.dtype))
+                k += 1
+
+
+def _sync_batch_norm(models, on: bool) -> None:
+    """Batch statistics over the global batch (every replica's share) instead of each replica's."""
+    for model in models:
+        for layer in model._flatten_layers():
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.synchronized = on
 
 
 def learning_rate_schedule(config: RunConfig, total_steps: int):
@@ -86,24 +87,45 @@ def learning_rate_schedule(config: RunConfig, total_steps: int):
 
 
 def compile_model(model: keras.Model, config: RunConfig, loss_fn, total_steps: int) -> keras.Model:
-    t = config.train
-    lr = learning_rate_schedule(config, total_steps)
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss_fn, jit_compile=bool(t.xla))
-    model.optimizer.build(model.trainable_variables)
+    """``model`` compiled for ``model.fit`` with the optimizer :func:`fit_fold` uses."""
+    model.compile(optimizer=make_optimizer(learning_rate_schedule(config, total_steps), model),
+                  loss=loss_fn, jit_compile=bool(config.train.xla))
     return model
 
 
-def _save_checkpoint(model: keras.Model, folder: Path, name: str) -> None:
-    save_keras_atomic(model, folder / f"{name}.weights.h5")
-    save_npz_atomic(folder / f"{name}.optimizer.npz",
-                    **{f"v{i}": v.numpy() for i, v in enumerate(model.optimizer.variables)})
+# --------------------------------------------------------------------------- checkpoints
+class _Learner(NamedTuple):
+    models: list  # the networks; the first is the fold's model
+    trainers: list  # what the objective trains: each model or its clip + frame view
+    optimizers: list
 
 
-def _load_checkpoint(model: keras.Model, folder: Path, name: str) -> None:
-    model.load_weights(folder / f"{name}.weights.h5")
-    arrays = np.load(folder / f"{name}.optimizer.npz")
-    for i, v in enumerate(model.optimizer.variables):
-        v.assign(arrays[f"v{i}"])
+def _build_learner(config, shape, build_fn, objective: Objective, total_steps: int) -> _Learner:
+    models = [build_fn(config, shape) for _ in objective.names]
+    trainers = [_frame_view(m) for m in models] if objective.frames else models
+    lr = learning_rate_schedule(config, total_steps)
+    return _Learner(models, trainers, [make_optimizer(lr, m) for m in trainers])
+
+
+def _save_resume(learner: _Learner, folder: Path, state: dict) -> None:
+    arrays = {"state": np.array(json.dumps(state))}
+    for m, (trainer, opt) in enumerate(zip(learner.trainers, learner.optimizers)):
+        arrays.update({f"w{m}_{i}": np.asarray(v.numpy()) for i, v in enumerate(trainer.weights)})
+        arrays.update({f"o{m}_{i}": np.asarray(v.numpy()) for i, v in enumerate(opt.variables)})
+    save_npz_atomic(folder / "resume.npz", **arrays)
+
+
+def _load_resume(learner: _Learner, folder: Path) -> Optional[dict]:
+    """Restore ``resume.npz`` into ``learner``; its state (None: nothing to resume)."""
+    if not (folder / "resume.npz").is_file():
+        return None
+    with np.load(folder / "resume.npz") as arrays:
+        for m, (trainer, opt) in enumerate(zip(learner.trainers, learner.optimizers)):
+            for i, v in enumerate(trainer.weights):
+                v.assign(arrays[f"w{m}_{i}"])
+            for i, v in enumerate(opt.variables):
+                v.assign(arrays[f"o{m}_{i}"])
+        return json.loads(str(arrays["state"]))
 
 
 def predict_logits(model: keras.Model, batches) -> tuple[np.ndarray, np.ndarray]:
@@ -124,13 +146,15 @@ def validation_score(model: keras.Model, batches, loss_fn) -> dict:
 
 
 # --------------------------------------------------------------------------- one fold
+def _frame_view(model: keras.Model) -> keras.Model:
+    from rfcxlib.models import frame_trainer
+
+    return frame_trainer(model)
+
+
 def _trainer(model: keras.Model, loss_fn) -> keras.Model:
     """The model that ``loss_fn`` trains: ``model`` itself, or its clip + frame view for the SED loss."""
-    if losses.is_frame_loss(loss_fn):
-        from rfcxlib.models import frame_trainer
-
-        return frame_trainer(model)
-    return model
+    return _frame_view(model) if losses.is_frame_loss(loss_fn) else model
 
 
 def samples_per_epoch(dataset, train_ids, config: RunConfig) -> int:
@@ -142,59 +166,65 @@ def samples_per_epoch(dataset, train_ids, config: RunConfig) -> int:
     return max(len(pipeline.crop_rows(dataset, train_ids)), t.batch_size)
 
 
-def fit_fold(dataset, config: RunConfig, fold: int, folder: Path, *, loss_fn, build_fn: Callable,
+def fit_fold(dataset, config: RunConfig, fold: int, folder: Path, *, loss_fn=None, build_fn: Callable,
              progress: bool = True, strategy: Optional[tf.distribute.Strategy] = None,
-             source=None) -> keras.Model:
-    """Train (or resume) one fold in ``folder``; return the model with the weights of its best
-    (or, ``checkpoint="last"``, last) epoch.
+             source=None, objective: Optional[Objective] = None) -> keras.Model:
+    """Train (or resume) one fold in ``folder``; return the (first) model with the weights of its
+    best (or, ``checkpoint="last"``, last) epoch.
 
-    The model is built and compiled under ``strategy`` (default: :func:`select_strategy`).
+    The networks and their optimizers are built under ``strategy`` (default:
+    :func:`select_strategy`); ``objective`` (default: the loss ``loss_fn``) says what they learn.
     ``source`` is the data set the training crops are drawn from (default ``dataset``; e.g. one
     with pseudo-label rows added): the folds, the number of crops per epoch and the validation
-    crops always come from ``dataset``.
+    crops always come from ``dataset``. ``folder`` is where this process writes: with several
+    workers, :func:`train_model` gives the chief the model folder and the others a mirror of it.
     """
-    t = config.train
+    t, folder = config.train, Path(folder)
+    strategy = strategy or select_strategy()
+    objective = objective or loss_objective(getattr(loss_fn, "__name__", "loss"), loss_fn)
     folder.mkdir(parents=True, exist_ok=True)
     train_ids, valid_ids = fold_split(dataset, config, fold)
-    shape = pipeline.input_shape(config)
     keras.utils.set_random_seed(_epoch_seed(config, fold, -1))
     samples = samples_per_epoch(dataset, train_ids, config)
-    with (strategy or select_strategy()).scope():
-        model = build_fn(config, shape)
-        trainer = _trainer(model, loss_fn)
-        compile_model(trainer, config, loss_fn, t.epochs * (samples // t.batch_size))
-    # the SED loss trains clip + frame logits; validation scores the clip logits with masked BCE
-    frames = trainer.output.shape[1] - 1 if trainer is not model else None
-    valid_loss = loss_fn if trainer is model else losses.masked_bce
+    with strategy.scope():
+        learner = _build_learner(config, pipeline.input_shape(config), build_fn, objective,
+                                 t.epochs * (samples // t.batch_size))
+    step = make_step(learner.trainers, learner.optimizers, objective, strategy=strategy,
+                     global_batch=t.batch_size, xla=bool(t.xla))
+    frames = learner.trainers[0].output.shape[1] - 1 if objective.frames else None
     valid = pipeline.valid_dataset(dataset, valid_ids, config, progress=False)
-    state = read_json(folder / "state.json", default=None) or {
-        "epochs_done": 0, "best": -1.0, "best_epoch": -1, "history": []}
-    if state["epochs_done"] > 0:
-        _load_checkpoint(trainer, folder, "last")
+    state = _load_resume(learner, folder) or {"epochs_done": 0, "best": -1.0, "best_epoch": -1, "history": []}
+    _sync_batch_norm(learner.models, strategy.num_replicas_in_sync > 1)
     bar = tqdm(range(state["epochs_done"], t.epochs), desc=f"fold {fold}", disable=not progress,
                initial=state["epochs_done"], total=t.epochs, unit="epoch")
     for epoch in bar:
         if t.patience and epoch - state["best_epoch"] > t.patience and state["best_epoch"] >= 0:
             break
-        started = time.time()
-        seed = _epoch_seed(config, fold, epoch)
+        started, seed = time.time(), _epoch_seed(config, fold, epoch)
         keras.utils.set_random_seed(seed)
-        _reseed_dropout(model, seed)
+        _reseed_dropout(learner.models, seed)
         batches = pipeline.train_dataset(dataset if source is None else source, train_ids, config,
                                          seed=seed, samples_per_epoch=samples, frames=frames, progress=False)
-        fit = trainer.fit(batches, epochs=1, verbose=0, shuffle=False)
-        row = {"fold": fold, "epoch": epoch, "loss": float(fit.history["loss"][-1]),
-               **validation_score(model, valid, valid_loss), "seconds": round(time.time() - started, 2)}
+        value = float(objective.value(epoch)) if objective.value else 0.0
+        with distribute.collective_errors(strategy):
+            logs = run_epoch(step, steps.distributed(strategy, batches), value)
+        row = {"fold": fold, "epoch": epoch, "loss": logs[objective.names[0]],
+               **{k: v for k, v in logs.items() if k != "loss"},
+               **({objective.value_name: value} if objective.value_name else {}),
+               **validation_score(learner.models[0], valid, objective.valid_loss),
+               "seconds": round(time.time() - started, 2)}
         state["history"].append(row)
         if row["val_lwlrap"] > state["best"]:
             state["best"], state["best_epoch"] = row["val_lwlrap"], epoch
-            _save_checkpoint(trainer, folder, "best")
-        _save_checkpoint(trainer, folder, "last")
+            save_keras_atomic(learner.trainers[0], folder / "best.weights.h5")
+        save_keras_atomic(learner.trainers[0], folder / "last.weights.h5")
         state["epochs_done"] = epoch + 1
+        _save_resume(learner, folder, state)  # the one file resume reads: weights, optimizers, state
         write_json_atomic(folder / "state.json", state)
         bar.set_postfix(loss=f"{row['loss']:.4f}", val_lwlrap=f"{row['val_lwlrap']:.3f}")
-    _load_checkpoint(trainer, folder, t.checkpoint)
-    return model
+    _sync_batch_norm(learner.models, False)
+    learner.trainers[0].load_weights(folder / f"{t.checkpoint}.weights.h5")
+    return learner.models[0]
 
 
 # --------------------------------------------------------------------------- folds + scores
@@ -206,42 +236,48 @@ def _default_build(config, shape):
 
 def train_model(dataset, config: RunConfig, model_dir, *, loss: Optional[str] = None,
                 build_fn: Optional[Callable] = None, progress: bool = True,
-                extra: Optional[dict] = None, sources: Optional[dict] = None) -> dict:
+                extra: Optional[dict] = None, sources: Optional[dict] = None,
+                objective: Optional[Objective] = None) -> dict:
     """Train every fold of ``config.train.train_folds`` into ``model_dir`` (resuming what a
     previous call left) and write the score files; returns the model's metrics. ``sources`` maps
-    a fold to the data set its training crops come from (see :func:`fit_fold`).
+    a fold to the data set its training crops come from (see :func:`fit_fold`); ``objective``
+    (default: the loss ``loss``, else ``config.train.loss``) says what each fold learns.
 
     A fold is reused only when its ``fingerprint.json`` matches the current configuration, loss,
     builder and data (:mod:`rfcxlib.fingerprints`): a fold trained otherwise is discarded and
-    trained again, one whose only change is the inference settings is scored again."""
-    model_dir = Path(model_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    loss_name = loss or config.train.loss
-    loss_fn = losses.get_loss(loss_name)
+    trained again, one whose only change is the inference settings is scored again. With several
+    workers every worker runs this call; only the chief writes ``model_dir``, the others a
+    temporary mirror of it, and all return the same metrics."""
+    strategy = select_strategy()
+    objective = objective or loss_objective(loss or config.train.loss)
     custom_build, build_fn = build_fn, build_fn or _default_build
-    write_json_atomic(model_dir / "config.json", {**config.to_dict(), "notebook": extra or {}})
+    chief = distribute.is_chief(strategy)
     if config.train.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
-    oof, test, history = [], [], []
-    for fold in config.train.train_folds:
-        folder = model_dir / f"fold{fold}"
-        source = (sources or {}).get(fold)
-        _check_fold(folder, fingerprints.fold_fingerprint(dataset, config, loss=loss_name,
-                                                          build_fn=custom_build, source=source))
-        if not (folder / "scores.npz").exists():
-            model = fit_fold(dataset, config, fold, folder, loss_fn=loss_fn, build_fn=build_fn,
-                             progress=progress, source=source)
-            _, valid_ids = fold_split(dataset, config, fold)
-            save_npz_atomic(folder / "scores.npz", valid_ids=np.array(valid_ids),
-                            oof=inference.predict_clips(model, dataset, valid_ids, config, split="train"),
-                            test=inference.predict_clips(model, dataset, dataset.test_ids, config, split="test"))
-            if fold == config.train.train_folds[0] or not (model_dir / "model.keras").exists():
-                save_keras_atomic(model, model_dir / "model.keras")
-        scores = np.load(folder / "scores.npz")
-        oof.append((fold, [str(r) for r in scores["valid_ids"]], scores["oof"]))
-        test.append(scores["test"])
-        history += read_json(folder / "state.json")["history"]
-    return write_scores(model_dir, dataset, oof, test, pd.DataFrame(history), extra=extra)
+    with distribute.writer_folder(model_dir, strategy) as out:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "config.json", {**config.to_dict(), "notebook": extra or {}})
+        oof, test, history = [], [], []
+        for fold in config.train.train_folds:
+            folder, source = out / f"fold{fold}", (sources or {}).get(fold)
+            if chief:
+                _check_fold(folder, fingerprints.fold_fingerprint(dataset, config, loss=objective.name,
+                                                                  build_fn=custom_build, source=source))
+            distribute.mirror_folder(strategy, folder)  # the others continue from the chief's files
+            if not (folder / "scores.npz").exists():
+                model = fit_fold(dataset, config, fold, folder, build_fn=build_fn, progress=progress and chief,
+                                 strategy=strategy, source=source, objective=objective)
+                _, valid_ids = fold_split(dataset, config, fold)
+                save_npz_atomic(folder / "scores.npz", valid_ids=np.array(valid_ids),
+                                oof=inference.predict_clips(model, dataset, valid_ids, config, split="train"),
+                                test=inference.predict_clips(model, dataset, dataset.test_ids, config, split="test"))
+                if fold == config.train.train_folds[0] or not (out / "model.keras").exists():
+                    save_keras_atomic(model, out / "model.keras")
+            scores = np.load(folder / "scores.npz")
+            oof.append((fold, [str(r) for r in scores["valid_ids"]], scores["oof"]))
+            test.append(scores["test"])
+            history += read_json(folder / "state.json")["history"]
+        return write_scores(out, dataset, oof, test, pd.DataFrame(history), extra=extra)
 
 
 def _check_fold(folder: Path, current: dict) -> str:
@@ -278,8 +314,8 @@ def is_current(model_dir, dataset, config: RunConfig, *, loss: Optional[str] = N
 def load_fold_model(model_dir, config: RunConfig, fold: int, *, build_fn: Optional[Callable] = None,
                     loss: Optional[str] = None) -> keras.Model:
     """The model of ``fold`` that :func:`train_model` trained in ``model_dir`` (the weights
-    ``config.train.checkpoint`` keeps), rebuilt from ``config``; ``loss`` is the loss it was
-    trained with when not ``config.train.loss``."""
+    ``config.train.checkpoint`` keeps; co-teaching's first network), rebuilt from ``config``;
+    ``loss`` is the loss it was trained with when not ``config.train.loss``."""
     path = Path(model_dir) / f"fold{fold}" / f"{config.train.checkpoint}.weights.h5"
     if not path.is_file():
         raise DataError(f"{path}: no trained weights for fold {fold}; expected a folder written by train_model")
@@ -310,3 +346,27 @@ def write_scores(model_dir, dataset, oof: list[tuple], test_logits: list, histor
         result["test_lwlrap"] = metrics.lwlrap(truth, test)
     write_json_atomic(model_dir / "metrics.json", result)
     return result
+
+
+# --------------------------------------------------------------------------- rfcx train
+def configure_parser(p) -> None:
+    p.add_argument("--data-dir", required=True, help="a data folder in the RFCx layout")
+    p.add_argument("--model-dir", required=True, help="the model folder (with several workers: "
+                   "written by the chief only)")
+    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                   help="a configuration field (a YAML scalar, as papermill's -p), e.g. -p epochs 5")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def cli_main(args) -> int:
+    """``rfcx train``: the strategy first (before TensorFlow runs anything: several workers need
+    it), then every fold of the configuration; the chief prints the metrics as one JSON line."""
+    from rfcxlib.profiles import parse_value
+
+    strategy = init_strategy()
+    config = RunConfig.from_params({**{k: parse_value(v) for k, v in args.parameter}, "data_dir": args.data_dir})
+    result = train_model(data.load_dataset(args.data_dir), config, args.model_dir,
+                         progress=not args.no_progress)
+    if distribute.is_chief(strategy):
+        print(json.dumps(result), flush=True)
+    return 0
