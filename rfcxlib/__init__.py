@@ -11,8 +11,8 @@ _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 _os.environ.setdefault("KERAS_HOME", _os.path.join(_os.path.expanduser("~"), ".keras"))
 
 from rfcxlib.errors import DataError, ParameterError, RfcxError  # noqa: E402
+from rfcxlib.layout import NUM_SPECIES  # noqa: E402
 
 __version__ = "0.1.0"
-NUM_SPECIES = 24
 
 __all__ = ["DataError", "ParameterError", "RfcxError", "NUM_SPECIES", "__version__"]

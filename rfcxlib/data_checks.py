@@ -15,10 +15,8 @@ import pandas as pd
 import soundfile as sf
 
 from rfcxlib.errors import DataError
-
-NUM_SPECIES = 24
-COLUMNS = ["recording_id", "species_id", "songtype_id", "t_min", "f_min", "t_max", "f_max"]
-SUBMISSION_COLUMNS = ["recording_id"] + [f"s{i}" for i in range(NUM_SPECIES)]
+from rfcxlib.layout import ANNOTATION_COLUMNS as COLUMNS
+from rfcxlib.layout import NUM_SPECIES, SUBMISSION_COLUMNS
 ASSUMED_DURATION_S = 60.0  # for boxes of recordings that are not on disk (tables-only loading)
 _TIME_TOL_S = 0.01  # rounding slack for boxes that end at the recording's end
 _MAX_LISTED = 10  # lines listed per kind of problem

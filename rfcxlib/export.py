@@ -27,6 +27,7 @@ from pathlib import Path
 
 from rfcxlib import NUM_SPECIES, __version__
 from rfcxlib.errors import DataError, ParameterError, unknown_choice
+from rfcxlib.layout import SPECIES_COLUMNS
 from rfcxlib.runs import read_json, write_bytes_atomic, write_json_atomic
 
 FORMATS = ("savedmodel", "tflite")
@@ -54,7 +55,7 @@ def metadata(model_dir: Path, cfg, n_folds: int, fmt: str) -> dict:
                       "dtype": "float32", "sample_rate_hz": cfg.audio.sr, "window_s": cfg.audio.crop_s,
                       "channels": 1, "range": [-1.0, 1.0]},
             "output": {"name": "scores", "shape": [None, NUM_SPECIES], "activation": "sigmoid"},
-            "species": [f"s{k}" for k in range(NUM_SPECIES)], "folds": n_folds,
+            "species": SPECIES_COLUMNS, "folds": n_folds,
             "hop_s": cfg.inference.hop_s, "features": cfg.to_dict()["features"]}
 
 

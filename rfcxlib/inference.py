@@ -16,6 +16,7 @@ import pandas as pd
 from rfcxlib import NUM_SPECIES, pipeline
 from rfcxlib.config import RunConfig
 from rfcxlib.errors import ParameterError
+from rfcxlib.layout import SPECIES_COLUMNS
 
 
 species_bands = pipeline.species_bands  # {species: (f_min, f_max)}, the median TP band
@@ -72,6 +73,6 @@ def sigmoid(z) -> np.ndarray:
 
 def scores_frame(recording_ids: Sequence[str], scores: np.ndarray) -> pd.DataFrame:
     """``recording_id, s0..s23`` table of clip scores."""
-    frame = pd.DataFrame(scores, columns=[f"s{k}" for k in range(scores.shape[1])])
+    frame = pd.DataFrame(scores, columns=SPECIES_COLUMNS)
     frame.insert(0, "recording_id", list(recording_ids))
     return frame

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from rfcxlib import NUM_SPECIES, audio, augment, features
+from rfcxlib import NUM_SPECIES, audio, augment, data, features
 from rfcxlib.config import AugmentConfig, RunConfig
 from rfcxlib.errors import DataError, ParameterError
 
@@ -80,10 +80,9 @@ def species_weights(rows: pd.DataFrame) -> np.ndarray:
 
 
 def species_bands(dataset) -> dict[int, tuple[float, float]]:
-    """``{species: (f_min, f_max)}``: the median band of each species' TP (else FP) rows."""
-    rows = dataset.tp if len(dataset.tp) else dataset.fp
-    med = rows.groupby("species_id")[["f_min", "f_max"]].median()
-    return {int(s): (float(r.f_min), float(r.f_max)) for s, r in med.iterrows()}
+    """``{species: (f_min, f_max)}`` of :func:`rfcxlib.data.species_bands` (TP rows, else FP rows)."""
+    bands = data.species_bands(dataset.tp, dataset.fp)
+    return {int(s): (float(r.f_min), float(r.f_max)) for s, r in bands.iterrows()}
 
 
 def band_masks(dataset, config: RunConfig) -> np.ndarray:

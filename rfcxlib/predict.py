@@ -36,6 +36,7 @@ import pandas as pd
 
 from rfcxlib import NUM_SPECIES, raven, thresholds
 from rfcxlib.errors import DataError, ParameterError
+from rfcxlib.layout import SPECIES_COLUMNS
 from rfcxlib.runs import read_json, write_json_atomic, write_text_atomic
 from rfcxlib.scorers import SCORERS, WindowScorer, build_scorer, has_scorer  # noqa: F401  (API)
 from rfcxlib.streaming import audio_blocks, collect_files, cut_windows, file_info
@@ -304,7 +305,7 @@ def predict(source, paths: Sequence, out_dir, *, threshold: float = 0.5, precisi
         bar_files.close()
         bar_audio.close()
     windows.commit()
-    frame = pd.DataFrame([c for _, c in clips], columns=[f"s{k}" for k in range(NUM_SPECIES)])
+    frame = pd.DataFrame([c for _, c in clips], columns=SPECIES_COLUMNS)
     frame.insert(0, "recording_id", [r for r, _ in clips])
     write_text_atomic(out / "clip_scores.csv", frame.to_csv(index=False, float_format="%.6f"))
     if names:

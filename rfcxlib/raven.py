@@ -18,7 +18,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from rfcxlib import NUM_SPECIES
+from rfcxlib import NUM_SPECIES, data
 from rfcxlib.errors import DataError, ParameterError
 from rfcxlib.runs import write_json_atomic, write_text_atomic
 
@@ -148,10 +148,9 @@ def species_bands(source: Path, models: list, *, data_dir=None) -> tuple[dict, s
         if missing:
             raise DataError(f"{path}: lacks the columns {sorted(missing)} the species' bands come from")
     bands = {s: full for s in range(NUM_SPECIES)}
-    for table in reversed(rows):  # TP rows win over FP rows
-        for s, r in table.groupby("species_id")[["f_min", "f_max"]].median().iterrows():
-            if 0 <= int(s) < NUM_SPECIES:
-                bands[int(s)] = (float(r.f_min), float(r.f_max))
+    for s, r in data.species_bands(*rows).iterrows():
+        if 0 <= int(s) < NUM_SPECIES:
+            bands[int(s)] = (float(r.f_min), float(r.f_max))
     if not data_dir:
         try:  # kept with the run for when its data set is gone; a read-only run folder only loses that
             write_json_atomic(saved, {"source": str(root), "bands": {str(k): v for k, v in bands.items()}})

@@ -14,11 +14,9 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from rfcxlib import NUM_SPECIES
 from rfcxlib.errors import DataError, ParameterError
-
-SPECIES_COLUMNS = [f"s{s}" for s in range(NUM_SPECIES)]
-COLUMNS = ["recording_id", *SPECIES_COLUMNS]
+from rfcxlib.layout import NUM_SPECIES, SPECIES_COLUMNS
+from rfcxlib.layout import SUBMISSION_COLUMNS as COLUMNS
 
 __all__ = ["COLUMNS", "SPECIES_COLUMNS", "read_sample_submission", "submission_frame",
            "write_submission", "validate_submission"]

@@ -39,11 +39,12 @@ import soundfile as sf
 
 from rfcxlib import synth_sounds as snd
 from rfcxlib.errors import ParameterError
+from rfcxlib.layout import ANNOTATION_COLUMNS as COLUMNS
+from rfcxlib.layout import SPECIES_COLUMNS
 from rfcxlib.runs import write_json_atomic, write_text_atomic
 from rfcxlib.synth_plan import PROFILES, Recording, check_profile, make_plan  # noqa: F401  (API)
 
 SR = 48000
-COLUMNS = ["recording_id", "species_id", "songtype_id", "t_min", "f_min", "t_max", "f_max"]
 VERSION = 7  # bump when the output changes: cached data sets of other versions are rebuilt
 
 
@@ -111,9 +112,8 @@ def _tables(plan: dict) -> dict[str, pd.DataFrame]:
         return pd.DataFrame(out, columns=COLUMNS)
 
     test_ids = [rid for rid, _ in plan["test"]]
-    sub = pd.DataFrame({"recording_id": test_ids})
-    for s in range(snd.NUM_SPECIES):
-        sub[f"s{s}"] = 0
+    sub = pd.DataFrame(0, index=range(len(test_ids)), columns=SPECIES_COLUMNS)
+    sub.insert(0, "recording_id", test_ids)
     truth = pd.DataFrame([(rid, s) for rid, rec in plan["test"] for s in sorted(rec.present)],
                          columns=["recording_id", "species_id"])
     calls = pd.DataFrame([

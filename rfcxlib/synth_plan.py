@@ -9,6 +9,7 @@ import numpy as np
 
 from rfcxlib import synth_sounds as snd
 from rfcxlib.errors import unknown_choice
+from rfcxlib.layout import NUM_SPECIES
 
 # n_train / n_test recordings of duration_s; fp_only: share of training recordings with FP rows
 # only; both: share of the TP recordings that also get FP rows (real data: 0.76 and 0.32);
@@ -116,8 +117,8 @@ def _row(species, songtype, t_s, box_s) -> tuple:
 
 def _balanced(rng, n: int) -> list[int]:
     """``n`` species ids, each species as often as possible, in random order."""
-    reps = -(-n // snd.NUM_SPECIES)
-    ids = np.concatenate([rng.permutation(snd.NUM_SPECIES) for _ in range(reps)])[:n]
+    reps = -(-n // NUM_SPECIES)
+    ids = np.concatenate([rng.permutation(NUM_SPECIES) for _ in range(reps)])[:n]
     return [int(s) for s in ids]
 
 
@@ -130,17 +131,17 @@ def _plan_train(rng, n: int, *, duration_s: float, fp_only: float, both: float, 
         rec = Recording(rng, duration_s)
         tp_species = [focal[i]] if i < n_tp else []
         if tp_species and rng.random() < 0.05:
-            tp_species.append(int(rng.choice([s for s in range(snd.NUM_SPECIES) if s != focal[i]])))
+            tp_species.append(int(rng.choice([s for s in range(NUM_SPECIES) if s != focal[i]])))
         for s in tp_species:
             for k in range(int(rng.integers(1, max_calls + 1))):
                 rec.add_call(s, labelled=(k == 0 or rng.random() < p_label))
-        others = [s for s in range(snd.NUM_SPECIES) if s not in tp_species]
+        others = [s for s in range(NUM_SPECIES) if s not in tp_species]
         for s in rng.choice(others, size=int(rng.choice([0, 1, 2], p=[0.4, 0.4, 0.2])), replace=False):
             for _ in range(int(rng.integers(1, 3))):
                 rec.add_call(int(s), labelled=False)
         if not tp_species or rng.random() < both:
             for _ in range(min(fp_max, 1 + int(rng.poisson(fp_extra)))):
-                free = [s for s in range(snd.NUM_SPECIES) if s not in rec.present | rec.fp_species]
+                free = [s for s in range(NUM_SPECIES) if s not in rec.present | rec.fp_species]
                 rec.add_detector_false_positive(int(rng.choice(free)))
         recs.append(rec)
     order = rng.permutation(n)  # TP-only, TP+FP and FP-only recordings interleaved
@@ -149,9 +150,9 @@ def _plan_train(rng, n: int, *, duration_s: float, fp_only: float, both: float, 
 
 def _plan_test(rng, n: int, *, duration_s: float, max_calls: int, **_) -> list[Recording]:
     counts = rng.choice([1, 2, 3, 4], size=n, p=[0.35, 0.35, 0.2, 0.1])
-    while counts.sum() < min(snd.NUM_SPECIES, 4 * n):  # every species in the test set
+    while counts.sum() < min(NUM_SPECIES, 4 * n):  # every species in the test set
         counts[rng.choice(np.flatnonzero(counts < 4))] += 1
-    pool = _balanced(rng, int(counts.sum()) + snd.NUM_SPECIES)
+    pool = _balanced(rng, int(counts.sum()) + NUM_SPECIES)
     recs = []
     for k in counts:
         rec = Recording(rng, duration_s)
@@ -164,7 +165,7 @@ def _plan_test(rng, n: int, *, duration_s: float, max_calls: int, **_) -> list[R
                 rec.add_call(s, labelled=False)
         # sounds a detector would take for a species: about one per 20 s (at least 0.7 a recording)
         for _ in range(int(rng.poisson(max(0.7, duration_s / 20)))):
-            rec.add_burst(int(rng.integers(snd.NUM_SPECIES)))
+            rec.add_burst(int(rng.integers(NUM_SPECIES)))
         recs.append(rec)
     return recs
 

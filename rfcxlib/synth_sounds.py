@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.fft as sfft
 
-# species_id -> (f_min_hz, f_max_hz, box_s, shape for songtype 1, shape for songtype 4 or None)
+# species_id (0 to layout.NUM_SPECIES - 1) -> (f_min_hz, f_max_hz, box_s, shape for songtype 1, shape for songtype 4 or None)
 SPECIES = {
     0: (5906.25, 8250.0, 0.79, "sweep", None),
     1: (3843.75, 5625.0, 0.90, "trill", None),
@@ -45,7 +45,6 @@ SPECIES = {
     22: (10687.5, 13687.5, 1.61, "trill", None),
     23: (6459.96, 11627.9, 7.00, "pulse", "sweep"),
 }
-NUM_SPECIES = len(SPECIES)
 
 
 def songtypes(species_id: int) -> tuple[int, ...]:

@@ -15,9 +15,10 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
+from rfcxlib import data
 from rfcxlib.config import FeatureConfig
+from rfcxlib.layout import NUM_SPECIES
 
-NUM_SPECIES = 24
 TP_COLOR = "#2ca02c"
 FP_COLOR = "#d62728"
 UNLABELLED_COLOR = "#00e5ff"
@@ -72,8 +73,8 @@ def species_bands(rows: pd.DataFrame, *, ax=None):
     """Each species' frequency band (median f_min to f_max of its rows) on a log axis, coloured
     by its median box length."""
     ax = _axes(ax, (11, 3.6))
-    g = rows.groupby("species_id")
-    stats = pd.DataFrame({"lo": g.f_min.median(), "hi": g.f_max.median(),
+    bands = data.species_bands(rows)
+    stats = pd.DataFrame({"lo": bands.f_min, "hi": bands.f_max,
                           "len": (rows.t_max - rows.t_min).groupby(rows.species_id).median()})
     norm = plt.Normalize(0, max(1.0, float(stats.len.max())))
     cmap = plt.get_cmap("viridis")
