@@ -49,23 +49,44 @@ def parse_value(raw: str, type_name: str = "None") -> Any:
     return value
 
 
-def coerce(value: Any, spec: dict, where: str) -> Any:
-    """Bring ``value`` to the type the notebook declares (int -> float, text -> number)."""
-    type_name = spec.get("inferred_type_name", "None")
-    name = spec["name"]
-    if isinstance(value, str) and type_name in ("int", "float", "bool", "list", "dict"):
-        value = parse_value(value)
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}
+
+
+def _scalar(value: Any, type_name: str) -> tuple[Any, bool]:
+    """``(value, ok)``: ``value`` brought to the scalar type ``type_name`` (int -> float,
+    number -> str); ``ok`` is False when it is not of that type."""
     if type_name == "float" and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        return float(value), True
     if type_name == "str" and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    expected = {"int": int, "float": float, "str": str, "bool": bool}.get(type_name)
+        return str(value), True
+    expected = _TYPES.get(type_name)
     ok = expected is None or (isinstance(value, expected)
                               and not (expected is int and isinstance(value, bool)))
+    return value, ok
+
+
+def coerce(value: Any, spec: dict, where: str) -> Any:
+    """Bring ``value`` to the type the notebook declares (int -> float, text -> number; for
+    ``list[int]`` and the like, each item, and a single value becomes a one-item list)."""
+    type_name = spec.get("inferred_type_name", "None")
+    name = spec["name"]
+    base, _, item = type_name.partition("[")
+    item = item.rstrip("]").strip()
+    if isinstance(value, str) and base in ("int", "float", "bool", "list", "dict"):
+        value = parse_value(value)
+    if base == "list" and isinstance(value, tuple):
+        value = list(value)
+    if base == "list" and not isinstance(value, (list, dict)) and value is not None:
+        value = [value]
+    if base == "list" and item in _TYPES and isinstance(value, list):
+        items = [_scalar(v, item) for v in value]
+        value, ok = [v for v, _ in items], all(good for _, good in items)
+    else:
+        value, ok = _scalar(value, base)
     if not ok:
+        declared = f"{name}: {type_name}" + (f" = {spec['default']}" if "default" in spec else "")
         raise ParameterError(f"{where}: parameter {name!r} = {value!r}: expected a value of "
-                             f"type {type_name} (the notebook declares {name}: {type_name} = "
-                             f"{spec.get('default')})")
+                             f"type {type_name} (the notebook declares {declared})")
     return value
 
 

@@ -2,7 +2,7 @@
 
 :func:`check_steps` builds the :class:`~rfcxlib.config.RunConfig` each step's notebook will build
 (its ``parameters`` cell's defaults, then the injected values, through
-:meth:`RunConfig.from_notebook`, as notebook 04 does), so a typo'd backbone, attention, head,
+:func:`rfcxlib.notebook.config_of`, as the notebook's opening call does), so a typo'd backbone, attention, head,
 loss or augmentation value, or a probability outside [0, 1], in any sweep entry stops the run
 before anything executes, naming the entry and the valid choices. It then checks that the
 pretrained weights each step asks for can be had (:func:`weights_problems`): ImageNet weights
@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 from typing import Optional
 
+from rfcxlib import notebook
 from rfcxlib.config import RunConfig
 from rfcxlib.errors import ParameterError, RunFailed
 
@@ -37,17 +38,12 @@ def where(step) -> str:
 
 
 def step_config(step) -> RunConfig:
-    """The configuration ``step``'s notebook builds; :class:`ParameterError` names the step."""
+    """The configuration ``step``'s notebook builds (:func:`rfcxlib.notebook.config_of`);
+    :class:`ParameterError` names the step."""
     from rfcxlib.preflight import effective_parameters
 
     try:
-        values = effective_parameters(step)
-        config = RunConfig.from_notebook(values)
-        if config.model.backbone == "birdnet":
-            from rfcxlib import embedding_heads
-
-            embedding_heads.from_params(values)
-        return config
+        return notebook.config_of(step.notebook.stem, effective_parameters(step))
     except ParameterError as exc:
         raise ParameterError(f"{where(step)}: {exc}") from None
 

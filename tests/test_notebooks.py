@@ -41,6 +41,26 @@ def test_notebook_is_committed_clean_with_one_parameters_cell(path):
     assert declared["run_dir"]["default"] in ('""', "''")
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_every_parameter_is_typed_and_the_notebook_opens_with_one_call(path):
+    """``papermill --help-notebook`` lists a type and a help text for every parameter; the cell
+    after the parameters opens the notebook (data, configuration, run folder) in one call."""
+    import papermill
+
+    inferred = papermill.inspect_notebook(str(path))
+    declared = profiles.declared_parameters(path)
+    assert list(inferred) == list(declared)
+    for name, spec in inferred.items():
+        assert spec["inferred_type_name"] == declared[name]["inferred_type_name"] != "None", name
+        assert spec["inferred_type_name"] != "list", f"{name}: declare the items' type (list[int])"
+        assert spec["help"], f"{name}: a comment says what it is"
+    nb = nbformat.read(path, as_version=4)
+    at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    assert f'session = notebook.start("{path.stem}", globals())' in nb.cells[at + 1].source
+    calls = sum(c.source.count("notebook.start(") for c in nb.cells if c.cell_type == "code")
+    assert calls == 1 and not any("write_config(" in c.source for c in nb.cells)
+
+
 @pytest.mark.parametrize("profile", ["tiny", "mini", "full"])
 def test_profiles_name_only_parameters_the_notebooks_declare(profile, tmp_path, monkeypatch):
     """Every profile resolves against the real notebooks (an unknown name would raise)."""
