@@ -1,4 +1,5 @@
-"""Training: strategy selection, MirroredStrategy equivalence, score files, resume after a crash."""
+"""Training: strategy selection, the distributed step's MirroredStrategy equivalence, score files,
+resume after a crash (on one device and on two logical CPUs)."""
 from __future__ import annotations
 
 import json
@@ -6,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -41,7 +43,7 @@ MIRRORED = textwrap.dedent("""
     tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
         [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
     import keras
-    from rfcxlib import losses, train
+    from rfcxlib import losses, steps, train
 
     def fit(strategy):
         keras.utils.set_random_seed(0)
@@ -50,13 +52,17 @@ MIRRORED = textwrap.dedent("""
             x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
             x = keras.layers.GlobalAveragePooling2D()(x)
             model = keras.Model(inputs, keras.layers.Dense(24)(x))
-            model.compile(optimizer=keras.optimizers.SGD(0.1), loss=losses.masked_bce)
+            optimizer = keras.optimizers.SGD(0.1)
+            optimizer.build(model.trainable_variables)
+        step = steps.make_step([model], [optimizer], steps.loss_objective("masked_bce"), strategy=strategy,
+                               global_batch=8)
         gen = np.random.default_rng(0)
         x = gen.normal(size=(32, 8, 8, 1)).astype("float32")
         y = (gen.random((32, 24)) < 0.3).astype("float32")
         t = losses.pack_targets(y, (gen.random((32, 24)) < 0.7).astype("float32"))
         ds = tf.data.Dataset.from_tensor_slices((x, t)).batch(8)
-        model.fit(ds, epochs=3, verbose=0, shuffle=False)
+        for _ in range(3):
+            steps.run_epoch(step, steps.distributed(strategy, ds))
         return [w.numpy() for w in model.weights]
 
     strategy = train.select_strategy()
@@ -152,12 +158,13 @@ def test_unknown_loss_lists_choices(tiny, tmp_path):
         train.train_model(tiny, RunConfig.from_params(TINY), tmp_path / "m", loss="hinge", progress=False)
 
 
-def test_resume_after_interruption_reproduces_run(tiny, tmp_path, monkeypatch):
-    config = RunConfig.from_params(TINY)
-    whole = train.train_model(tiny, config, tmp_path / "whole", progress=False)
-
-    real = pipeline.train_dataset
-    calls = {"n": 0}
+def interrupted_and_whole(data_dir, out_dir) -> dict:
+    """Train ``TINY`` (3 epochs of 3 steps) into ``out_dir/whole``, then into ``out_dir/resumed``
+    killed as its third epoch starts and started again; this process's strategy and both metrics."""
+    tiny, config, out_dir = data.load_dataset(data_dir), RunConfig.from_params({**TINY, "steps_per_epoch": 3}), Path(out_dir)
+    strategy = train.select_strategy()
+    whole = train.train_model(tiny, config, out_dir / "whole", progress=False)
+    real, calls = pipeline.train_dataset, {"n": 0}
 
     def crash_on_third_epoch(*args, **kwargs):
         calls["n"] += 1
@@ -165,16 +172,50 @@ def test_resume_after_interruption_reproduces_run(tiny, tmp_path, monkeypatch):
             raise KeyboardInterrupt("simulated kill")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "train_dataset", crash_on_third_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        train.train_model(tiny, config, tmp_path / "resumed", progress=False)
-    state = json.loads((tmp_path / "resumed" / "fold0" / "state.json").read_text())
-    assert state["epochs_done"] == 2
-    monkeypatch.setattr(pipeline, "train_dataset", real)
-    resumed = train.train_model(tiny, config, tmp_path / "resumed", progress=False)
+    pipeline.train_dataset = crash_on_third_epoch
+    try:
+        train.train_model(tiny, config, out_dir / "resumed", progress=False)
+        raise AssertionError("the simulated kill did not stop training")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        pipeline.train_dataset = real
+    killed_at = json.loads((out_dir / "resumed" / "fold0" / "state.json").read_text())["epochs_done"]
+    resumed = train.train_model(tiny, config, out_dir / "resumed", progress=False)
+    return {"replicas": strategy.num_replicas_in_sync, "mirrored": isinstance(strategy, tf.distribute.MirroredStrategy),
+            "killed_at": killed_at, "whole": whole, "resumed": resumed}
 
+
+RESUME_ON_TWO_CPUS = textwrap.dedent("""
+    import json, sys
+    import tensorflow as tf
+    tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
+        [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+    sys.path.insert(0, sys.argv[1])
+    import test_train
+    print(json.dumps(test_train.interrupted_and_whole(sys.argv[2], sys.argv[3])))
+""")
+
+
+@pytest.mark.parametrize("cpus", [1, 2], ids=["default", "mirrored_2_cpus"])
+def test_resume_after_interruption_reproduces_run(tiny_data_dir, tmp_path, cpus):
+    if cpus == 1:
+        out = interrupted_and_whole(tiny_data_dir, tmp_path)
+    else:  # logical CPUs exist only when configured before TensorFlow starts: a new process
+        script = tmp_path / "resume.py"
+        script.write_text(RESUME_ON_TWO_CPUS)
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        env.pop("TF_CONFIG", None)
+        done = subprocess.run([sys.executable, str(script), str(Path(__file__).parent), str(tiny_data_dir),
+                               str(tmp_path)], capture_output=True, text=True, env=env, timeout=400)
+        assert done.returncode == 0, done.stderr[-3000:]
+        out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (out["replicas"], out["mirrored"]) == ((1, False) if cpus == 1 else (2, True))
+    assert out["killed_at"] == 2
+    whole, resumed = out["whole"], out["resumed"]
     a = pd.read_csv(tmp_path / "whole" / "history.csv")
     b = pd.read_csv(tmp_path / "resumed" / "history.csv")
+    assert list(b.epoch) == [0, 1, 2]
     np.testing.assert_allclose(a.loss, b.loss, rtol=1e-5)
     np.testing.assert_allclose(a.val_lwlrap, b.val_lwlrap, atol=1e-6)
     za = np.load(tmp_path / "whole" / "test_scores.npz")["logits"]
