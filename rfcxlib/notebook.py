@@ -7,7 +7,8 @@
 
 :func:`start` reads the notebook's parameters, checks each against its declared type, builds the
 :class:`~rfcxlib.config.RunConfig` (every parameter that is a configuration field, plus the
-notebook's :data:`RULES`), finds the data (``data_dir``, else the synthetic data set of
+notebook's :data:`RULES`), creates the distribution strategy first thing in a notebook that
+trains (before TensorFlow runs an operation, as several workers need), finds the data (``data_dir``, else the synthetic data set of
 ``profile`` / ``data_seed``, generated once and cached; on Kaggle the competition data), loads
 and checks it, opens the run folder and writes ``config.json`` there (atomically, merged with
 what other notebooks wrote).
@@ -41,7 +42,8 @@ class Rules:
     fixed : configuration values the notebook sets itself, whatever the parameters say.
     tied : ``{configuration field: parameter}``: a field that copies another parameter.
     own : parameters named like a configuration field that mean something else here.
-    trains : the notebook trains models (a distribution strategy comes first).
+    trains : the notebook trains models: its distribution strategy
+        (:func:`rfcxlib.train.init_strategy`) is created first, before TensorFlow runs anything.
     any_rate : recordings at another sample rate are accepted (resampled when read), when the
         configuration resamples (``AudioConfig.resample``).
     """
@@ -86,7 +88,7 @@ class Session:
     dataset : rfcxlib.data.Dataset
     run : rfcxlib.runs.RunDir
     strategy : tf.distribute.Strategy or None
-        The distribution strategy models are built under (None: the default).
+        A training notebook's distribution strategy (the one training uses); None for the others.
     """
 
     notebook: str
@@ -171,9 +173,17 @@ def find_data(config: RunConfig) -> Path:
     return Path(d.data_dir) if d.data_dir else Path(synth.ensure_dataset(d.profile, d.data_seed))
 
 
-def start(notebook: str, namespace: MutableMapping[str, Any], *, rules: Optional[Rules] = None,
-          strategy: Optional[Any] = None) -> Session:
-    """Open ``notebook``: parameters, configuration, data, run folder, ``config.json``.
+def training_strategy():
+    """The process's distribution strategy, created now: several workers need it before
+    TensorFlow runs its first operation. Imports TensorFlow, so only a training notebook asks."""
+    from rfcxlib import train
+
+    return train.init_strategy()
+
+
+def start(notebook: str, namespace: MutableMapping[str, Any], *, rules: Optional[Rules] = None) -> Session:
+    """Open ``notebook``: parameters, configuration, distribution strategy (a training notebook),
+    data, run folder, ``config.json``.
 
     Parameters
     ----------
@@ -184,8 +194,6 @@ def start(notebook: str, namespace: MutableMapping[str, Any], *, rules: Optional
         their checked values.
     rules : Rules, optional
         For a notebook outside the series: what its configuration takes besides its parameters.
-    strategy : tf.distribute.Strategy, optional
-        The distribution strategy a training notebook builds its models under.
 
     Returns
     -------
@@ -196,6 +204,8 @@ def start(notebook: str, namespace: MutableMapping[str, Any], *, rules: Optional
     ParameterError
         An unknown notebook, a parameter of the wrong type, an invalid configuration (each names
         the parameter, its value and what was expected).
+    ClusterError
+        Several workers (``TF_CONFIG``) whose strategy cannot be created (see :mod:`rfcxlib.distribute`).
     DataError
         A data folder that does not fit the RFCx layout (naming the file, the line, the value).
     """
@@ -204,6 +214,7 @@ def start(notebook: str, namespace: MutableMapping[str, Any], *, rules: Optional
     rules = rules or RULES[notebook]
     params = parameters(namespace, notebook)
     config = config_of(notebook, params, rules)
+    strategy = training_strategy() if rules.trains else None
     root = find_data(config)
     sr = None if rules.any_rate and config.audio.resample else config.audio.sr
     dataset = data.load_dataset(root, sr=sr)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import json
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -122,3 +124,18 @@ def test_species_bands_take_tp_rows_then_fp_rows():
 def test_the_layout_names_agree():
     assert layout.SUBMISSION_COLUMNS == ["recording_id"] + [f"s{s}" for s in range(24)]
     assert sorted(synth_sounds.SPECIES) == list(range(layout.NUM_SPECIES))
+
+
+def test_only_a_training_notebook_creates_the_strategy_first(tiny_data_dir, tmp_path):
+    """06 opens without importing TensorFlow; 04 holds the strategy training will use."""
+    code = ("import sys\nfrom rfcxlib import notebook\n"
+            f"ns = {{'__annotations__': {{k: str for k in ('data_dir', 'run_dir', 'profile')}} | {{'data_seed': int}},\n"
+            f"      'data_dir': {str(tiny_data_dir)!r}, 'run_dir': {str(tmp_path / 'r6')!r}, 'profile': 'tiny', 'data_seed': 0}}\n"
+            "session = notebook.start('06_ensembling', ns)\n"
+            "assert session.strategy is None and 'tensorflow' not in sys.modules, sorted(sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    from rfcxlib import train
+
+    session = notebook.start("04_training", namespace(data_dir=str(tiny_data_dir), run_dir=str(tmp_path / "r4")))
+    assert session.strategy is train.init_strategy()
