@@ -29,6 +29,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
+from rfcxlib import audio
 from rfcxlib.config import AugmentConfig
 from rfcxlib.errors import ParameterError, unknown_choice
 from rfcxlib.losses import pack_targets, split_targets
@@ -130,9 +131,7 @@ def _band_mask(length, width_max, seed):
 
 
 def _tfio_mask(x, param, axis):
-    from rfcxlib.audio import tfio_status
-
-    if not tfio_status()[0]:
+    if not audio.tfio_status()[0]:
         return None
     import tensorflow_io as tfio
 

@@ -13,6 +13,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 import soundfile as sf
+from tqdm.auto import tqdm
 
 from rfcxlib.errors import DataError
 from rfcxlib.layout import ANNOTATION_COLUMNS as COLUMNS
@@ -256,8 +257,6 @@ def inspect_folder(data_dir, *, sr: Optional[int] = 48000, require_audio: bool =
     if both:
         problems.append(f"{root}: recording(s) {both[:5]} in both train/ and test/; expected each in one")
     durations, rates = {}, set()
-    from tqdm.auto import tqdm
-
     todo = [(s, rid) for s in ("train", "test") for rid in files[s]]
     for split, rid in tqdm(todo, desc="checking audio", unit="file", disable=not progress):
         header = _check_header(root / split / f"{rid}.flac", sr, decode, problems)

@@ -33,10 +33,14 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from rfcxlib import NUM_SPECIES, raven, thresholds
+from rfcxlib.audio import window_starts
+from rfcxlib.ensemble import combine
 from rfcxlib.errors import DataError, ParameterError
 from rfcxlib.layout import SPECIES_COLUMNS
+from rfcxlib.model_scores import gather_models, stack_models
 from rfcxlib.runs import read_json, write_json_atomic, write_text_atomic
 from rfcxlib.scorers import SCORERS, WindowScorer, build_scorer, has_scorer  # noqa: F401  (API)
 from rfcxlib.streaming import audio_blocks, collect_files, cut_windows, file_info
@@ -64,8 +68,6 @@ class Predictor:
 
     def score_windows(self, y: np.ndarray) -> np.ndarray:
         """Probabilities ``(n, 24)`` of windows ``y`` ``(n, round(window_s * sr))``."""
-        from rfcxlib.ensemble import combine
-
         n, total = len(y), y.shape[1]
         if n < self.batch_size:  # one input shape per model: no retracing on the last batch
             y = np.concatenate([y, np.zeros((self.batch_size - n, total), np.float32)])
@@ -80,8 +82,6 @@ class Predictor:
 
     def score_file(self, path: Path, on_seconds: Optional[Callable[[float], None]] = None):
         """``(start_s, end_s, probabilities (n_windows, 24), info)`` of one file."""
-        from rfcxlib.audio import window_starts
-
         native, frames, channels = file_info(path)
         sr, n = self.sr, int(round(self.window_s * self.sr))
         duration_s = frames / native
@@ -136,8 +136,6 @@ def _ensemble_weights(source: Path, names: list) -> tuple[np.ndarray, str, list]
 def load_predictor(source, *, hop_s: Optional[float] = None, batch_size: int = 16):
     """The :class:`Predictor` of a run folder (its ``models/*/``) or one model folder, and the
     models' :class:`rfcxlib.model_scores.ModelScores` (for thresholds)."""
-    from rfcxlib.model_scores import gather_models
-
     source = Path(source)
     if not source.is_dir():
         raise DataError(f"{source}: no such folder; expected a run folder (models/*/) or a model folder")
@@ -171,9 +169,6 @@ def resolve_thresholds(source: Path, models: list, predictor: Predictor, *, thre
         raise ParameterError(f"parameter 'threshold' = {threshold!r}: expected a score in [0, 1]")
     if precision is None:
         return np.full(NUM_SPECIES, float(threshold)), {"kind": "global", "threshold": float(threshold)}
-    from rfcxlib.ensemble import combine
-    from rfcxlib.model_scores import stack_models
-
     stack = stack_models(models)
     oof = combine(stack.inputs(predictor.method, "oof"), predictor.weights, method=predictor.method)
     species = thresholds.fit_thresholds(oof, stack.y, stack.mask, precision=precision, fallback=threshold)
@@ -263,8 +258,6 @@ def predict(source, paths: Sequence, out_dir, *, threshold: float = 0.5, precisi
         With ``strict=True``, at the first file that cannot be read (naming it); otherwise such
         files are skipped and listed in the report with the reason.
     """
-    from tqdm.auto import tqdm
-
     source, out = Path(source), Path(out_dir)
     predictor, models = load_predictor(source, hop_s=hop_s, batch_size=batch_size)
     cut, described = resolve_thresholds(source, models, predictor, threshold=threshold, precision=precision,

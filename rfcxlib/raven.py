@@ -18,7 +18,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from rfcxlib import NUM_SPECIES, data
+from rfcxlib import NUM_SPECIES, data, synth
 from rfcxlib.errors import DataError, ParameterError
 from rfcxlib.runs import write_json_atomic, write_text_atomic
 
@@ -119,8 +119,6 @@ def _data_root(config: dict, data_dir) -> Optional[Path]:
     data_cfg = config.get("data") or {}
     if data_cfg.get("data_dir"):
         return Path(data_cfg["data_dir"])
-    from rfcxlib import synth
-
     root = synth.dataset_dir(data_cfg.get("profile", "mini"), int(data_cfg.get("data_seed", 0)))
     return root if synth.is_complete(root) else None
 

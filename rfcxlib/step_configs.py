@@ -19,6 +19,7 @@ from typing import Optional
 from rfcxlib import notebook
 from rfcxlib.config import RunConfig
 from rfcxlib.errors import ParameterError, RunFailed
+from rfcxlib.preflight import effective_parameters
 
 KERAS_ORIGIN = "https://storage.googleapis.com/tensorflow/keras-applications/"
 IMAGENET_FILES = {  # the files keras.applications downloads for include_top=False
@@ -40,8 +41,6 @@ def where(step) -> str:
 def step_config(step) -> RunConfig:
     """The configuration ``step``'s notebook builds (:func:`rfcxlib.notebook.config_of`);
     :class:`ParameterError` names the step."""
-    from rfcxlib.preflight import effective_parameters
-
     try:
         return notebook.config_of(step.notebook.stem, effective_parameters(step))
     except ParameterError as exc:

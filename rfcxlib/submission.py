@@ -17,6 +17,7 @@ import pandas as pd
 from rfcxlib.errors import DataError, ParameterError
 from rfcxlib.layout import NUM_SPECIES, SPECIES_COLUMNS
 from rfcxlib.layout import SUBMISSION_COLUMNS as COLUMNS
+from rfcxlib.runs import write_text_atomic
 
 __all__ = ["COLUMNS", "SPECIES_COLUMNS", "read_sample_submission", "submission_frame",
            "write_submission", "validate_submission"]
@@ -118,8 +119,6 @@ def write_submission(path, scores, *, recording_ids: Sequence[str],
     -------
     Path of the written file.
     """
-    from rfcxlib.runs import write_text_atomic
-
     order = read_sample_submission(sample_submission_path) if sample_submission_path else None
     frame = submission_frame(scores, recording_ids=recording_ids, order=order)
     path = write_text_atomic(path, frame.to_csv(index=False, float_format="%.7g"))

@@ -36,9 +36,11 @@ import numpy as np
 import pandas as pd
 import scipy.fft as sfft
 import soundfile as sf
+from tqdm.auto import tqdm
 
 from rfcxlib import synth_sounds as snd
 from rfcxlib.errors import ParameterError
+from rfcxlib.kaggle import kaggle_data_dir
 from rfcxlib.layout import ANNOTATION_COLUMNS as COLUMNS
 from rfcxlib.layout import SPECIES_COLUMNS
 from rfcxlib.runs import write_json_atomic, write_text_atomic
@@ -203,8 +205,6 @@ def generate(out_dir, *, profile: str = "mini", seed: int = 0, workers=None,
 
 
 def _run_jobs(jobs, seed: int, workers: int, progress: bool, desc: str) -> None:
-    from tqdm.auto import tqdm
-
     bar = tqdm(total=len(jobs), desc=desc, unit="rec", disable=not progress or not jobs)
     _templates(seed)  # rendered once here; forked workers inherit them
     if workers <= 1 or len(jobs) < 8:
@@ -253,8 +253,6 @@ def ensure_dataset(profile: str = "mini", seed: int = 0, *, progress: bool = Tru
     """
     check_profile(profile)
     if kaggle:
-        from rfcxlib.kaggle import kaggle_data_dir
-
         found = kaggle_data_dir()
         if found is not None:
             return found

@@ -13,6 +13,7 @@ from matplotlib.patches import Rectangle
 
 from rfcxlib import features
 from rfcxlib.config import FeatureConfig
+from rfcxlib.plots.features import specshow
 
 
 def top_species(windows: pd.DataFrame, n: int = 3) -> list[int]:
@@ -39,8 +40,6 @@ def detections(S, windows: pd.DataFrame, selections: pd.DataFrame, *, thresholds
     species : the species drawn (default: :func:`top_species` of ``n_species``).
     present : species known to call in the recording (marked ``*`` in the legend).
     """
-    from rfcxlib.plots.features import specshow
-
     c = config or FeatureConfig()
     species = list(species) if species is not None else top_species(windows, n_species)
     fig = fig or plt.figure(figsize=(12, 6), layout="constrained")

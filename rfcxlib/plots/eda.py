@@ -15,9 +15,10 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
-from rfcxlib import data
+from rfcxlib import data, features
 from rfcxlib.config import FeatureConfig
 from rfcxlib.layout import NUM_SPECIES
+from rfcxlib.plots.features import specshow
 
 TP_COLOR = "#2ca02c"
 FP_COLOR = "#d62728"
@@ -152,8 +153,6 @@ def species_per_recording(pairs: pd.DataFrame, *, ax=None, title: str = ""):
 
 
 def _mel_row(f_hz, config: FeatureConfig):
-    from rfcxlib import features
-
     centers = features.mel_band_centers(config)
     return np.interp(f_hz, centers, np.arange(config.n_mels))
 
@@ -193,8 +192,6 @@ def spectrogram_with_boxes(S, *, tp: pd.DataFrame, fp: pd.DataFrame,
     drawn dashed. A grey colour map keeps the coloured boxes readable; values below the
     ``floor_percentile`` percentile (the background, mostly) are drawn black.
     """
-    from rfcxlib.plots.features import specshow
-
     c = config or FeatureConfig()
     ax = _axes(ax, (12, 4))
     arr = S.numpy() if hasattr(S, "numpy") else np.asarray(S)

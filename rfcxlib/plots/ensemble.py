@@ -3,6 +3,7 @@ check, per-species gains and rescaling factors. Each function draws on ``ax`` (a
 when None) and returns the axes; none shows or saves."""
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import numpy as np
 
 GOOD, BAD, PLAIN, HIGHLIGHT = "#2a9d8f", "#e76f51", "#8d99ae", "#264653"
@@ -10,8 +11,6 @@ GOOD, BAD, PLAIN, HIGHLIGHT = "#2a9d8f", "#e76f51", "#8d99ae", "#264653"
 
 def _axes(ax, figsize):
     if ax is None:
-        import matplotlib.pyplot as plt
-
         _, ax = plt.subplots(figsize=figsize)
     return ax
 

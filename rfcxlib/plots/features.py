@@ -10,6 +10,8 @@ from typing import Optional, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.colors import PowerNorm
+from matplotlib.patches import Rectangle
 
 from rfcxlib import features
 from rfcxlib.config import FeatureConfig
@@ -190,9 +192,6 @@ def plot_trace(trace: Sequence, *, fig=None, ncols: int = 2, titles: Optional[di
     (``compare_to="first"``) or from the panel before (``"previous"``) when the change covers a
     minority of it (the SpecAugment masks).
     """
-    from matplotlib.colors import PowerNorm
-    from matplotlib.patches import Rectangle
-
     n = len(trace)
     nrows = int(np.ceil(n / ncols))
     fig = fig or plt.figure(figsize=(6 * ncols, 2.6 * nrows), layout="constrained")
@@ -240,8 +239,6 @@ def plot_mixup(x_a, x_b, x_mix, targets_a, targets_b, targets_mix, lam: float, *
     grid = fig.add_gridspec(2, 3, height_ratios=[1.2, 1])
     images = [(x_a, f"A (weight λ = {lam:.2f})"), (x_b, f"B (weight 1 - λ = {1 - lam:.2f})"),
               (x_mix, "mix = λ·A + (1 - λ)·B")]
-    from matplotlib.colors import PowerNorm
-
     first = _np(x_a)[..., 0]
     vmin, vmax = np.percentile(first, 0.5), np.percentile(first, 99.8)
     for k, (img, title) in enumerate(images):
