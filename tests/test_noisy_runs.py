@@ -2,14 +2,17 @@
 training contract's files, is scored the same way, and an interrupted comparison resumes."""
 from __future__ import annotations
 
+import json
+
 import keras
 import numpy as np
 import pandas as pd
 import pytest
 
-from rfcxlib import data, noisy_runs
+from rfcxlib import data, noisy_runs, pipeline, train
 from rfcxlib.config import RunConfig
 from rfcxlib.errors import DataError, ParameterError
+from rfcxlib.models import load_model
 
 CONFIG = dict(n_mels=32, hop_length=1024, crop_s=2.0, batch_size=8, epochs=1, channels=1, folds=3)
 
@@ -93,6 +96,46 @@ def test_rerun_reuses_unchanged_methods_and_retrains_changed_ones(tiny_dataset, 
     assert not np.allclose(changed["test_lwlrap"], first["test_lwlrap"])
     cfg = (tmp_path / "naive_bce-seed0" / "config.json").read_text()
     assert '"learning_rate": 0.01' in cfg
+
+
+def test_coteaching_trains_through_the_shared_loop_loads_and_resumes(tiny_dataset, tmp_path, monkeypatch):
+    config = RunConfig.from_params({**CONFIG, "epochs": 3, "steps_per_epoch": 2, "checkpoint": "last"})
+    folds = []
+    real_fit = train.fit_fold
+    monkeypatch.setattr(train, "fit_fold", lambda *a, **k: (folds.append(k["objective"].name), real_fit(*a, **k))[1])
+    kw = dict(tau=0.3, t_k=2, build_fn=tiny_model, progress=False)
+    whole = noisy_runs.train_coteaching(tiny_dataset, config, tmp_path / "whole", **kw)
+    assert folds == ["coteaching(tau=0.3,t_k=2)"]  # train.py's one fold loop, co-teaching's objective
+
+    real_crops, calls = pipeline.train_dataset, {"n": 0}
+
+    def crash_on_third_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("simulated kill")
+        return real_crops(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "train_dataset", crash_on_third_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        noisy_runs.train_coteaching(tiny_dataset, config, tmp_path / "resumed", **kw)
+    assert json.loads((tmp_path / "resumed" / "fold0" / "state.json").read_text())["epochs_done"] == 2
+    monkeypatch.setattr(pipeline, "train_dataset", real_crops)
+    resumed = noisy_runs.train_coteaching(tiny_dataset, config, tmp_path / "resumed", **kw)
+
+    a, b = (pd.read_csv(tmp_path / name / "history.csv") for name in ("whole", "resumed"))
+    np.testing.assert_allclose(b.keep_rate, [1.0, 0.85, 0.7])
+    for column in ("loss", "loss_a", "loss_b", "kept_unknown", "val_lwlrap"):
+        np.testing.assert_allclose(a[column], b[column], rtol=1e-5, atol=1e-7, err_msg=column)
+    np.testing.assert_allclose(np.load(tmp_path / "whole" / "test_scores.npz")["logits"],
+                               np.load(tmp_path / "resumed" / "test_scores.npz")["logits"], rtol=1e-4, atol=1e-4)
+    assert resumed["test_lwlrap"] == pytest.approx(whole["test_lwlrap"], abs=1e-6)
+    assert (resumed["method"], resumed["tau"], resumed["t_k"]) == ("coteaching", 0.3, 2)
+    # model A is the fold's model: load_fold_model rebuilds it from the fold folder
+    model = train.load_fold_model(tmp_path / "resumed", config, 0, build_fn=tiny_model)
+    for x, y in zip(model.weights, load_model(tmp_path / "resumed" / "model.keras").weights):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    with np.load(tmp_path / "resumed" / "fold0" / "resume.npz") as arrays:  # both networks resume
+        assert any(k.startswith("w1_") for k in arrays.files) and any(k.startswith("o1_") for k in arrays.files)
 
 
 def test_summarize_means_stds_and_baseline_gap():
