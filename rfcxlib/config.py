@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 from rfcxlib.errors import ParameterError, unknown_choice
-from rfcxlib.runs import write_text_atomic
 
 
 # The names a run may choose; the modules that implement them (rfcxlib.models, rfcxlib.losses)
@@ -342,6 +341,8 @@ class RunConfig:
         return RunConfig.from_params(merged)
 
     def save(self, path) -> Path:
+        from rfcxlib.runs import write_text_atomic  # runs needs NumPy; config needs the standard library only
+
         return write_text_atomic(path, json.dumps(self.to_dict(), indent=2, sort_keys=False))
 
     @classmethod
