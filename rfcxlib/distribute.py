@@ -15,15 +15,16 @@ Several workers (``TF_CONFIG``):
   the heartbeat timeout of the cluster, and the timeout of every collective operation (so it
   must also exceed the longest time one worker may wait for the others at one step);
 - only the chief (task type ``chief``, or worker 0 when there is none) writes into a model
-  folder; the others write into a temporary folder, removed afterwards (:func:`writer_folder`),
-  and receive the chief's files over the cluster (:func:`mirror_folder`), so no folder needs
-  to be shared between machines.
+  folder; the others write into a temporary folder, removed afterwards, that starts as a copy of
+  the chief's folder sent over the cluster (:func:`writer_folder`), so no folder needs to be
+  shared between machines and every worker resumes from the chief's checkpoints.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -47,7 +48,8 @@ LOST_PEER = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.err
 
 _strategy: Optional[tf.distribute.Strategy] = None
 _timeout_s = DEFAULT_TIMEOUT_S  # of the multi-worker strategy, once created
-_temp_roots: list[Path] = []
+_temp_roots: list[Path] = []  # this process's temporary folders (not the chief's)
+_depth = 0  # writer_folder calls open
 
 
 # --------------------------------------------------------------------------- the strategy
@@ -173,20 +175,30 @@ def task_name(strategy) -> str:
 
 @contextlib.contextmanager
 def writer_folder(folder, strategy) -> Iterator[Path]:
-    """The folder this process writes instead of ``folder``: ``folder`` itself on the chief (or
-    when ``folder`` already lies in one of this process's temporary folders), else a new
-    temporary folder, removed on exit."""
-    folder = Path(folder)
-    if is_chief(strategy) or any(root == folder or root in folder.parents for root in _temp_roots):
-        yield folder
-        return
-    temp = Path(tempfile.mkdtemp(prefix=f"rfcx-{task_name(strategy).replace(' ', '')}-"))
-    _temp_roots.append(temp)
+    """The folder this process writes instead of ``folder``: ``folder`` itself on the chief, a
+    new temporary folder elsewhere (removed on exit), or ``folder`` again when it lies inside one
+    of this process's temporary folders (a nested call).
+
+    The outermost call gives every worker's temporary folder the chief's files of ``folder``, so
+    that every decision taken from files (resume, reuse, fingerprints) is the same on every
+    worker; every worker must make the same calls in the same order.
+    """
+    global _depth
+    folder, chief = Path(folder), is_chief(strategy)
+    inside = any(root == folder or root in folder.parents for root in _temp_roots)
+    temp = None if chief or inside else Path(tempfile.mkdtemp(prefix=f"rfcx-{task_name(strategy).replace(' ', '')}-"))
+    outermost, _depth = _depth == 0, _depth + 1
+    if temp is not None:
+        _temp_roots.append(temp)
     try:
-        yield temp
+        if outermost and worker_count(strategy) > 1:
+            _mirror_tree(strategy, folder if chief else temp)
+        yield temp or folder
     finally:
-        _temp_roots.remove(temp)
-        shutil.rmtree(temp, ignore_errors=True)
+        _depth -= 1
+        if temp is not None:
+            _temp_roots.remove(temp)
+            shutil.rmtree(temp, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- the chief's files
@@ -218,20 +230,18 @@ def chief_bytes(strategy, body: Optional[bytes]) -> bytes:
     return _broadcast(strategy, buffer).tobytes()[:size]
 
 
-def mirror_folder(strategy, folder) -> None:
-    """Give every worker's ``folder`` the files of the chief's ``folder`` (its top level; a
-    no-op on one worker). Every worker must call it at the same point."""
-    if worker_count(strategy) == 1:
-        return
-    folder, chief = Path(folder), is_chief(strategy)
-    names = sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")) \
-        if chief and folder.is_dir() else []
+def _mirror_tree(strategy, root: Path) -> None:
+    """Send the chief's files under ``root`` (hidden names left out) into every other worker's ``root``."""
+    chief = is_chief(strategy)
+    names = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and
+                   not any(part.startswith(".") for part in p.relative_to(root).parts)) \
+        if chief and root.is_dir() else []
     with collective_errors(strategy):
         names = json.loads(chief_bytes(strategy, json.dumps(names).encode()))
         for name in names:
-            body = chief_bytes(strategy, (folder / name).read_bytes() if chief else None)
+            body = chief_bytes(strategy, (root / name).read_bytes() if chief else None)
             if not chief:
-                write_bytes_atomic(folder / name, body)
+                write_bytes_atomic(root / name, body)
 
 
 @contextlib.contextmanager
@@ -242,7 +252,8 @@ def collective_errors(strategy) -> Iterator[None]:
     except LOST_PEER as exc:
         if worker_count(strategy) == 1:
             raise
-        detail = (getattr(exc, "message", "") or str(exc)).strip().splitlines()[0][:300]
+        detail = re.sub(r"\{\{[^}]*\}\}\s*", "", getattr(exc, "message", "") or str(exc)).strip()
+        detail = (detail.splitlines() or [""])[0][:300]  # without TensorFlow's node names
         raise ClusterError(f"{task_name(strategy)}: another worker stopped or did not answer within "
                            f"{_timeout_s:g} s ({type(exc).__name__}: {detail}); training stopped. "
                            "Start every worker again to resume from the chief's last checkpoint") from exc

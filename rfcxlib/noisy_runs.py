@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from rfcxlib import fingerprints, inference, losses, noisy, pipeline, train
+from rfcxlib import distribute, fingerprints, inference, losses, noisy, pipeline, train
 from rfcxlib.config import RunConfig
 from rfcxlib.errors import DataError, ParameterError, unknown_choice
 from rfcxlib.runs import read_json, write_json_atomic, write_text_atomic
@@ -123,7 +123,9 @@ def pseudo_label_rounds(dataset, config: RunConfig, model_dir, *, rounds: int = 
     trains new models from scratch on the extended labels with the same number of steps
     (:func:`rfcxlib.train.train_model`; rounds before the last in ``<model_dir>/round<r>``, the last
     in ``model_dir``). Validation recordings never get pseudo-labels, and every score is computed
-    against the original labels. An interrupted call resumes from the checkpoints.
+    against the original labels. An interrupted call resumes from the checkpoints. With several
+    workers, ``initial_dir`` must lie inside ``model_dir``'s parent comparison folder when one
+    is open (:func:`compare_methods` passes it so), or be readable by every worker.
 
     The base ``loss`` matters: a pseudo-label needs a score that means something on unknown
     cells. A ``masked_bce`` model never learns those cells as absent, so where FP rows are scarce
@@ -139,7 +141,13 @@ def pseudo_label_rounds(dataset, config: RunConfig, model_dir, *, rounds: int = 
         raise ParameterError(f"parameter 'pseudo_rounds' = {rounds!r}: expected an integer >= 1")
     if loss not in LOSS_METHODS:
         raise unknown_choice("pseudo_loss", loss, LOSS_METHODS)
-    c, model_dir = config, Path(model_dir)
+    with distribute.writer_folder(model_dir, train.select_strategy()) as out:  # several workers: the chief's
+        return _pseudo_rounds(dataset, config, out, rounds=rounds, threshold=threshold, hop_s=hop_s, loss=loss,
+                              build_fn=build_fn, initial_dir=initial_dir, progress=progress)
+
+
+def _pseudo_rounds(dataset, c: RunConfig, model_dir: Path, *, rounds, threshold, hop_s, loss, build_fn,
+                   initial_dir, progress) -> dict:
     model_dir.mkdir(parents=True, exist_ok=True)
     hop_s = float(hop_s or c.inference.hop_s)
     previous = (Path(initial_dir) if initial_dir and train.is_current(initial_dir, dataset, c, loss=loss,
@@ -216,23 +224,26 @@ def compare_methods(dataset, config: RunConfig, out_dir, *, methods: Sequence[st
     if not seeds:
         raise ParameterError("parameter 'seeds' = []: expected at least one seed")
     build_fn = build_fn or _default_build()
-    out_dir, rows = Path(out_dir), []
+    strategy = train.select_strategy()
+    chief, rows = distribute.is_chief(strategy), []
     jobs = [(int(seed), m) for seed in seeds for m in methods]
-    for seed, method in tqdm(jobs, desc="methods x seeds", disable=not progress):
-        c = config.replace(seed=seed)
-        model_dir = out_dir / f"{method}-seed{seed}"
-        start = time.perf_counter()
-        settings = dict(tau=tau, t_k=t_k) if method == "coteaching" else dict(
-            rounds=pseudo_rounds, threshold=pseudo_threshold, hop_s=pseudo_hop_s,
-            pseudo_loss=pseudo_loss) if method == "pseudo_labels" else {}
-        if not _is_current(model_dir, method_fingerprint(method, dataset, c, build_fn, settings)):
-            _run_one(method, dataset, c, model_dir, out_dir, seed, tau=tau, t_k=t_k, rounds=pseudo_rounds,
-                     threshold=pseudo_threshold, hop_s=pseudo_hop_s, pseudo_loss=pseudo_loss,
-                     build_fn=build_fn, progress=False)  # one bar: this loop
-        rows.append({"method": method, "seed": seed, **evaluate_model_dir(model_dir),
-                     "train_s": round(time.perf_counter() - start, 1), "model_dir": str(model_dir)})
-        if results_csv:
-            write_text_atomic(results_csv, pd.DataFrame(rows, columns=RESULT_COLUMNS).to_csv(index=False))
+    with distribute.writer_folder(out_dir, strategy) as out:  # several workers: the chief writes out_dir
+        for seed, method in tqdm(jobs, desc="methods x seeds", disable=not (progress and chief)):
+            c = config.replace(seed=seed)
+            model_dir = out / f"{method}-seed{seed}"
+            start = time.perf_counter()
+            settings = dict(tau=tau, t_k=t_k) if method == "coteaching" else dict(
+                rounds=pseudo_rounds, threshold=pseudo_threshold, hop_s=pseudo_hop_s,
+                pseudo_loss=pseudo_loss) if method == "pseudo_labels" else {}
+            if not _is_current(model_dir, method_fingerprint(method, dataset, c, build_fn, settings), say=chief):
+                _run_one(method, dataset, c, model_dir, out, seed, tau=tau, t_k=t_k, rounds=pseudo_rounds,
+                         threshold=pseudo_threshold, hop_s=pseudo_hop_s, pseudo_loss=pseudo_loss,
+                         build_fn=build_fn, progress=False)  # one bar: this loop
+            rows.append({"method": method, "seed": seed, **evaluate_model_dir(model_dir),
+                         "train_s": round(time.perf_counter() - start, 1),
+                         "model_dir": str(Path(out_dir) / model_dir.name)})
+            if results_csv and chief:
+                write_text_atomic(results_csv, pd.DataFrame(rows, columns=RESULT_COLUMNS).to_csv(index=False))
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 
@@ -246,17 +257,19 @@ def method_fingerprint(method: str, dataset, config: RunConfig, build_fn: Option
     return fp
 
 
-def _is_current(model_dir: Path, current: dict) -> bool:
+def _is_current(model_dir: Path, current: dict, say: bool = True) -> bool:
     """True when ``model_dir`` holds a finished run under ``current``; otherwise the folder is made
     ready for a run: a folder written under other settings is discarded (an interrupted run
-    under the same settings is kept, so it resumes) and ``current`` is recorded."""
+    under the same settings is kept, so it resumes) and ``current`` is recorded (``say``: print
+    what changed)."""
     saved = fingerprints.read(model_dir)
     verdict = fingerprints.compare(saved, current) if model_dir.exists() else "new"
     if verdict == "same" and (model_dir / "metrics.json").exists():
         return True
-    if verdict in ("stale", "scores"):
+    if verdict in ("stale", "scores") and say:
         print(f"{model_dir}: made under other settings ({fingerprints.describe_change(saved, current)}): "
               "trained again", flush=True)
+    if verdict in ("stale", "scores"):
         fingerprints.discard(model_dir)
     fingerprints.write(model_dir, current)
     return False

@@ -177,7 +177,7 @@ def fit_fold(dataset, config: RunConfig, fold: int, folder: Path, *, loss_fn=Non
     ``source`` is the data set the training crops are drawn from (default ``dataset``; e.g. one
     with pseudo-label rows added): the folds, the number of crops per epoch and the validation
     crops always come from ``dataset``. ``folder`` is where this process writes: with several
-    workers, :func:`train_model` gives the chief the model folder and the others a mirror of it.
+    workers, :func:`train_model` gives the chief the model folder and the others a copy of it.
     """
     t, folder = config.train, Path(folder)
     strategy = strategy or select_strategy()
@@ -246,8 +246,9 @@ def train_model(dataset, config: RunConfig, model_dir, *, loss: Optional[str] = 
     A fold is reused only when its ``fingerprint.json`` matches the current configuration, loss,
     builder and data (:mod:`rfcxlib.fingerprints`): a fold trained otherwise is discarded and
     trained again, one whose only change is the inference settings is scored again. With several
-    workers every worker runs this call; only the chief writes ``model_dir``, the others a
-    temporary mirror of it, and all return the same metrics."""
+    workers every worker makes this call; only the chief writes ``model_dir``, the others a
+    temporary copy of it (:func:`rfcxlib.distribute.writer_folder`), and all return the same
+    metrics."""
     strategy = select_strategy()
     objective = objective or loss_objective(loss or config.train.loss)
     custom_build, build_fn = build_fn, build_fn or _default_build
@@ -260,10 +261,8 @@ def train_model(dataset, config: RunConfig, model_dir, *, loss: Optional[str] = 
         oof, test, history = [], [], []
         for fold in config.train.train_folds:
             folder, source = out / f"fold{fold}", (sources or {}).get(fold)
-            if chief:
-                _check_fold(folder, fingerprints.fold_fingerprint(dataset, config, loss=objective.name,
-                                                                  build_fn=custom_build, source=source))
-            distribute.mirror_folder(strategy, folder)  # the others continue from the chief's files
+            _check_fold(folder, fingerprints.fold_fingerprint(dataset, config, loss=objective.name,
+                                                              build_fn=custom_build, source=source), say=chief)
             if not (folder / "scores.npz").exists():
                 model = fit_fold(dataset, config, fold, folder, build_fn=build_fn, progress=progress and chief,
                                  strategy=strategy, source=source, objective=objective)
@@ -280,12 +279,13 @@ def train_model(dataset, config: RunConfig, model_dir, *, loss: Optional[str] = 
         return write_scores(out, dataset, oof, test, pd.DataFrame(history), extra=extra)
 
 
-def _check_fold(folder: Path, current: dict) -> str:
+def _check_fold(folder: Path, current: dict, say: bool = True) -> str:
     """Compare ``folder``'s fingerprint with ``current``; discard a stale fold, drop the scores of
-    one scored otherwise; record ``current``. Returns :func:`rfcxlib.fingerprints.compare`'s verdict."""
+    one scored otherwise; record ``current`` (``say``: print what changed). Returns
+    :func:`rfcxlib.fingerprints.compare`'s verdict."""
     saved = fingerprints.read(folder)
     verdict = fingerprints.compare(saved, current) if folder.exists() else "new"
-    if verdict in ("stale", "scores"):
+    if verdict in ("stale", "scores") and say:
         change = fingerprints.describe_change(saved, current)
         what = "trained again" if verdict == "stale" else "its saved weights scored again"
         print(f"{folder}: made under other settings ({change}): {what}", flush=True)

@@ -48,7 +48,8 @@ WORKER = textwrap.dedent("""
 
     result = train.train_model(data.load_dataset(data_dir), RunConfig.from_params(params), model_dir,
                                build_fn=build, progress=False)
-    np.savez(out, *[np.asarray(w) for w in built[-1].weights])
+    if built:  # a fold trained here (not reused)
+        np.savez(out, *[np.asarray(w) for w in built[-1].weights])
     print(json.dumps({"multi_worker": isinstance(strategy, train.tf.distribute.MultiWorkerMirroredStrategy),
                       "replicas": strategy.num_replicas_in_sync, "result": result}))
 """)
@@ -126,6 +127,22 @@ def test_multi_worker_training_matches_one_process(tiny_data_dir, tmp_path):
         np.testing.assert_array_equal(a, b)  # the workers apply the same all-reduced gradients
         np.testing.assert_allclose(a, c, rtol=0, atol=ATOL)
     assert single["oof_lwlrap"] == pytest.approx(reports[0]["result"]["oof_lwlrap"], abs=1e-3)
+
+    # started again: the chief's finished fold is reused on every worker (sent to the other one)
+    stamp = (model_dir / "fold0" / "resume.npz").stat().st_mtime_ns
+    workers = [_start(command + [str(tmp_path / f"again{i}.npz")], ports, i, tmp_path) for i in range(2)]
+    try:
+        for w in workers:
+            w.wait(timeout=120)
+    finally:
+        for w in workers:
+            w.kill()
+    again = [_output(tmp_path, i) for i in range(2)]
+    for w, (out, err) in zip(workers, again):
+        assert w.returncode == 0, err[-3000:]
+    assert [json.loads(out.strip().splitlines()[-1])["result"] for out, _ in again] == [reports[0]["result"]] * 2
+    assert (model_dir / "fold0" / "resume.npz").stat().st_mtime_ns == stamp
+    assert not (tmp_path / "again0.npz").exists() and not (tmp_path / "again1.npz").exists()
 
 
 def test_multi_worker_dead_worker_stops_the_others_with_a_clear_error(tiny_data_dir, tmp_path):
