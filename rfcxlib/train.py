@@ -128,6 +128,19 @@ def _load_resume(learner: _Learner, folder: Path) -> Optional[dict]:
         return json.loads(str(arrays["state"]))
 
 
+def _record_epoch(learner: _Learner, folder: Path, state: dict, row: dict) -> None:
+    """Add ``row`` (one epoch) to ``state``; write the first network's weights (``best`` when the
+    epoch is the best so far, ``last``), then ``resume.npz``, then ``state.json``."""
+    state["history"].append(row)
+    if row["val_lwlrap"] > state["best"]:
+        state["best"], state["best_epoch"] = row["val_lwlrap"], row["epoch"]
+        save_keras_atomic(learner.trainers[0], folder / "best.weights.h5")
+    save_keras_atomic(learner.trainers[0], folder / "last.weights.h5")
+    state["epochs_done"] = row["epoch"] + 1
+    _save_resume(learner, folder, state)  # the one file resume reads: weights, optimizers, state
+    write_json_atomic(folder / "state.json", state)
+
+
 def predict_logits(model: keras.Model, batches) -> tuple[np.ndarray, np.ndarray]:
     """Logits and targets over a ``(x, targets)`` dataset."""
     z, t = [], []
@@ -213,14 +226,7 @@ def fit_fold(dataset, config: RunConfig, fold: int, folder: Path, *, loss_fn=Non
                **({objective.value_name: value} if objective.value_name else {}),
                **validation_score(learner.models[0], valid, objective.valid_loss),
                "seconds": round(time.time() - started, 2)}
-        state["history"].append(row)
-        if row["val_lwlrap"] > state["best"]:
-            state["best"], state["best_epoch"] = row["val_lwlrap"], epoch
-            save_keras_atomic(learner.trainers[0], folder / "best.weights.h5")
-        save_keras_atomic(learner.trainers[0], folder / "last.weights.h5")
-        state["epochs_done"] = epoch + 1
-        _save_resume(learner, folder, state)  # the one file resume reads: weights, optimizers, state
-        write_json_atomic(folder / "state.json", state)
+        _record_epoch(learner, folder, state, row)
         bar.set_postfix(loss=f"{row['loss']:.4f}", val_lwlrap=f"{row['val_lwlrap']:.3f}")
     _sync_batch_norm(learner.models, False)
     learner.trainers[0].load_weights(folder / f"{t.checkpoint}.weights.h5")
