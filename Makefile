@@ -8,6 +8,9 @@ STAMP := $(VENV)/.rfcx-installed
 PROFILE ?= mini
 RUN_ID ?=
 ARGS ?=
+# test processes: the suite spends much of its time starting kernels, processes and TensorFlow,
+# which two workers overlap on two cores (TEST_WORKERS=0: one process)
+TEST_WORKERS ?= 2
 
 export TF_CPP_MIN_LOG_LEVEL := 3
 export KERAS_HOME := $(CURDIR)/.keras
@@ -30,10 +33,10 @@ run: $(STAMP)
 	$(BIN)/rfcx run --profile $(PROFILE) $(if $(RUN_ID),--run-id $(RUN_ID)) $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal $(ARGS)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal -m "not slow" $(ARGS)
 
 # JupyterLab on the notebooks with the project's kernel ("Python (rfcx)"); open the URL it prints.
 lab: $(STAMP)
