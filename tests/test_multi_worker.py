@@ -76,6 +76,22 @@ def _output(tmp_path, index: int) -> tuple[str, str]:
     return tuple((tmp_path / f"worker{index}.{kind}").read_text() for kind in ("out", "err"))
 
 
+def _run_workers(command, weights: str, ports, tmp_path, *, timeout: float) -> list[tuple[str, str]]:
+    """Two workers of ``command`` (worker i saves its weights to ``<weights><i>.npz``), waited for
+    up to ``timeout`` s each and checked to exit 0; their ``(stdout, stderr)``."""
+    workers = [_start(command + [str(tmp_path / f"{weights}{i}.npz")], ports, i, tmp_path) for i in range(2)]
+    try:
+        for w in workers:
+            w.wait(timeout=timeout)
+    finally:
+        for w in workers:
+            w.kill()
+    done = [_output(tmp_path, i) for i in range(2)]
+    for w, (_, err) in zip(workers, done):
+        assert w.returncode == 0, err[-3000:]
+    return done
+
+
 def _worker_env(ports, index: int, tmp_path, **extra) -> dict:
     cluster = {"cluster": {"worker": [f"localhost:{p}" for p in ports]}, "task": {"type": "worker", "index": index}}
     temp = tmp_path / f"tmp{index}"  # where the worker's temporary folders go
@@ -98,16 +114,7 @@ def test_multi_worker_training_matches_one_process(tiny_data_dir, tmp_path):
     ports = _free_ports(2)
     model_dir = tmp_path / "two-workers"
     command = [sys.executable, str(script), json.dumps(PARAMS), str(tiny_data_dir), str(model_dir)]
-    workers = [_start(command + [str(tmp_path / f"w{i}.npz")], ports, i, tmp_path) for i in range(2)]
-    try:
-        for w in workers:
-            w.wait(timeout=150)
-    finally:
-        for w in workers:
-            w.kill()
-    done = [_output(tmp_path, i) for i in range(2)]
-    for w, (out, err) in zip(workers, done):
-        assert w.returncode == 0, err[-3000:]
+    done = _run_workers(command, "w", ports, tmp_path, timeout=150)
     reports = [json.loads(out.strip().splitlines()[-1]) for out, _ in done]
     assert [(r["multi_worker"], r["replicas"]) for r in reports] == [(True, 2)] * 2
     assert reports[0]["result"] == reports[1]["result"]  # the same metrics on every worker
@@ -130,16 +137,7 @@ def test_multi_worker_training_matches_one_process(tiny_data_dir, tmp_path):
 
     # started again: the chief's finished fold is reused on every worker (sent to the other one)
     stamp = (model_dir / "fold0" / "resume.npz").stat().st_mtime_ns
-    workers = [_start(command + [str(tmp_path / f"again{i}.npz")], ports, i, tmp_path) for i in range(2)]
-    try:
-        for w in workers:
-            w.wait(timeout=120)
-    finally:
-        for w in workers:
-            w.kill()
-    again = [_output(tmp_path, i) for i in range(2)]
-    for w, (out, err) in zip(workers, again):
-        assert w.returncode == 0, err[-3000:]
+    again = _run_workers(command, "again", ports, tmp_path, timeout=120)
     assert [json.loads(out.strip().splitlines()[-1])["result"] for out, _ in again] == [reports[0]["result"]] * 2
     assert (model_dir / "fold0" / "resume.npz").stat().st_mtime_ns == stamp
     assert not (tmp_path / "again0.npz").exists() and not (tmp_path / "again1.npz").exists()
