@@ -29,6 +29,7 @@ the chief writes here (:func:`rfcxlib.distribute.writer_folder`).
 from __future__ import annotations
 
 import json
+import random
 import time
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional
@@ -60,14 +61,29 @@ def _epoch_seed(config: RunConfig, fold: int, epoch: int) -> int:
 
 
 def _reseed_dropout(models, seed: int) -> None:
-    """Set every random generator inside ``models`` (dropout) to a state derived from ``seed``;
-    no two generators share one, so two networks trained side by side drop different units."""
+    """Set every random generator inside ``models`` (dropout) to a state derived from ``seed``.
+
+    A Keras generator draws its state and then adds 1 to the second word, so generator ``k``
+    starts at ``[seed, k * 2**20]``: no two generators draw the same seed within an epoch of
+    fewer than 2**20 steps, and two networks trained side by side drop different units. The
+    first generator's stream is ``[seed, 0], [seed, 1], ...``."""
     k = 0
     for model in models if isinstance(models, (list, tuple)) else [models]:
         for layer in model._flatten_layers():
             for generator in getattr(layer, "_seed_generators", []):
-                generator.state.assign(np.array([seed % 2**31, k], dtype=generator.state.dtype))
+                generator.state.assign(np.array([seed % 2**31, k << 20], dtype=generator.state.dtype))
                 k += 1
+
+
+def _seed_epoch(models, seed: int) -> None:
+    """Seed an epoch: Python's and NumPy's generators, and every dropout generator of ``models``
+    (:func:`_reseed_dropout`). TensorFlow's global seed is set once, before the networks are
+    built: ``tf.random.set_seed`` empties TensorFlow's kernel caches, which cost every epoch
+    seconds of re-instantiating the step and the input pipeline, and nothing in an epoch draws
+    from it (the crops and augmentations are seeded per example)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    _reseed_dropout(models, seed)
 
 
 def _sync_batch_norm(models, on: bool) -> None:
@@ -214,8 +230,7 @@ def fit_fold(dataset, config: RunConfig, fold: int, folder: Path, *, loss_fn=Non
         if t.patience and epoch - state["best_epoch"] > t.patience and state["best_epoch"] >= 0:
             break
         started, seed = time.time(), _epoch_seed(config, fold, epoch)
-        keras.utils.set_random_seed(seed)
-        _reseed_dropout(learner.models, seed)
+        _seed_epoch(learner.models, seed)
         batches = pipeline.train_dataset(dataset if source is None else source, train_ids, config,
                                          seed=seed, samples_per_epoch=samples, frames=frames, progress=False)
         value = float(objective.value(epoch)) if objective.value else 0.0

@@ -148,6 +148,34 @@ def test_sed_loss_trains_frame_logits_and_scores_clips(tiny, tmp_path):
         train.train_model(tiny, config.replace(head="attention_v1"), tmp_path / "bad", progress=False)
 
 
+def test_dropout_reseed_gives_every_generator_its_own_stream():
+    """Two networks with two dropout layers each, reseeded as an epoch starts: no generator draws
+    a seed another one draws within the epoch (before, generator k's step t was k + 1's step
+    t - 1, so co-teaching's second network repeated the first one's masks a step later)."""
+    import keras
+
+    def net():
+        x = keras.Input((16,))
+        h = keras.layers.Dropout(0.5)(keras.layers.Dense(16)(x))
+        return keras.Model(x, keras.layers.Dropout(0.5)(keras.layers.Dense(16)(h)))
+
+    a, b = net(), net()
+    train._reseed_dropout([a, b], 1234)
+    generators = [g for m in (a, b) for layer in m._flatten_layers() for g in getattr(layer, "_seed_generators", [])]
+    assert len(generators) == 4
+    drawn = [tuple(np.asarray(g.next()).tolist()) for _ in range(50) for g in generators]
+    assert len(set(drawn)) == len(drawn)
+    train._reseed_dropout([a, b], 1234)
+    ones = np.ones((4, 16), np.float32)
+    masks = [np.asarray(layer(ones, training=True)) != 0 for m in (a, b) for layer in m.layers
+             if isinstance(layer, keras.layers.Dropout)]
+    assert not np.array_equal(masks[0], masks[2])  # the two networks drop different units
+    train._reseed_dropout([a, b], 1234)  # the same seed: the same masks again
+    again = [np.asarray(layer(ones, training=True)) != 0 for m in (a, b) for layer in m.layers
+             if isinstance(layer, keras.layers.Dropout)]
+    assert all(np.array_equal(x, y) for x, y in zip(masks, again))
+
+
 def test_bad_checkpoint_choice():
     with pytest.raises(ParameterError, match="checkpoint.*'best'"):
         RunConfig.from_params({**TINY, "checkpoint": "middle"})
