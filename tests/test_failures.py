@@ -307,8 +307,11 @@ def test_ctrl_c_marks_the_run_failed_and_releases_the_lock(tmp_path, quick_serie
             str(quick_series / "quick.yaml"), "--data-dir", str(data_copy), "--kernel", "python3",
             "--run-id", "int"]
     run = tmp_path / "outputs" / "int"
+    # Ctrl-C reaches a run started in a terminal's foreground; a suite started as a background
+    # job of a script inherits SIGINT ignored, so the runner gets the default disposition back
     proc = subprocess.Popen([*args, "-p", "hold_s", "120"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not (run / "holding").exists() and time.time() < deadline:
         time.sleep(0.2)
