@@ -9,8 +9,10 @@ ensembling notebook gathers them all.
 
 Resume: ``outputs/<run_id>/series.json`` records, for every step, a hash of the notebook's cells
 and of the parameters it received; it is written atomically when a step starts and when it ends.
-Running the same run id again skips the steps completed with the same hash and executes from the
-first one that is not.
+It also lists the files each step wrote (its ``products``). Running the same run id again skips the
+steps completed with the same hash whose products are all still there, and executes the others;
+a step executed again makes every later notebook execute again (they read what it wrote), while
+the other entries of the same swept notebook are skipped as before.
 
 Profiles, sweeps and the checks of parameter names and types live in :mod:`rfcxlib.profiles`.
 """
@@ -37,6 +39,7 @@ from rfcxlib.runs import (RunLock, check_writable, open_run, project_root, read_
                           update_json_atomic, write_json_atomic)
 
 STATE_FILE = "series.json"
+_SHARED = {STATE_FILE, "run.lock", "metrics.json", "config.json", "summary.html"}
 PARTIAL = ".partial.ipynb"  # an executed notebook is written as .NAME.partial.ipynb, then renamed
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -228,9 +231,36 @@ class Series:
         self._save()
 
     def is_done(self, step: Step, digest: str) -> bool:
+        return (self._completed_same(step, digest) and step.output.exists()
+                and not self.missing_products(step))
+
+    def missing_products(self, step: Step) -> list[str]:
+        """The files the step's last execution wrote (``products`` in ``series.json``) that are
+        gone now, e.g. a model folder deleted to train it again."""
         entry = self.state["steps"].get(step.key, {})
-        return (entry.get("status") == "completed" and entry.get("hash") == digest
-                and step.output.exists())
+        return [name for name in entry.get("products", []) if not (self.run.path / name).exists()]
+
+    def _written_since(self, started: float) -> list[str]:
+        """The files under the run folder created or changed since ``started``, relative to it;
+        the run's shared bookkeeping and the executed notebooks are not a step's products."""
+        root, found = self.run.path, []
+        for folder, dirs, files in os.walk(root):
+            here = Path(folder)
+            if here == root:
+                dirs[:] = [d for d in dirs if d != "notebooks"]
+                files = [f for f in files if f not in _SHARED]
+            for name in files:
+                path = here / name
+                try:
+                    if path.stat().st_mtime >= started and not name.startswith("."):
+                        found.append(path.relative_to(root).as_posix())
+                except OSError:  # removed meanwhile
+                    continue
+        return sorted(found)
+
+    def _completed_same(self, step: Step, digest: str) -> bool:
+        entry = self.state["steps"].get(step.key, {})
+        return entry.get("status") == "completed" and entry.get("hash") == digest
 
     progress_bar = True
 
@@ -245,17 +275,24 @@ class Series:
         logging.getLogger("papermill").setLevel(logging.ERROR)
         # nbformat fills in the ids of cells that have none; the warning is not the user's concern
         warnings.filterwarnings("ignore", message="Cell is missing an id field")
-        executed, fresh = [], False
+        # A step executed again invalidates the later notebooks, which read what it wrote; the
+        # other entries of the same swept notebook are its siblings, not its readers.
+        executed, first_changed = [], None
         self.run.notebooks.mkdir(parents=True, exist_ok=True)
         for stale in self.run.notebooks.glob(f".*{PARTIAL}"):  # of a run that was killed
             stale.unlink(missing_ok=True)
         total = len(self.steps)
         for i, step in enumerate(self.steps, 1):
             digest = step.digest()
-            if not fresh and self.is_done(step, digest):
+            forced = first_changed is not None and step.notebook.name > first_changed
+            if not forced and self.is_done(step, digest):
                 log(f"[{i}/{total}] {step.key}: done before with the same parameters, skipped")
                 continue
-            fresh = True
+            first_changed = min(first_changed or step.notebook.name, step.notebook.name)
+            gone = self.missing_products(step) if self._completed_same(step, digest) else []
+            if gone:
+                shown = ", ".join(gone[:3]) + (f" and {len(gone) - 3} more" if len(gone) > 3 else "")
+                log(f"[{i}/{total}] {step.key}: done before, but {shown} no longer exist")
             log(f"[{i}/{total}] {step.key}: running -> {step.output}")
             started = time.time()
             self._mark(step, status="running", hash=digest, started=time.strftime("%FT%T"))
@@ -279,7 +316,7 @@ class Series:
                 raise SeriesFailed(step, message, exc, kept) from exc
             elapsed = time.time() - started
             self._mark(step, status="completed", elapsed_s=round(elapsed, 1),
-                       finished=time.strftime("%FT%T"))
+                       finished=time.strftime("%FT%T"), products=self._written_since(started))
             executed.append(step.key)
             log(f"[{i}/{total}] {step.key}: completed in {_fmt(elapsed)}")
         return executed

@@ -57,7 +57,8 @@ def series_dir(tmp_path) -> Path:
               "if fail:\n    raise ValueError('the second notebook failed on purpose')")
     _notebook(folder / "04_train.ipynb", PARAMS + 'model_name: str = "m"  # model\n'
               "epochs: int = 1  # epochs\n", LOG.format(name="04"),
-              METRICS.format(body="run.model_dir(model_name)\nrun.update_metrics('models', "
+              METRICS.format(body="(run.model_dir(model_name) / 'weights.txt').write_text(str(epochs))"
+                             "\nrun.update_metrics('models', "
                              "{model_name: {'oof_lwlrap': 0.5 + epochs / 100}})"))
     _notebook(folder / "06_ensemble.ipynb", PARAMS, LOG.format(name="06"),
               METRICS.format(body="names = [p.name for p in run.model_dirs()]\n"
@@ -211,6 +212,16 @@ def test_run_resume_after_kill_skips_finished_notebooks(series_dir, profile_file
     changed = _rfcx(*args, "-p", "04.epochs", "4", env=env)  # from 04 on, again
     assert changed.returncode == 0
     assert (run / "executions.log").read_text().split()[6:] == ["04", "04", "06"]
+
+    shutil.rmtree(run / "models" / "a")  # deleted to train it again: a runs, b does not, 06 does
+    redo = _rfcx(*args, "-p", "04.epochs", "4", env=env)
+    assert redo.returncode == 0, redo.stdout + redo.stderr
+    assert "04_train[a]: done before, but models/a/weights.txt no longer exist" in redo.stdout
+    assert "04_train[b]: done before with the same parameters, skipped" in redo.stdout
+    assert (run / "executions.log").read_text().split()[9:] == ["04", "06"]
+    assert (run / "models" / "a" / "weights.txt").read_text() == "4"
+    products = json.loads((run / "series.json").read_text())["steps"]["04_train[a]"]["products"]
+    assert products == ["executions.log", "models/a/weights.txt"]  # what it wrote or changed
 
 
 def test_failure_reports_cell_error_and_notebook_path(series_dir, profile_file, fake_data,
