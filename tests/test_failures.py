@@ -18,7 +18,7 @@ import nbformat
 import pytest
 import soundfile as sf
 
-from rfcxlib import preflight, series
+from rfcxlib import execution, preflight
 from rfcxlib.data_checks import check_decodable
 from rfcxlib.runs import RunLock, update_json_atomic
 from rfcxlib.errors import RunFailed
@@ -103,7 +103,7 @@ def _assert_failed_cleanly(done, run: Path, *words: str) -> str:
     assert state["status"] == "failed" and state["error"], state
     for path in list(run.rglob("*.json")) + list(run.rglob("*.ipynb")):
         json.loads(path.read_text())  # nothing truncated
-    assert not list(run.rglob(f"*{series.PARTIAL}"))
+    assert not list(run.rglob(f"*{execution.PARTIAL}"))
     assert "failed" in (run / "summary.html").read_text()
     assert not (run / "run.lock").exists()
     return last
@@ -328,7 +328,7 @@ def test_ctrl_c_marks_the_run_failed_and_releases_the_lock(tmp_path, quick_serie
 
 def test_progress_echo_gives_one_line_per_epoch():
     said = []
-    echo = series.ProgressEcho(said.append)
+    echo = execution.ProgressEcho(said.append)
     for epoch in range(3):
         for _ in range(2):  # tqdm redraws the same count more than once
             echo.write(f"\rfold 0:  {epoch * 33}%|##  | {epoch}/3 [00:0{epoch}<00:02, loss=0.{epoch}]")
