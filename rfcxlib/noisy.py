@@ -36,6 +36,7 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from rfcxlib import losses, steps
+from rfcxlib.data import species_bands
 from rfcxlib.errors import ParameterError, unknown_choice
 
 NOISE_KINDS = ("symmetric", "pairflip")
@@ -313,16 +314,16 @@ def coteach_fit(model_a: keras.Model, model_b: keras.Model, train_ds, *, epochs:
 
 # --------------------------------------------------------------------------- pseudo-labels
 def _species_boxes(dataset) -> dict:
-    """Per species: (songtype, f_min, f_max) typical of its TP rows (its FP rows, else the full band)."""
-    out = {}
-    nyquist = (dataset.sample_rate or 48000) / 2
+    """Per species: (songtype, f_min, f_max) typical of its rows: the band of
+    :func:`rfcxlib.data.species_bands`, the songtype most frequent in its TP rows (else its FP
+    rows); the full band and songtype 1 for a species without rows."""
+    bands, nyquist, out = species_bands(dataset.tp, dataset.fp), (dataset.sample_rate or 48000) / 2, {}
     for s in range(dataset.num_species):
         rows = dataset.tp[dataset.tp.species_id == s]
         rows = rows if len(rows) else dataset.fp[dataset.fp.species_id == s]
-        if len(rows):
-            out[s] = (int(rows.songtype_id.mode().iloc[0]), float(rows.f_min.median()), float(rows.f_max.median()))
-        else:
-            out[s] = (1, 0.0, float(nyquist))
+        songtype = int(rows.songtype_id.mode().iloc[0]) if len(rows) else 1
+        f_min, f_max = (bands.loc[s, "f_min"], bands.loc[s, "f_max"]) if s in bands.index else (0.0, nyquist)
+        out[s] = (songtype, float(f_min), float(f_max))
     return out
 
 
