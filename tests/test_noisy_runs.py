@@ -9,10 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rfcxlib import data, noisy_runs, pipeline, train
+from rfcxlib import data, noisy_runs, train
 from rfcxlib.config import RunConfig
 from rfcxlib.errors import DataError, ParameterError
 from rfcxlib.models import load_model
+from simulated_kill import killed_as_epoch_starts
 
 CONFIG = dict(n_mels=32, hop_length=1024, crop_s=2.0, batch_size=8, epochs=1, channels=1, folds=3)
 
@@ -107,19 +108,9 @@ def test_coteaching_trains_through_the_shared_loop_loads_and_resumes(tiny_datase
     whole = noisy_runs.train_coteaching(tiny_dataset, config, tmp_path / "whole", **kw)
     assert folds == ["coteaching(tau=0.3,t_k=2)"]  # train.py's one fold loop, co-teaching's objective
 
-    real_crops, calls = pipeline.train_dataset, {"n": 0}
-
-    def crash_on_third_epoch(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt("simulated kill")
-        return real_crops(*args, **kwargs)
-
-    monkeypatch.setattr(pipeline, "train_dataset", crash_on_third_epoch)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt), killed_as_epoch_starts(3):
         noisy_runs.train_coteaching(tiny_dataset, config, tmp_path / "resumed", **kw)
     assert json.loads((tmp_path / "resumed" / "fold0" / "state.json").read_text())["epochs_done"] == 2
-    monkeypatch.setattr(pipeline, "train_dataset", real_crops)
     resumed = noisy_runs.train_coteaching(tiny_dataset, config, tmp_path / "resumed", **kw)
 
     a, b = (pd.read_csv(tmp_path / name / "history.csv") for name in ("whole", "resumed"))

@@ -18,6 +18,7 @@ from rfcxlib import data, pipeline, train
 from rfcxlib.config import RunConfig
 from rfcxlib.errors import DataError, ParameterError
 from rfcxlib.models import build_model, load_model
+from simulated_kill import killed_as_epoch_starts
 
 TINY = dict(backbone="small_cnn", head="attention_v1", attention="cbam", base_units=8, n_mels=32,
             hop_length=2048, image_width=64, channels=1, crop_s=4.0, hop_s=3.0, batch_size=8,
@@ -192,22 +193,12 @@ def interrupted_and_whole(data_dir, out_dir) -> dict:
     tiny, config, out_dir = data.load_dataset(data_dir), RunConfig.from_params({**TINY, "steps_per_epoch": 3}), Path(out_dir)
     strategy = train.select_strategy()
     whole = train.train_model(tiny, config, out_dir / "whole", progress=False)
-    real, calls = pipeline.train_dataset, {"n": 0}
-
-    def crash_on_third_epoch(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt("simulated kill")
-        return real(*args, **kwargs)
-
-    pipeline.train_dataset = crash_on_third_epoch
     try:
-        train.train_model(tiny, config, out_dir / "resumed", progress=False)
+        with killed_as_epoch_starts(3):
+            train.train_model(tiny, config, out_dir / "resumed", progress=False)
         raise AssertionError("the simulated kill did not stop training")
     except KeyboardInterrupt:
         pass
-    finally:
-        pipeline.train_dataset = real
     killed_at = json.loads((out_dir / "resumed" / "fold0" / "state.json").read_text())["epochs_done"]
     resumed = train.train_model(tiny, config, out_dir / "resumed", progress=False)
     return {"replicas": strategy.num_replicas_in_sync, "mirrored": isinstance(strategy, tf.distribute.MirroredStrategy),
