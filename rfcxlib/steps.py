@@ -102,15 +102,15 @@ def make_step(trainers, optimizers, objective: Objective, *, strategy=None,
 
 
 def run_epoch(step, batches, value: float = 0.0) -> dict:
-    """Every batch of ``batches`` through ``step``; the mean of each logged scalar."""
-    totals, n, value = {}, 0, tf.constant(value, tf.float32)
+    """Every batch of ``batches`` through ``step``; the mean of each logged scalar. The scalars
+    are read once the epoch is over, so no step waits for the one before it to be read back (on a
+    GPU, the host keeps queueing steps)."""
+    logged, value = [], tf.constant(value, tf.float32)
     for x, targets in batches:
-        for name, v in step(x, targets, value).items():
-            totals[name] = totals.get(name, 0.0) + float(v)
-        n += 1
-    if n == 0:
+        logged.append(step(x, targets, value))
+    if not logged:
         raise ParameterError("the training data yielded no batch: expected at least one (x, targets) batch")
-    return {name: v / n for name, v in totals.items()}
+    return {name: sum(float(out[name]) for out in logged) / len(logged) for name in logged[0]}
 
 
 def distributed(strategy, batches: tf.data.Dataset):
