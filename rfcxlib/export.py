@@ -56,7 +56,9 @@ def metadata(model_dir: Path, cfg, n_folds: int, fmt: str) -> dict:
                       "channels": 1, "range": [-1.0, 1.0]},
             "output": {"name": "scores", "shape": [None, NUM_SPECIES], "activation": "sigmoid"},
             "species": SPECIES_COLUMNS, "folds": n_folds,
-            "hop_s": cfg.inference.hop_s, "features": cfg.to_dict()["features"]}
+            "hop_s": cfg.inference.hop_s, "features": cfg.to_dict()["features"],
+            # inside the graph: each species scored on the mel rows of its frequency band
+            "band_mode": bool(cfg.inference.band_mode)}
 
 
 def device_log_mel(y, *, sr: int, config):
@@ -84,14 +86,14 @@ def _module(model_dir: Path):
     import tensorflow as tf
 
     from rfcxlib import features
-    from rfcxlib.scorers import load_cnn_models
+    from rfcxlib.scorers import band_masks, load_cnn_models, model_logits
 
     cfg, nets = load_cnn_models(model_dir, _model_config(model_dir))
     n = int(round(cfg.audio.crop_s * cfg.audio.sr))
+    images = model_logits(nets, band_masks(model_dir, cfg))  # band_mode: each species on its band
 
     def logits(audio):
-        x = features.to_image(device_log_mel(audio, sr=cfg.audio.sr, config=cfg.features), config=cfg.features)
-        return tf.add_n([net(x, training=False) for net in nets]) / float(len(nets))
+        return images(features.to_image(device_log_mel(audio, sr=cfg.audio.sr, config=cfg.features), config=cfg.features))
 
     meta = metadata(model_dir, cfg, len(nets), "savedmodel")
     module = tf.Module()

@@ -31,14 +31,32 @@ def window_logits(model, dataset, recording_ids: Sequence[str], config: RunConfi
     masks = pipeline.band_masks(dataset, config) if band_mode else None
     parts, index = [], []
     for x, i in ds:
-        if masks is None:
-            z = np.asarray(model(x, training=False), np.float32)
-        else:
-            z = np.stack([np.asarray(model(x * masks[s][None, :, None, None], training=False))[:, s]
-                          for s in range(NUM_SPECIES)], axis=1).astype(np.float32)
-        parts.append(z)
+        z = model(x, training=False) if masks is None else band_logits(model, x, masks)
+        parts.append(np.asarray(z, np.float32))
         index.append(np.asarray(i))
     return np.concatenate(parts), np.concatenate(index)
+
+
+def band_logits(model, x, masks: np.ndarray, *, per_call: int = 8):
+    """The seed's per-band inference: logits ``(n, 24)`` of images ``x`` ``(n, H, W, C)`` where
+    species ``s``'s column comes from ``x`` with only the rows ``masks[s]`` (``(24, H)``, 0/1)
+    kept. Species with the same mask share one pass, and the masked copies go through ``model``
+    ``per_call`` masks at a time, as one batch. TensorFlow ops only, so it also runs inside a
+    ``tf.function`` (an exported model)."""
+    import tensorflow as tf
+
+    unique, inverse = np.unique(np.asarray(masks, np.float32), axis=0, return_inverse=True)
+    pick = np.zeros((len(unique), NUM_SPECIES), np.float32)  # pass u gives species s's column
+    pick[np.ravel(inverse), np.arange(NUM_SPECIES)] = 1.0
+    x = tf.convert_to_tensor(x, tf.float32)
+    image, n, out = list(x.shape[1:]), tf.shape(x)[0], 0.0  # (H, W, C) static: convolutions need them
+    for lo in range(0, len(unique), per_call):
+        group = tf.constant(unique[lo:lo + per_call])  # (g, H)
+        copies = x[None] * group[:, None, :, None, None]  # (g, n, H, W, C)
+        z = model(tf.reshape(copies, [-1, *image]), training=False)
+        z = tf.reshape(z, [len(unique[lo:lo + per_call]), n, NUM_SPECIES])
+        out += tf.reduce_sum(z * tf.constant(pick[lo:lo + per_call])[:, None, :], axis=0)
+    return out
 
 
 def aggregate_windows(logits: np.ndarray, index: np.ndarray, n: int, how: str = "max") -> np.ndarray:

@@ -79,6 +79,9 @@ def species_weights(rows: pd.DataFrame) -> np.ndarray:
     return w / w.sum()
 
 
+BANDS_FILE = "bands.json"  # in a model folder scored with band_mode: {"bands_hz": {species: [f_min, f_max]}}
+
+
 def species_bands(dataset) -> dict[int, tuple[float, float]]:
     """``{species: (f_min, f_max)}`` of :func:`rfcxlib.data.species_bands` (TP rows, else FP rows)."""
     bands = data.species_bands(dataset.tp, dataset.fp)
@@ -89,15 +92,21 @@ def band_masks(dataset, config: RunConfig) -> np.ndarray:
     """``(24, H)`` 0/1 image rows to keep per species: the mel bands of its median band
     (:func:`rfcxlib.features.band_bins`; all rows for a species without rows). The seed's frequency
     filtering: training crops (``p_band_filter``) and ``band_mode`` inference zero the other rows."""
+    return masks_of_bands(species_bands(dataset), config)
+
+
+def masks_of_bands(bands: dict, config: RunConfig) -> np.ndarray:
+    """:func:`band_masks` of the bands ``{species: (f_min, f_max)}`` in Hz (e.g. a model folder's
+    ``bands.json``)."""
     fc = config.features
     if fc.image_height not in (0, fc.n_mels):
         raise ParameterError("frequency bands (band_mode, p_band_filter) need images with one row per "
                              f"mel band (image_height 0 or n_mels), got image_height={fc.image_height}")
     masks = np.ones((NUM_SPECIES, fc.n_mels), np.float32)
-    for s, (lo_hz, hi_hz) in species_bands(dataset).items():
-        lo, hi = features.band_bins(fmin_hz=lo_hz, fmax_hz=hi_hz, config=fc)
-        masks[s] = 0.0
-        masks[s, lo:hi] = 1.0
+    for s, (lo_hz, hi_hz) in bands.items():
+        lo, hi = features.band_bins(fmin_hz=float(lo_hz), fmax_hz=float(hi_hz), config=fc)
+        masks[int(s)] = 0.0
+        masks[int(s), lo:hi] = 1.0
     return masks
 
 

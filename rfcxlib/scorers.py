@@ -9,6 +9,7 @@ one line, e.g. ``scorers.SCORERS["birdnet"] = build_birdnet_scorer``, where the 
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -54,20 +55,55 @@ def load_cnn_models(model_dir, config: dict):
     return cfg, nets
 
 
-def cnn_graph(cfg, nets):
+def band_masks(model_dir, cfg):
+    """``(24, H)`` rows kept per species when ``cfg`` scores with ``band_mode``
+    (:func:`rfcxlib.inference.band_logits`), from the model folder's ``bands.json``; else None."""
+    from rfcxlib import pipeline
+
+    if not cfg.inference.band_mode:
+        return None
+    path = Path(model_dir) / pipeline.BANDS_FILE
+    try:
+        bands = json.loads(path.read_text())["bands_hz"]
+        return pipeline.masks_of_bands({int(s): band for s, band in bands.items()}, cfg)
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing; the model scores each species on its frequency band "
+                        "(band_mode) and this file holds the bands: train it again with this "
+                        "version, or set band_mode false in its config.json") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise DataError(f"{path}: unreadable ({exc}); expected {{\"bands_hz\": {{species: "
+                        "[f_min, f_max]}}}} as train_model writes it") from None
+
+
+def model_logits(nets, masks=None):
+    """Images ``(n, H, W, C)`` ▶ the mean logits of ``nets`` ``(n, 24)``, each species on its own
+    band when ``masks`` are given (:func:`band_masks`)."""
+    import tensorflow as tf
+
+    from rfcxlib import inference
+
+    def run(x):
+        if masks is None:
+            return tf.add_n([net(x, training=False) for net in nets]) / float(len(nets))
+        return tf.add_n([inference.band_logits(net, x, masks) for net in nets]) / float(len(nets))
+
+    return run
+
+
+def cnn_graph(cfg, nets, masks=None):
     """Raw windows ``(n, samples)`` ▶ mean logits of ``nets`` ``(n, 24)`` on the log-mel image of
-    ``cfg`` (:mod:`rfcxlib.features`), as one function of TensorFlow ops."""
+    ``cfg`` (:mod:`rfcxlib.features`), as one function of TensorFlow ops; with ``masks``, each
+    species scored on its band (``band_mode``)."""
     import tensorflow as tf
 
     from rfcxlib import features
 
-    sr, fc = cfg.audio.sr, cfg.features
+    sr, fc, logits = cfg.audio.sr, cfg.features, model_logits(nets, masks)
 
     def run(y):
         frames = features.num_frames(int(y.shape[-1]), config=fc)
         S = tf.ensure_shape(features.log_mel(y, sr=sr, config=fc), [None, frames, fc.n_mels])
-        x = features.to_image(S, config=fc)
-        return tf.add_n([net(x, training=False) for net in nets]) / float(len(nets))
+        return logits(features.to_image(S, config=fc))
 
     return run
 
@@ -79,7 +115,7 @@ def build_cnn_scorer(model_dir: Path, config: dict, name: str) -> WindowScorer:
 
     cfg, nets = load_cnn_models(model_dir, config)
     n = int(round(cfg.audio.crop_s * cfg.audio.sr))
-    run = tf.function(cnn_graph(cfg, nets), input_signature=[tf.TensorSpec([None, n], tf.float32)])
+    run = tf.function(cnn_graph(cfg, nets, band_masks(model_dir, cfg)), input_signature=[tf.TensorSpec([None, n], tf.float32)])
     return WindowScorer(name=name, family="cnn", window_s=cfg.audio.crop_s, sr=cfg.audio.sr,
                         hop_s=cfg.inference.hop_s,
                         logits=lambda y: np.asarray(run(tf.constant(y, tf.float32)), np.float32))

@@ -279,6 +279,8 @@ def train_model(dataset, config: RunConfig, model_dir, *, loss: Optional[str] = 
     with distribute.writer_folder(model_dir, strategy) as out:
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "config.json", {**config.to_dict(), "notebook": extra or {}})
+        if config.inference.band_mode:  # the bands it scores with, for rfcx predict and export
+            write_json_atomic(out / pipeline.BANDS_FILE, {"bands_hz": pipeline.species_bands(dataset)})
         oof, test, history = [], [], []
         for fold in config.train.train_folds:
             folder, source = out / f"fold{fold}", (sources or {}).get(fold)

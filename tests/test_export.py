@@ -18,7 +18,7 @@ import pytest
 import soundfile as sf
 import tensorflow as tf
 
-from rfcxlib import NUM_SPECIES, cli, data, export, features, train
+from rfcxlib import NUM_SPECIES, cli, data, export, features, inference, pipeline, train
 from rfcxlib.config import RunConfig
 from rfcxlib.errors import DataError, ParameterError
 
@@ -108,6 +108,25 @@ def test_tflite_runs_in_a_fresh_process_with_the_interpreter_alone(model_dir, wi
     assert report["signatures"] == {"serving_default": {"inputs": ["audio"], "outputs": ["scores"]}}
     print(f"TFLite max |difference| {np.abs(np.load(outputs) - expected).max():.2e}")
     np.testing.assert_allclose(np.load(outputs), expected, atol=TFLITE_ATOL)
+
+
+def test_band_mode_is_inside_the_exported_graph(tiny_data_dir, windows, tmp_path):
+    """A model that scores each species on its band (band_mode) exports with the bands inside:
+    the TFLite model gives the Keras model's per-band scores, with built-in kernels only."""
+    dataset, config = data.load_dataset(tiny_data_dir), RunConfig.from_params({**TINY, "train_folds": [0], "band_mode": True})
+    folder = tmp_path / "models" / "banded"
+    train.train_model(dataset, config, folder, progress=False)
+    x = features.to_image(features.log_mel(windows, sr=48000, config=config.features), config=config.features)
+    net = train.load_fold_model(folder, config, 0)
+    banded = inference.sigmoid(inference.band_logits(net, x, pipeline.band_masks(dataset, config)))
+    whole = inference.sigmoid(net(x, training=False))
+    out = export.export_model(folder, fmt="tflite", out=tmp_path / "banded.tflite")
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert sidecar["band_mode"] is True and sidecar["select_tf_ops"] is False
+    runner = tf.lite.Interpreter(model_path=str(out)).get_signature_runner("serving_default")
+    scores = runner(audio=windows)["scores"]
+    np.testing.assert_allclose(scores, banded, atol=TFLITE_ATOL)
+    assert np.abs(scores - whole).max() > 1e-3
 
 
 def test_export_errors_are_clear(model_dir, tmp_path, capsys):

@@ -92,6 +92,29 @@ def test_band_mode_scores_each_species_on_its_band(tiny):
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
+def test_band_logits_share_a_pass_per_distinct_mask_and_batch_them(tiny):
+    config = RunConfig.from_params({**PARAMS, "band_mode": True})
+    model, _ = _row_model(config, seed=3)
+    h = pipeline.input_shape(config)[0]
+    gen = np.random.default_rng(5)
+    distinct = (gen.random((6, h)) < 0.4).astype(np.float32)
+    masks = distinct[gen.integers(0, 6, NUM_SPECIES)]  # 24 species, at most 6 different masks
+    masks[:6] = distinct  # every one of the 6 used
+    x = gen.normal(size=(5, *pipeline.input_shape(config))).astype(np.float32)
+    loop = np.stack([np.asarray(model(x * masks[s][None, :, None, None]))[:, s] for s in range(NUM_SPECIES)], 1)
+    calls = []
+
+    def counted(batch, training=False):
+        calls.append(int(batch.shape[0]))
+        return model(batch, training=training)
+
+    for per_call, sizes in ((1, [5] * 6), (4, [20, 10]), (8, [30])):
+        calls.clear()
+        got = np.asarray(inference.band_logits(counted, x, masks, per_call=per_call))
+        np.testing.assert_allclose(got, loop, rtol=1e-5, atol=1e-5)
+        assert calls == sizes, (per_call, calls)
+
+
 def test_band_mode_needs_one_row_per_mel_band(tiny):
     with pytest.raises(ParameterError, match="band_mode.*image_height=16"):
         RunConfig.from_params({**PARAMS, "band_mode": True, "image_height": 16})

@@ -85,6 +85,27 @@ def test_windows_match_the_inference_pipeline(run_dir, tiny):
     np.testing.assert_allclose(start_s, [0.0, 3.0, 6.0])
 
 
+def test_a_band_mode_model_scores_each_species_on_its_band_here_too(tiny, tiny_data_dir, tmp_path):
+    """A model trained with band_mode keeps its bands (bands.json), and rfcx predict scores with
+    them as training scored the test set; without the file it stops, naming it."""
+    config = RunConfig.from_params({**TINY, "data_dir": str(tiny_data_dir), "band_mode": True, "p_band_filter": 0.5})
+    folder = tmp_path / "run" / "models" / "banded"
+    train.train_model(tiny, config, folder, progress=False)
+    bands = json.loads((folder / "bands.json").read_text())["bands_hz"]
+    assert {int(s): tuple(b) for s, b in bands.items()} == inference.species_bands(tiny)
+    predictor, _ = predict.load_predictor(folder)
+    rid = tiny.test_ids[0]
+    _, _, probs, _ = predictor.score_file(tiny.path(rid, "test"))
+    model = train.load_fold_model(folder, config, 0)
+    banded, _ = inference.window_logits(model, tiny, [rid], config, split="test", band_mode=True)
+    whole, _ = inference.window_logits(model, tiny, [rid], config, split="test")
+    np.testing.assert_allclose(probs, inference.sigmoid(banded), atol=2e-5)
+    assert np.abs(inference.sigmoid(whole) - probs).max() > 1e-3  # the bands matter
+    (folder / "bands.json").unlink()
+    with pytest.raises(DataError, match=r"banded/bands.json: missing; the model scores each species on its frequency band"):
+        predict.load_predictor(folder)
+
+
 def test_ensemble_centres_each_model_window_and_uses_the_fitted_weights(run_dir, rng):
     predictor, models = predict.load_predictor(run_dir)
     assert [m.name for m in models] == ["a", "b"] and predictor.window_s == 4.0
