@@ -92,8 +92,8 @@ def table(run_dir, *, baseline: str = "baseline", order: Optional[list] = None) 
         out["d_test"] = out["d_val"] = math.nan
         out["verdict"] = ""
     first = res.sort_values("seed").groupby("line")["model"].first()
-    out["changes"] = [_changes(run_dir, first[ln], base_model) if ln != baseline else "notebook 04's defaults"
-                      for ln in out.index]
+    out["changes"] = [_changes(run_dir, first[ln], base_model) if ln != baseline
+                      else "the reference (the sweep's shared settings)" for ln in out.index]
     out.index.name = "line"
     return out[COLUMNS]
 

@@ -37,12 +37,16 @@ def window_logits(model, dataset, recording_ids: Sequence[str], config: RunConfi
     return np.concatenate(parts), np.concatenate(index)
 
 
-def band_logits(model, x, masks: np.ndarray, *, per_call: int = 8):
+BAND_BATCH_VALUES = 2 ** 25  # at most this many input values per call of band_logits (128 MB)
+
+
+def band_logits(model, x, masks: np.ndarray, *, per_call: Optional[int] = None):
     """The seed's per-band inference: logits ``(n, 24)`` of images ``x`` ``(n, H, W, C)`` where
     species ``s``'s column comes from ``x`` with only the rows ``masks[s]`` (``(24, H)``, 0/1)
     kept. Species with the same mask share one pass, and the masked copies go through ``model``
-    ``per_call`` masks at a time, as one batch. TensorFlow ops only, so it also runs inside a
-    ``tf.function`` (an exported model)."""
+    ``per_call`` masks at a time, as one batch (default: as many as fit in
+    :data:`BAND_BATCH_VALUES`; 8 when ``n`` is not known). TensorFlow ops only, so it also runs
+    inside a ``tf.function`` (an exported model)."""
     import tensorflow as tf
 
     unique, inverse = np.unique(np.asarray(masks, np.float32), axis=0, return_inverse=True)
@@ -50,6 +54,9 @@ def band_logits(model, x, masks: np.ndarray, *, per_call: int = 8):
     pick[np.ravel(inverse), np.arange(NUM_SPECIES)] = 1.0
     x = tf.convert_to_tensor(x, tf.float32)
     image, n, out = list(x.shape[1:]), tf.shape(x)[0], 0.0  # (H, W, C) static: convolutions need them
+    if per_call is None:
+        per_call = 8 if x.shape[0] is None else BAND_BATCH_VALUES // max(1, int(np.prod(x.shape)))
+    per_call = max(1, int(per_call))
     for lo in range(0, len(unique), per_call):
         group = tf.constant(unique[lo:lo + per_call])  # (g, H)
         copies = x[None] * group[:, None, :, None, None]  # (g, n, H, W, C)
