@@ -9,6 +9,10 @@ defaults), at notebook 04's default input size:
    sliding windows of ``crop_s`` every ``hop_s``, log-mel image, model, maximum over windows —
    in seconds of audio per wall-clock second (median over ``--repeats``).
 3. ``first_step_s``: the first train step (graph tracing and optimisation).
+4. ``band_inference_audio_s_per_s``: as 2, with the seed's per-band inference (notebook 04's
+   ``band_mode``, on by default): each species scored on its own band, 24 distinct bands, one
+   model call per band (:func:`rfcxlib.inference.band_logits`' default);
+   ``band_inference_all_bands_per_call_audio_s_per_s``: the 24 masked copies in one call.
 
 Usage::
 
@@ -18,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import json
 import os
 import platform
 import statistics
@@ -38,19 +41,18 @@ FALLBACK = dict(crop_s=6.0, hop_s=3.0, n_mels=64, hop_length=1024, image_width=2
 
 
 def notebook_defaults(path: Path = NOTEBOOK) -> dict:
-    """The literal assignments of notebook 04's ``parameters`` cell (empty when it is absent)."""
+    """The defaults of notebook 04's ``parameters`` cell (:func:`rfcxlib.profiles.declared_parameters`;
+    empty when the notebook is absent)."""
+    from rfcxlib.profiles import declared_parameters
+
     if not path.exists():
         return {}
-    cells = json.loads(path.read_text())["cells"]
-    source = next(("".join(c["source"]) for c in cells
-                   if "parameters" in c.get("metadata", {}).get("tags", [])), "")
     values = {}
-    for node in ast.parse(source).body:
-        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
-            try:
-                values[node.targets[0].id] = ast.literal_eval(node.value)
-            except ValueError:
-                pass
+    for name, spec in declared_parameters(path).items():
+        try:
+            values[name] = ast.literal_eval(spec["default"])
+        except (ValueError, SyntaxError):
+            pass
     return values
 
 
@@ -88,11 +90,22 @@ def train_speed(model, config, shape, *, steps: int, warmup: int) -> dict:
             "batch_size": batch}
 
 
-def inference_speed(model, config, *, recordings: int, repeats: int) -> dict:
-    """Seconds of 60 s audio scored per second: windows ▶ log-mel image ▶ model ▶ max."""
+def species_masks(height: int) -> np.ndarray:
+    """``(24, height)`` masks of 24 distinct bands, a sixth of the rows each, spread over the image."""
+    width, masks = max(1, height // 6), np.zeros((24, height), np.float32)
+    for s in range(24):
+        lo = int(round(s * (height - width) / 23))
+        masks[s, lo:lo + width] = 1.0
+    return masks
+
+
+def inference_speed(model, config, *, recordings: int, repeats: int, masks=None,
+                    per_call: int = 1) -> dict:
+    """Seconds of 60 s audio scored per second: windows ▶ log-mel image ▶ model ▶ max; with
+    ``masks``, each species on its band (:func:`rfcxlib.inference.band_logits`)."""
     import tensorflow as tf
 
-    from rfcxlib import audio, features
+    from rfcxlib import audio, features, inference
 
     crop = int(round(config.audio.crop_s * SR))
     starts = (audio.window_starts(60.0, crop_s=config.audio.crop_s, hop_s=config.inference.hop_s)
@@ -105,7 +118,9 @@ def inference_speed(model, config, *, recordings: int, repeats: int) -> dict:
     def score(windows):
         x = features.to_image(features.log_mel(windows, sr=SR, config=config.features),
                               config=config.features)
-        return model(x, training=False)
+        if masks is None:
+            return model(x, training=False)
+        return inference.band_logits(model, x, masks, per_call=per_call)
 
     def run():
         out = []
@@ -140,6 +155,11 @@ def bench_backbone(name: str, defaults: dict, args) -> dict:
            "attention": config.model.attention, "head": config.model.head}
     row.update(train_speed(model, config, shape, steps=args.steps, warmup=args.warmup))
     row.update(inference_speed(model, config, recordings=args.recordings, repeats=args.repeats))
+    masks = species_masks(shape[0])
+    for key, per_call in (("band_inference_audio_s_per_s", 1),
+                          ("band_inference_all_bands_per_call_audio_s_per_s", len(masks))):
+        row[key] = inference_speed(model, config, recordings=args.recordings, repeats=args.repeats,
+                                   masks=masks, per_call=per_call)["inference_audio_s_per_s"]
     return row
 
 
@@ -176,7 +196,9 @@ def main(argv=None) -> int:
         result["backbones"].append(row)
         print(f"{name:15s} params {row['params']:>10,d}  train {row['train_samples_per_s']:7.1f} "
               f"samples/s  first step {row['first_step_s']:6.1f} s  inference "
-              f"{row['inference_audio_s_per_s']:8.1f} s audio/s", flush=True)
+              f"{row['inference_audio_s_per_s']:8.1f} s audio/s, per band "
+              f"{row['band_inference_audio_s_per_s']:7.1f} (24 bands per call "
+              f"{row['band_inference_all_bands_per_call_audio_s_per_s']:.1f})", flush=True)
     write_json_atomic(args.out, result)
     print(f"wrote {args.out}")
     return 0

@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 
 from rfcxlib import NUM_SPECIES, pipeline
 from rfcxlib.config import RunConfig
@@ -28,25 +29,33 @@ def window_logits(model, dataset, recording_ids: Sequence[str], config: RunConfi
     """Logits of every window ``(n_windows, 24)`` and the recording index of each window."""
     ds = pipeline.window_dataset(dataset, list(recording_ids), config, split=split, hop_s=hop_s,
                                  progress=False, tta_seed=tta_seed)
-    masks = pipeline.band_masks(dataset, config) if band_mode else None
+    if band_mode:  # compiled: 24 eager model calls per batch cost 3-7x more (mini, 2 CPU cores)
+        masks = pipeline.band_masks(dataset, config)
+        image = tf.TensorSpec([None, *pipeline.input_shape(config)], tf.float32)  # one trace
+        # as many bands per call as fit in BAND_CALL_VALUES input values (mini: all 24): it traces
+        # in a tenth of the time of one call per band
+        values = config.train.batch_size * int(np.prod(pipeline.input_shape(config)))
+        per_call = max(1, min(NUM_SPECIES, BAND_CALL_VALUES // values))
+        banded = tf.function(lambda x: band_logits(model, x, masks, per_call=per_call),
+                             input_signature=[image])
     parts, index = [], []
     for x, i in ds:
-        z = model(x, training=False) if masks is None else band_logits(model, x, masks)
+        z = banded(x) if band_mode else model(x, training=False)
         parts.append(np.asarray(z, np.float32))
         index.append(np.asarray(i))
     return np.concatenate(parts), np.concatenate(index)
 
 
-BAND_BATCH_VALUES = 2 ** 25  # at most this many input values per call of band_logits (128 MB)
+BAND_CALL_VALUES = 2 ** 25  # window_logits' per-band passes: at most this many input values per call
 
 
-def band_logits(model, x, masks: np.ndarray, *, per_call: Optional[int] = None):
+def band_logits(model, x, masks: np.ndarray, *, per_call: int = 1):
     """The seed's per-band inference: logits ``(n, 24)`` of images ``x`` ``(n, H, W, C)`` where
     species ``s``'s column comes from ``x`` with only the rows ``masks[s]`` (``(24, H)``, 0/1)
-    kept. Species with the same mask share one pass, and the masked copies go through ``model``
-    ``per_call`` masks at a time, as one batch (default: as many as fit in
-    :data:`BAND_BATCH_VALUES`; 8 when ``n`` is not known). TensorFlow ops only, so it also runs
-    inside a ``tf.function`` (an exported model)."""
+    kept. Species with the same mask share one pass; ``per_call`` passes go through ``model``
+    together, as one batch. TensorFlow ops only, so it runs inside a ``tf.function`` (as
+    :func:`window_logits` and an exported model run it): there, on 2 CPU cores, one pass per call
+    was the fastest (benchmarks/bench_models.py)."""
     import tensorflow as tf
 
     unique, inverse = np.unique(np.asarray(masks, np.float32), axis=0, return_inverse=True)
@@ -54,8 +63,6 @@ def band_logits(model, x, masks: np.ndarray, *, per_call: Optional[int] = None):
     pick[np.ravel(inverse), np.arange(NUM_SPECIES)] = 1.0
     x = tf.convert_to_tensor(x, tf.float32)
     image, n, out = list(x.shape[1:]), tf.shape(x)[0], 0.0  # (H, W, C) static: convolutions need them
-    if per_call is None:
-        per_call = 8 if x.shape[0] is None else BAND_BATCH_VALUES // max(1, int(np.prod(x.shape)))
     per_call = max(1, int(per_call))
     for lo in range(0, len(unique), per_call):
         group = tf.constant(unique[lo:lo + per_call])  # (g, H)

@@ -77,3 +77,21 @@ def test_the_script_checks_its_arguments_and_the_gpu_first(tmp_path):
                           env=_env(tmp_path, GPU_CHECK_OUT=str(tmp_path / "g.json")))
     assert done.returncode == 3 and "no GPU" in done.stderr and "--dry" in done.stderr
     assert not (tmp_path / "g.json").exists()
+
+
+def test_the_models_benchmark_builds_notebook_04s_default_model():
+    """bench_models.py reads notebook 04's typed parameters cell, not its built-in fallback."""
+    import importlib.util
+
+    from rfcxlib import profiles
+
+    spec = importlib.util.spec_from_file_location("bench_models", ROOT / "benchmarks" / "bench_models.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    declared = profiles.declared_parameters(bench.NOTEBOOK)
+    defaults = bench.notebook_defaults()
+    assert set(defaults) == set(declared)
+    config = bench.make_config("small_cnn", defaults)
+    assert config.model.head == declared["head"]["default"].strip('"') != bench.FALLBACK["head"]
+    assert config.features.n_mels == int(declared["n_mels"]["default"])
+    assert config.audio.crop_s == float(declared["crop_s"]["default"])
