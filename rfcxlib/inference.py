@@ -21,6 +21,7 @@ from rfcxlib.layout import SPECIES_COLUMNS
 
 
 species_bands = pipeline.species_bands  # {species: (f_min, f_max)}, the median TP band
+BAND_CALL_VALUES = 2 ** 25  # window_logits' per-band passes: at most this many input values per call
 
 
 def window_logits(model, dataset, recording_ids: Sequence[str], config: RunConfig, *, split: str,
@@ -46,18 +47,13 @@ def window_logits(model, dataset, recording_ids: Sequence[str], config: RunConfi
     return np.concatenate(parts), np.concatenate(index)
 
 
-BAND_CALL_VALUES = 2 ** 25  # window_logits' per-band passes: at most this many input values per call
-
-
 def band_logits(model, x, masks: np.ndarray, *, per_call: int = 1):
     """The seed's per-band inference: logits ``(n, 24)`` of images ``x`` ``(n, H, W, C)`` where
     species ``s``'s column comes from ``x`` with only the rows ``masks[s]`` (``(24, H)``, 0/1)
     kept. Species with the same mask share one pass; ``per_call`` passes go through ``model``
     together, as one batch. TensorFlow ops only, so it runs inside a ``tf.function`` (as
     :func:`window_logits` and an exported model run it): there, on 2 CPU cores, one pass per call
-    was the fastest (benchmarks/bench_models.py)."""
-    import tensorflow as tf
-
+    was the fastest to run (benchmarks/bench_models.py), all passes in one call the fastest to trace."""
     unique, inverse = np.unique(np.asarray(masks, np.float32), axis=0, return_inverse=True)
     pick = np.zeros((len(unique), NUM_SPECIES), np.float32)  # pass u gives species s's column
     pick[np.ravel(inverse), np.arange(NUM_SPECIES)] = 1.0
