@@ -72,7 +72,7 @@ def band_masks(model_dir, cfg):
                         "version, or set band_mode false in its config.json") from None
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise DataError(f"{path}: unreadable ({exc}); expected {{\"bands_hz\": {{species: "
-                        "[f_min, f_max]}}}} as train_model writes it") from None
+                        "[f_min, f_max]}} as train_model writes it") from None
 
 
 def model_logits(nets, masks=None):

@@ -104,6 +104,9 @@ def test_a_band_mode_model_scores_each_species_on_its_band_here_too(tiny, tiny_d
     (folder / "bands.json").unlink()
     with pytest.raises(DataError, match=r"banded/bands.json: missing; the model scores each species on its frequency band"):
         predict.load_predictor(folder)
+    (folder / "bands.json").write_text(json.dumps({"bands_hz": {"first": [0.0, 1000.0]}}))
+    with pytest.raises(DataError, match=r'bands.json: unreadable .*expected \{"bands_hz": \{species: \[f_min, f_max\]\}\} as'):
+        predict.load_predictor(folder)
 
 
 def test_ensemble_centres_each_model_window_and_uses_the_fitted_weights(run_dir, rng):
