@@ -31,14 +31,12 @@ def window_logits(model, dataset, recording_ids: Sequence[str], config: RunConfi
     ds = pipeline.window_dataset(dataset, list(recording_ids), config, split=split, hop_s=hop_s,
                                  progress=False, tta_seed=tta_seed)
     if band_mode:  # compiled: 24 eager model calls per batch cost 3-7x more (mini, 2 CPU cores)
-        masks = pipeline.band_masks(dataset, config)
-        image = tf.TensorSpec([None, *pipeline.input_shape(config)], tf.float32)  # one trace
+        masks, shape = pipeline.band_masks(dataset, config), pipeline.input_shape(config)
         # as many bands per call as fit in BAND_CALL_VALUES input values (mini: all 24): it traces
         # in a tenth of the time of one call per band
-        values = config.train.batch_size * int(np.prod(pipeline.input_shape(config)))
-        per_call = max(1, min(NUM_SPECIES, BAND_CALL_VALUES // values))
+        per_call = max(1, min(NUM_SPECIES, BAND_CALL_VALUES // (config.train.batch_size * int(np.prod(shape)))))
         banded = tf.function(lambda x: band_logits(model, x, masks, per_call=per_call),
-                             input_signature=[image])
+                             input_signature=[tf.TensorSpec([None, *shape], tf.float32)])  # one trace
     parts, index = [], []
     for x, i in ds:
         z = banded(x) if band_mode else model(x, training=False)

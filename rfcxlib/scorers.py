@@ -64,8 +64,7 @@ def band_masks(model_dir, cfg):
         return None
     path = Path(model_dir) / pipeline.BANDS_FILE
     try:
-        bands = json.loads(path.read_text())["bands_hz"]
-        return pipeline.masks_of_bands({int(s): band for s, band in bands.items()}, cfg)
+        return pipeline.masks_of_bands(json.loads(path.read_text())["bands_hz"], cfg)
     except FileNotFoundError:
         raise DataError(f"{path}: missing; the model scores each species on its frequency band "
                         "(band_mode) and this file holds the bands: train it again with this "
@@ -115,7 +114,8 @@ def build_cnn_scorer(model_dir: Path, config: dict, name: str) -> WindowScorer:
 
     cfg, nets = load_cnn_models(model_dir, config)
     n = int(round(cfg.audio.crop_s * cfg.audio.sr))
-    run = tf.function(cnn_graph(cfg, nets, band_masks(model_dir, cfg)), input_signature=[tf.TensorSpec([None, n], tf.float32)])
+    run = tf.function(cnn_graph(cfg, nets, band_masks(model_dir, cfg)),
+                      input_signature=[tf.TensorSpec([None, n], tf.float32)])
     return WindowScorer(name=name, family="cnn", window_s=cfg.audio.crop_s, sr=cfg.audio.sr,
                         hop_s=cfg.inference.hop_s,
                         logits=lambda y: np.asarray(run(tf.constant(y, tf.float32)), np.float32))
