@@ -351,11 +351,8 @@ def single_label_windows(dataset, table: embeddings.WindowTable) -> tuple[np.nda
     return table.x[keep].astype(np.float32), labels
 
 
-def build_window_scorer(model_dir, config: dict, name: str):
-    """The :class:`rfcxlib.predict.WindowScorer` of an embedding-head model folder: raw 3 s windows
-    at 48 kHz ▶ BirdNET embedding ▶ the mean logits of every trained fold's head."""
-    from rfcxlib.predict import WindowScorer
-
+def load_heads(model_dir, config: dict) -> tuple[HeadConfig, list]:
+    """``(HeadConfig, [head, ...])``: every trained fold's head of an embedding-head model folder."""
     model_dir = Path(model_dir)
     head = HeadConfig(**(config.get("head") or {}))
     folds = (config.get("train") or {}).get("train_folds") or [0]
@@ -363,6 +360,15 @@ def build_window_scorer(model_dir, config: dict, name: str):
     if not heads:
         raise ParameterError(f"{model_dir}: no fold<k>/head.keras: expected a folder written by "
                              "rfcxlib.embedding_heads.train_head_model")
+    return head, heads
+
+
+def build_window_scorer(model_dir, config: dict, name: str):
+    """The :class:`rfcxlib.predict.WindowScorer` of an embedding-head model folder: raw 3 s windows
+    at 48 kHz ▶ BirdNET embedding ▶ the mean logits of every trained fold's head."""
+    from rfcxlib.predict import WindowScorer
+
+    head, heads = load_heads(model_dir, config)
     embedder = embeddings.EmbeddingModel(head.embedder)
 
     def logits(y: np.ndarray) -> np.ndarray:

@@ -81,8 +81,9 @@ def device_log_mel(y, *, sr: int, config):
     return features.apply_log(tf.tensordot(power, tf.constant(weights), axes=1), config=c)
 
 
-def _module(model_dir: Path):
-    """A ``tf.Module`` with the ``serve`` and ``metadata`` functions, and the metadata dict."""
+def _module(model_dir: Path, *, outputs: str = "scores"):
+    """A ``tf.Module`` with the ``serve`` and ``metadata`` functions, and the metadata dict;
+    ``serve`` returns the sigmoid ``scores``, or the ``logits`` (an ensemble member's output)."""
     import tensorflow as tf
 
     from rfcxlib import features
@@ -98,7 +99,8 @@ def _module(model_dir: Path):
     meta = metadata(model_dir, cfg, len(nets), "savedmodel")
     module = tf.Module()
     module.nets = nets  # tracks every fold's variables
-    module.serve = tf.function(lambda audio: {"scores": tf.sigmoid(logits(audio))},
+    activate = tf.sigmoid if outputs == "scores" else tf.identity
+    module.serve = tf.function(lambda audio: {outputs: activate(logits(audio))},
                                input_signature=[tf.TensorSpec([None, n], tf.float32, name="audio")])
     text = json.dumps(meta)
     module.metadata = tf.function(lambda: {"json": tf.constant(text)}, input_signature=[])
@@ -124,18 +126,19 @@ def _replace_folder(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _tflite_bytes(module, n: int, tmp: Path) -> tuple[bytes, bool]:
-    """Convert the serving function with its variables frozen to constants (the converter cannot
-    read Keras 3 resource variables), through a SavedModel of the frozen graph (which gives the
-    TFLite model its ``serving_default`` signature): built-in TFLite ops when they suffice, else
-    with TF ops (flex, which ``tf.lite.Interpreter`` of the full TensorFlow package runs)."""
+def _tflite_bytes(module, n: int, tmp: Path, *, inputs: str = "audio", outputs: str = "scores") -> tuple[bytes, bool]:
+    """Convert the serving function (one ``[None, n]`` float32 input named ``inputs``, one output
+    named ``outputs``) with its variables frozen to constants (the converter cannot read Keras 3
+    resource variables), through a SavedModel of the frozen graph (which gives the TFLite model
+    its ``serving_default`` signature): built-in TFLite ops when they suffice, else with TF ops
+    (flex, which ``tf.lite.Interpreter`` of the full TensorFlow package runs)."""
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     frozen = convert_variables_to_constants_v2(module.serve.get_concrete_function())
     holder = tf.Module()
-    holder.serve = tf.function(lambda audio: {"scores": frozen(audio)[0]},
-                               input_signature=[tf.TensorSpec([None, n], tf.float32, name="audio")])
+    holder.serve = tf.function(lambda x: {outputs: frozen(x)[0]},
+                               input_signature=[tf.TensorSpec([None, n], tf.float32, name=inputs)])
     tf.saved_model.save(holder, str(tmp), signatures={"serving_default": holder.serve.get_concrete_function()})
     try:
         return tf.lite.TFLiteConverter.from_saved_model(str(tmp)).convert(), False
@@ -147,7 +150,8 @@ def _tflite_bytes(module, n: int, tmp: Path) -> tuple[bytes, bool]:
 
 def export_model(model_dir, *, fmt: str, out) -> Path:
     """Export the CNN of ``model_dir`` as ``fmt`` ("savedmodel": a folder; "tflite": a file and
-    its ``.json`` sidecar) at ``out``, atomically; returns ``out``.
+    its ``.json`` sidecar) at ``out``, atomically; returns ``out``. A run folder or a model that
+    is not a CNN (BirdNET heads) is exported as a folder by :func:`rfcxlib.deploy.export_bundle`.
 
     Raises
     ------
@@ -160,7 +164,12 @@ def export_model(model_dir, *, fmt: str, out) -> Path:
         raise unknown_choice("export format", fmt, FORMATS)
     model_dir, out = Path(model_dir), Path(out)
     if not model_dir.is_dir():
-        raise DataError(f"{model_dir}: no such folder; expected a model folder (config.json, fold<k>/)")
+        raise DataError(f"{model_dir}: no such folder; expected a model folder (config.json, fold<k>/) "
+                        "or a run folder (models/)")
+    from rfcxlib import deploy
+
+    if deploy.is_bundle_source(model_dir):  # a run, or BirdNET heads: a folder (rfcxlib.deploy)
+        return deploy.export_bundle(model_dir, fmt=fmt, out=out)
     module, meta = _module(model_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
@@ -178,9 +187,12 @@ def export_model(model_dir, *, fmt: str, out) -> Path:
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model_dir", metavar="MODEL_DIR", help="a model folder (outputs/<run>/models/<name>/)")
-    p.add_argument("--format", required=True, choices=FORMATS, help="savedmodel (a folder) or tflite (a file)")
-    p.add_argument("--out", required=True, metavar="PATH", help="the SavedModel folder or the .tflite file")
+    p.add_argument("model_dir", metavar="RUN_OR_MODEL_DIR",
+                   help="a model folder (outputs/<run>/models/<name>/) or a run folder (its ensemble)")
+    p.add_argument("--format", required=True, choices=FORMATS, help="savedmodel or tflite")
+    p.add_argument("--out", required=True, metavar="PATH",
+                   help="a CNN: the SavedModel folder or the .tflite file; BirdNET heads or a run: the "
+                        "export folder (members, BirdNET's model, rfcx_export.json, run_exported.py)")
 
 
 def cli_main(args: argparse.Namespace) -> int:
@@ -191,6 +203,10 @@ def cli_main(args: argparse.Namespace) -> int:
             traceback.print_exc()
         print(f"rfcx export: error: {exc}", file=sys.stderr)
         return 1
+    if Path(path, "rfcx_export.json").is_file():
+        print(f"exported {args.model_dir} as {args.format}: {path} "
+              f"(run it: python {Path(path) / 'run_exported.py'} RECORDING)")
+        return 0
     extra = f" (metadata: {Path(path).with_suffix('.json')})" if args.format == "tflite" else ""
     print(f"exported {args.model_dir} as {args.format}: {path}{extra}")
     return 0

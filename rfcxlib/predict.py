@@ -42,7 +42,7 @@ from rfcxlib.errors import DataError, ParameterError
 from rfcxlib.layout import SPECIES_COLUMNS
 from rfcxlib.model_scores import gather_models, stack_models
 from rfcxlib.runs import read_json, write_json_atomic, write_text_atomic
-from rfcxlib.scorers import SCORERS, WindowScorer, build_scorer, has_scorer  # noqa: F401  (API)
+from rfcxlib.scorers import SCORERS, WindowScorer, build_scorer, has_scorer, member_offset  # noqa: F401  (API)
 from rfcxlib.streaming import audio_blocks, collect_files, cut_windows, file_info
 
 
@@ -74,7 +74,7 @@ class Predictor:
         stacked = []
         for s in self.scorers:
             w = int(round(s.window_s * s.sr))
-            lo = (total - w) // 2
+            lo = member_offset(total, w)
             stacked.append(s.logits(y[:, lo:lo + w])[:n])
         z = np.stack(stacked).astype(np.float64)
         inputs = z if self.method == "logit" else 1.0 / (1.0 + np.exp(-z))

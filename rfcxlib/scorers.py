@@ -34,6 +34,12 @@ class WindowScorer:
     hop_s: float = 3.0  # the hop its configuration uses for whole recordings
 
 
+def member_offset(window_samples: int, member_samples: int) -> int:
+    """Where a model of a shorter window reads the shared ensemble window: its own window centred
+    in it, starting at this sample (``rfcx predict`` and ``rfcx export``'s metadata both use it)."""
+    return (int(window_samples) - int(member_samples)) // 2
+
+
 def load_cnn_models(model_dir, config: dict):
     """``(RunConfig, [keras.Model, ...])``: every trained fold of a CNN model folder (the weights
     ``checkpoint`` keeps), else its ``model.keras``."""

