@@ -17,7 +17,7 @@ COMMANDS = {
     "run": ("rfcxlib.series", "run the notebook series headless into outputs/<run_id>/"),
     "kaggle": ("rfcxlib.kaggle", "build a Kaggle kernel bundle from a notebook"),
     "predict": ("rfcxlib.predict", "score field recordings: clip scores, window scores, Raven selection tables"),
-    "export": ("rfcxlib.export", "export a trained CNN as a SavedModel or TFLite model (raw audio in)"),
+    "export": ("rfcxlib.deploy", "export a CNN, BirdNET heads or a run's ensemble as SavedModel or TFLite"),
     "train": ("rfcxlib.train", "train one model over its folds (several workers: TF_CONFIG on each)"),
 }
 

@@ -23,12 +23,15 @@ maximum over its windows.
 """
 from __future__ import annotations
 
+import argparse
 import inspect
 import shutil
+import sys
 import tempfile
+import traceback
 from pathlib import Path
 
-from rfcxlib import __version__, embeddings
+from rfcxlib import __version__, embeddings, export
 from rfcxlib.errors import DataError, ParameterError
 from rfcxlib.layout import SPECIES_COLUMNS
 from rfcxlib.runs import write_json_atomic, write_text_atomic
@@ -57,7 +60,7 @@ def _member(scorer, model, window_samples: int, folder: Path, fmt: str, tmp: Pat
     """Write one member's file under ``folder/members`` and return its metadata entry."""
     import tensorflow as tf
 
-    from rfcxlib import embedding_heads, export
+    from rfcxlib import embedding_heads
     from rfcxlib.scorers import member_offset
 
     name = model.name.replace("/", "__")
@@ -71,7 +74,7 @@ def _member(scorer, model, window_samples: int, folder: Path, fmt: str, tmp: Pat
         module, n, inputs = _head_module(heads, e.dim), e.dim, "embedding"
         entry.update(folds=len(heads), input="embedding", embedder=head.embedder)
     elif scorer.family == "cnn":
-        module, meta = export._module(Path(model.path), outputs="logits")
+        module, meta = export.cnn_module(Path(model.path), outputs="logits")
         n, inputs = samples, "audio"
         entry.update(folds=meta["folds"], input="audio", features=meta["features"], band_mode=meta["band_mode"])
     else:
@@ -82,7 +85,7 @@ def _member(scorer, model, window_samples: int, folder: Path, fmt: str, tmp: Pat
         tf.saved_model.save(module, str(target), signatures={"serving_default": module.serve.get_concrete_function()})
         entry["file"] = f"members/{name}"
         return entry
-    data, flex = export._tflite_bytes(module, n, tmp / f"frozen-{name}", inputs=inputs, outputs="logits")
+    data, flex = export.tflite_bytes(module, n, tmp / f"frozen-{name}", inputs=inputs, outputs="logits")
     (folder / "members").mkdir(exist_ok=True)
     (folder / "members" / f"{name}.tflite").write_bytes(data)
     entry.update(file=f"members/{name}.tflite", signature="serving_default", select_tf_ops=flex)
@@ -138,7 +141,7 @@ def _readme(meta: dict) -> str:
 def export_bundle(source, *, fmt: str, out) -> Path:
     """Export every model of ``source`` (a run folder, ensembled as ``rfcx predict`` ensembles it, or
     one model folder) into the folder ``out`` (module docstring), atomically; returns ``out``."""
-    from rfcxlib import export, run_exported
+    from rfcxlib import run_exported
     from rfcxlib.predict import load_predictor
 
     source, out = Path(source), Path(out)
@@ -168,7 +171,7 @@ def export_bundle(source, *, fmt: str, out) -> Path:
         write_json_atomic(folder / METADATA_FILE, meta)
         write_text_atomic(folder / RUNNER_FILE, inspect.getsource(run_exported))
         write_text_atomic(folder / "README.md", _readme(meta))
-        export._replace_folder(folder, out)
+        export.replace_folder(folder, out)
     return out
 
 
@@ -185,3 +188,41 @@ def is_bundle_source(path: Path) -> bool:
         raise DataError(f"{path}: not a model folder (no config.json) nor a run folder (no models/); "
                         "expected outputs/<run>/ or outputs/<run>/models/<name>/")
     return (config.get("model") or {}).get("backbone") not in BACKBONES
+
+
+def export_any(source, *, fmt: str, out) -> Path:
+    """``rfcx export``: a CNN model folder as one SavedModel or TFLite file
+    (:func:`rfcxlib.export.export_model`), a run folder or BirdNET heads as a folder
+    (:func:`export_bundle`)."""
+    source = Path(source)
+    if fmt not in export.FORMATS or not source.is_dir():
+        return export.export_model(source, fmt=fmt, out=out)  # its errors name the format or the folder
+    if is_bundle_source(source):
+        return export_bundle(source, fmt=fmt, out=out)
+    return export.export_model(source, fmt=fmt, out=out)
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model_dir", metavar="RUN_OR_MODEL_DIR",
+                   help="a model folder (outputs/<run>/models/<name>/) or a run folder (its ensemble)")
+    p.add_argument("--format", required=True, choices=export.FORMATS, help="savedmodel or tflite")
+    p.add_argument("--out", required=True, metavar="PATH",
+                   help="a CNN: the SavedModel folder or the .tflite file; BirdNET heads or a run: the "
+                        "export folder (members, BirdNET's model, rfcx_export.json, run_exported.py)")
+
+
+def cli_main(args: argparse.Namespace) -> int:
+    try:
+        path = export_any(args.model_dir, fmt=args.format, out=args.out)
+    except DataError as exc:
+        if getattr(args, "debug", False):
+            traceback.print_exc()
+        print(f"rfcx export: error: {exc}", file=sys.stderr)
+        return 1
+    if Path(path, "rfcx_export.json").is_file():
+        print(f"exported {args.model_dir} as {args.format}: {path} "
+              f"(run it: python {Path(path) / 'run_exported.py'} RECORDING)")
+        return 0
+    extra = f" (metadata: {Path(path).with_suffix('.json')})" if args.format == "tflite" else ""
+    print(f"exported {args.model_dir} as {args.format}: {path}{extra}")
+    return 0

