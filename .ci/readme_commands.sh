@@ -33,6 +33,12 @@ if ls "${KERAS_HOME}/models/"densenet*notop.h5 >/dev/null 2>&1; then
     long rfcx run --profile full --data-dir "$data" --sweep configs/sweeps/seed_densenet7.yaml
 fi
 run python -m rfcxlib.summary "$RFCX_OUTPUTS/smoke" --links
+# the README's "Field recordings": the run's ensemble exported, then run without rfcxlib
+run rfcx export "$RFCX_OUTPUTS/smoke" --format tflite --out "$work/ensemble"
+recording=$(find "$data/test" -name '*.flac' | sort | head -1)
+say python "$work/ensemble/run_exported.py" "$recording" --detections "$work/detections.csv" "> $work/clip_scores.csv"
+python "$work/ensemble/run_exported.py" "$recording" --detections "$work/detections.csv" > "$work/clip_scores.csv"
+test "$(wc -l < "$work/clip_scores.csv")" = 2
 run rfcx kaggle bundle notebooks/04_training.ipynb --out "$work/kaggle_bundle" \
     --id your-name/rfcx-training -p epochs 20 --gpu
 test -f "$work/kaggle_bundle/kernel-metadata.json"

@@ -24,6 +24,7 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
+from rfcxlib import member_windows
 from rfcxlib.config import AudioConfig, check
 from rfcxlib.errors import DataError, ParameterError, unknown_choice
 from rfcxlib.runs import write_bytes_atomic
@@ -212,11 +213,7 @@ def load_crop(path, *, t_min: float, t_max: float, crop_s: float, sr: int = 4800
 def window_starts(duration_s: float, *, crop_s: float, hop_s: float) -> np.ndarray:
     """Starts (s) of sliding windows over a recording; the last window ends at ``duration_s``."""
     check(hop_s > 0, "hop_s", hop_s, "seconds > 0")
-    last = max(duration_s - crop_s, 0.0)
-    starts = np.arange(0.0, last + 1e-9, hop_s)
-    if starts[-1] < last - 1e-6:
-        starts = np.append(starts, last)
-    return starts
+    return member_windows.window_starts(duration_s, crop_s, hop_s)
 
 
 # --------------------------------------------------------------------------- cache

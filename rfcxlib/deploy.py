@@ -6,17 +6,17 @@ The export is a folder::
     rfcx_export.json       how the files chain: windows, members, how their scores combine
     run_exported.py        reference runner (standard library, NumPy, soundfile, soxr, a TFLite interpreter)
     README.md              what is in the folder, how to run it, the licences
+    member_windows.py      the windowing and combining rule (NumPy), imported by the runner
     members/<name>.tflite  each model: a CNN (raw audio in) or a head (BirdNET embedding in), logits out
     birdnet/               BirdNET V2.4's TFLite file and its licence (CC BY-NC-SA 4.0), when a member needs it
 
-Every member returns the mean logits of all its trained folds (as ``rfcx predict`` averages them);
-a head keeps its standardisation inside the graph. The metadata repeats ``rfcx predict``'s rules,
-so a device scores recordings as :class:`rfcxlib.predict.Predictor` does: windows of the longest
-member's length every ``hop_s`` seconds (the last one ending at the recording's end, zero-padded
-past it), each member reading its own window centred in it
-(:func:`rfcxlib.scorers.member_offset`), the members' scores combined with the run's
-``ensemble.json`` weights and method (:func:`rfcxlib.ensemble.combine`), and a clip's scores the
-maximum over its windows.
+Every member returns the logits of each of its trained folds (``[N, folds, 24]``: a clip's score
+averages the folds' maxima over windows, as the model's test scores did); a head keeps its
+standardisation inside the graph. ``member_windows.py`` (:mod:`rfcxlib.member_windows`,
+NumPy only) is copied into the folder: the runner scores recordings by the same rule as
+:class:`rfcxlib.predict.Predictor`: each member on its own windows and hop, a clip's scores the
+members' maxima combined with the run's ``ensemble.json`` weights, method and per-species factors,
+the window rows at every member window's centre.
 
 ``--format savedmodel`` writes the same folder with each member as a SavedModel
 (``members/<name>/``) instead of a TFLite file.
@@ -38,48 +38,47 @@ from rfcxlib.runs import write_json_atomic, write_text_atomic
 
 METADATA_FILE = "rfcx_export.json"
 RUNNER_FILE = "run_exported.py"
-SCHEMA = 1
+WINDOWS_FILE = "member_windows.py"
+SCHEMA = 2  # 2: each member on its own windows (member_windows.py)
 
 
 def _head_module(heads, dim: int, outputs: str = "logits"):
-    """A ``tf.Module`` whose ``serve`` maps embeddings ``[None, dim]`` to the mean logits of ``heads``."""
+    """A ``tf.Module`` whose ``serve`` maps embeddings ``[None, dim]`` to each head's logits
+    ``[None, folds, 24]``."""
     import tensorflow as tf
 
     module = tf.Module()
     module.heads = heads  # tracks every fold's variables
 
     def serve(embedding):
-        z = tf.add_n([h(embedding, training=False) for h in heads]) / float(len(heads))
-        return {outputs: z}
+        return {outputs: tf.stack([h(embedding, training=False) for h in heads], axis=1)}
 
     module.serve = tf.function(serve, input_signature=[tf.TensorSpec([None, dim], tf.float32, name="embedding")])
     return module
 
 
-def _member(scorer, model, window_samples: int, folder: Path, fmt: str, tmp: Path) -> dict:
+def _member(scorer, model, hop_s: float, folder: Path, fmt: str, tmp: Path) -> dict:
     """Write one member's file under ``folder/members`` and return its metadata entry."""
     import tensorflow as tf
 
     from rfcxlib import embedding_heads
-    from rfcxlib.scorers import member_offset
 
     name = model.name.replace("/", "__")
     samples = int(round(scorer.window_s * scorer.sr))
     entry = {"name": model.name, "family": scorer.family, "window_s": scorer.window_s,
-             "window_samples": samples, "offset_samples": member_offset(window_samples, samples),
-             "output": "logits"}
+             "window_samples": samples, "hop_s": hop_s, "output": "logits"}
     if scorer.family == "birdnet":
         head, heads = embedding_heads.load_heads(model.path, model.config)
         e = embeddings.get_embedder(head.embedder)
         module, n, inputs = _head_module(heads, e.dim), e.dim, "embedding"
         entry.update(folds=len(heads), input="embedding", embedder=head.embedder)
     elif scorer.family == "cnn":
-        module, meta = export.cnn_module(Path(model.path), outputs="logits")
+        module, meta = export.cnn_module(Path(model.path), outputs="logits", per_fold=True)
         n, inputs = samples, "audio"
         entry.update(folds=meta["folds"], input="audio", features=meta["features"], band_mode=meta["band_mode"])
     else:
         raise ParameterError(f"{model.path}: model family {scorer.family!r} has no export (cnn and birdnet do)")
-    entry["input_shape"] = [None, n]
+    entry.update(input_shape=[None, n], output_shape=[None, entry["folds"], len(SPECIES_COLUMNS)])
     if fmt == "savedmodel":
         target = folder / "members" / name
         tf.saved_model.save(module, str(target), signatures={"serving_default": module.serve.get_concrete_function()})
@@ -116,13 +115,15 @@ def _embedder_entry(name: str, folder: Path) -> dict:
 def _readme(meta: dict) -> str:
     lines = [f"# rfcx export: {meta['source']}", "",
              f"Scores 24 species in recordings of any length and sample rate, as `rfcx predict "
-             f"{meta['source']}` does: windows of {meta['window_s']:g} s at {meta['sample_rate_hz']} Hz every "
-             f"{meta['hop_s']:g} s, members combined by `{meta['combine']['method']}` with weights "
-             f"{meta['combine']['weights']}, a clip's scores the maximum over its windows.", "",
+             f"{meta['source']}` does: audio at {meta['sample_rate_hz']} Hz, each member on its own windows "
+             f"(below), members combined by `{meta['combine']['method']}` with weights "
+             f"{meta['combine']['weights']}; a clip's scores are the members' maxima over their windows, "
+             f"combined (`{WINDOWS_FILE}` is the rule).", "",
              "## Members", ""]
     for m in meta["members"]:
         via = " on BirdNET V2.4 embeddings" if m["family"] == "birdnet" else " on raw audio (log-mel inside)"
-        lines.append(f"- `{m['file']}`: {m['name']} ({m['family']}{via}, {m['folds']} fold(s) averaged)")
+        lines.append(f"- `{m['file']}`: {m['name']} ({m['family']}{via}, logits of {m['folds']} fold(s); "
+                     f"{m['window_s']:g} s windows every {m['hop_s']:g} s)")
     lines += ["", "## Run it", "", "```bash",
               "pip install numpy soundfile soxr ai-edge-litert   # or tflite-runtime, or tensorflow",
               f"python {RUNNER_FILE} recording.flac > clip_scores.csv",
@@ -141,7 +142,7 @@ def _readme(meta: dict) -> str:
 def export_bundle(source, *, fmt: str, out) -> Path:
     """Export every model of ``source`` (a run folder, ensembled as ``rfcx predict`` ensembles it, or
     one model folder) into the folder ``out`` (module docstring), atomically; returns ``out``."""
-    from rfcxlib import run_exported
+    from rfcxlib import member_windows, run_exported
     from rfcxlib.predict import load_predictor
 
     source, out = Path(source), Path(out)
@@ -149,27 +150,33 @@ def export_bundle(source, *, fmt: str, out) -> Path:
         raise ParameterError(f"--out {out}: this export is a folder (members, BirdNET's model, metadata, "
                              "runner); give a folder path")
     predictor, models = load_predictor(source)
-    window_samples = int(round(predictor.window_s * predictor.sr))
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
         folder = Path(tmp) / "export"
         folder.mkdir()
-        members = [_member(s, m, window_samples, folder, fmt, Path(tmp)) for s, m in zip(predictor.scorers, models)]
+        members = [_member(s, m, h, folder, fmt, Path(tmp))
+                   for s, m, h in zip(predictor.scorers, models, predictor.hops)]
         embedders = {m["embedder"]: _embedder_entry(m["embedder"], folder) for m in members if m.get("embedder")}
+        scale = None if predictor.scale is None else [float(f) for f in predictor.scale]
         meta = {"schema": SCHEMA, "format": fmt, "rfcxlib_version": __version__, "source": source.name,
                 "sample_rate_hz": predictor.sr, "window_s": predictor.window_s,
-                "window_samples": window_samples, "hop_s": predictor.hop_s,
-                "windows": "starts every hop_s from 0 s; the last window ends at the recording's end; "
-                           "past the end a window is zero-padded; audio is mixed to mono and resampled "
-                           "to sample_rate_hz (soxr, quality HQ)",
-                "members_read": "samples [offset_samples, offset_samples + window_samples) of each window",
+                "audio": "mixed to mono and resampled to sample_rate_hz (soxr, quality HQ)",
+                "windows": f"each member: window_s windows every hop_s from 0 s, the last one ending at the "
+                           f"recording's end, zero-padded past it ({WINDOWS_FILE}: window_starts)",
                 "combine": {"method": predictor.method, "weights": [float(w) for w in predictor.weights],
+                            "scale": scale,
                             "rule": "prob: sum_k w_k * sigmoid(logits_k); logit: sigmoid(sum_k w_k * logits_k)"},
-                "clip": "the maximum over a recording's windows of the combined scores",
+                "clip": "each member's maximum logit over its windows (per fold, the folds' maxima averaged), "
+                        "combined, times scale when given "
+                        f"({WINDOWS_FILE}: clip_scores)",
+                "window_rows": "a row at every member window's centre, each member's nearest window (its folds' "
+                               "mean logits), combined "
+                               f"({WINDOWS_FILE}: window_rows)",
                 "species": list(SPECIES_COLUMNS), "members": members, "embedders": embedders,
                 "notes": list(predictor.notes)}
         write_json_atomic(folder / METADATA_FILE, meta)
         write_text_atomic(folder / RUNNER_FILE, inspect.getsource(run_exported))
+        write_text_atomic(folder / WINDOWS_FILE, inspect.getsource(member_windows))
         write_text_atomic(folder / "README.md", _readme(meta))
         export.replace_folder(folder, out)
     return out

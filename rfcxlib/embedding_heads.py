@@ -365,7 +365,7 @@ def load_heads(model_dir, config: dict) -> tuple[HeadConfig, list]:
 
 def build_window_scorer(model_dir, config: dict, name: str):
     """The :class:`rfcxlib.predict.WindowScorer` of an embedding-head model folder: raw 3 s windows
-    at 48 kHz ▶ BirdNET embedding ▶ the mean logits of every trained fold's head."""
+    at 48 kHz ▶ BirdNET embedding ▶ every trained fold's head's logits ``(n, folds, 24)``."""
     from rfcxlib.predict import WindowScorer
 
     head, heads = load_heads(model_dir, config)
@@ -374,7 +374,7 @@ def build_window_scorer(model_dir, config: dict, name: str):
     def logits(y: np.ndarray) -> np.ndarray:
         x = embedder.embed(np.asarray(y, np.float32))
         x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)  # silent padding windows
-        return np.mean([np.asarray(h(x, training=False), np.float32) for h in heads], axis=0)
+        return np.stack([np.asarray(h(x, training=False), np.float32) for h in heads], axis=1)
 
     e = embedder.embedder
     return WindowScorer(name=name, family="birdnet", window_s=e.window_s, sr=e.sr, logits=logits,

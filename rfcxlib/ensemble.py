@@ -16,7 +16,7 @@ from typing import Optional
 
 import numpy as np
 
-from rfcxlib import NUM_SPECIES
+from rfcxlib import NUM_SPECIES, member_windows
 from rfcxlib.errors import DataError, ParameterError
 from rfcxlib.model_scores import (METHODS, OOF_KEYS, TEST_KEYS, ModelScores, Stack,  # noqa: F401  (API)
                                   check_method, gather_models, load_model_scores, stack_models)
@@ -78,10 +78,7 @@ def combine(stacked, weights=None, *, method: str = "prob") -> np.ndarray:
     w = check_weights(weights, stacked.shape[0])
     if method == "rank":
         stacked = rank_scores(stacked)
-    mixed = np.tensordot(w, stacked, axes=1)
-    if method == "logit":
-        mixed = 1.0 / (1.0 + np.exp(-np.clip(mixed, -60.0, 60.0)))
-    return mixed
+    return member_windows.mix(stacked, w, method)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -78,9 +78,10 @@ def device_log_mel(y, *, sr: int, config):
     return features.apply_log(tf.tensordot(power, tf.constant(weights), axes=1), config=c)
 
 
-def cnn_module(model_dir: Path, *, outputs: str = "scores"):
+def cnn_module(model_dir: Path, *, outputs: str = "scores", per_fold: bool = False):
     """A ``tf.Module`` with the ``serve`` and ``metadata`` functions, and the metadata dict;
-    ``serve`` returns the sigmoid ``scores``, or the ``logits`` (an ensemble member's output)."""
+    ``serve`` returns the sigmoid ``scores``, or the ``logits`` (``per_fold``: each fold's,
+    ``[N, folds, 24]``, an ensemble member's output)."""
     import tensorflow as tf
 
     from rfcxlib import features
@@ -88,7 +89,7 @@ def cnn_module(model_dir: Path, *, outputs: str = "scores"):
 
     cfg, nets = load_cnn_models(model_dir, _model_config(model_dir))
     n = int(round(cfg.audio.crop_s * cfg.audio.sr))
-    images = model_logits(nets, band_masks(model_dir, cfg))  # band_mode: each species on its band
+    images = model_logits(nets, band_masks(model_dir, cfg), per_fold=per_fold)  # band_mode: each species on its band
 
     def logits(audio):
         return images(features.to_image(device_log_mel(audio, sr=cfg.audio.sr, config=cfg.features), config=cfg.features))

@@ -5,10 +5,12 @@ audio files or folders. Each file is read in blocks (libsndfile: FLAC, WAV, OGG,
 mixed down to mono and resampled to the models' rate with soxr's streaming resampler, so memory
 stays bounded whatever the length: only one window plus one block of audio is held at a time.
 
-Windows of ``window_s`` (the longest crop of the models) every ``hop_s`` seconds, the last one
-ending at the file's end. Each model scores a window of its own crop length centred in the
-ensemble window; the models' scores are combined as notebook 06 fitted them (``ensemble.json``'s
-weights and method where present, else the plain mean of probabilities).
+Each model scores its own windows (its crop or 3 s, every ``hop_s`` seconds: its own inference
+hop unless ``--hop-s`` sets one for all), the models combined as notebook 06 fitted them
+(``ensemble.json``'s weights, method and per-species factors where present, else the plain mean of
+probabilities). How windows, clips and window rows follow from the models' windows is written once,
+in :mod:`rfcxlib.member_windows`, which an exported model (:mod:`rfcxlib.deploy`) runs too: a
+clip's scores equal notebook 06's ensemble of the models' test scores.
 
 Model families plug in through :data:`rfcxlib.scorers.SCORERS` (also ``predict.SCORERS``):
 ``backbone -> builder(model_dir, config, name)`` returning a :class:`~rfcxlib.scorers.WindowScorer`;
@@ -16,7 +18,7 @@ a backbone of :data:`rfcxlib.models.BACKBONES` without an entry of its own uses 
 run's models of a family with no builder are left out (named in the report's notes).
 
 Outputs in ``out_dir`` (each written atomically): ``clip_scores.csv`` (``recording_id,s0..s23``:
-the maximum over windows), ``windows.csv`` (one row per window and species), ``raven/<id>.selections.txt``
+the models' maxima over their windows, combined), ``windows.csv`` (one row per window and species), ``raven/<id>.selections.txt``
 (:mod:`rfcxlib.raven`), ``report.json`` (every file with its status, the thresholds, the models),
 and ``species.csv`` when the data set has a species name table.
 """
@@ -35,28 +37,41 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from rfcxlib import NUM_SPECIES, raven, thresholds
-from rfcxlib.audio import window_starts
+from rfcxlib import NUM_SPECIES, member_windows, raven, thresholds
 from rfcxlib.ensemble import combine
 from rfcxlib.errors import DataError, ParameterError
 from rfcxlib.layout import SPECIES_COLUMNS
 from rfcxlib.model_scores import gather_models, stack_models
 from rfcxlib.runs import read_json, write_json_atomic, write_text_atomic
-from rfcxlib.scorers import SCORERS, WindowScorer, build_scorer, has_scorer, member_offset  # noqa: F401  (API)
+from rfcxlib.scorers import SCORERS, WindowScorer, build_scorer, has_scorer  # noqa: F401  (API)
 from rfcxlib.streaming import audio_blocks, collect_files, cut_windows, file_info
 
 
 # --------------------------------------------------------------------------- the predictor
 @dataclass
+class FileScores:
+    """One recording scored: window rows ``start_s``, ``end_s`` and ``scores`` ``(rows, 24)``, the
+    clip's ``clip`` scores ``(24,)`` and the file's ``info`` (:mod:`rfcxlib.member_windows`)."""
+
+    start_s: np.ndarray
+    end_s: np.ndarray
+    scores: np.ndarray
+    clip: np.ndarray
+    info: dict
+
+
+@dataclass
 class Predictor:
-    """Models combined on shared windows: ``window_s`` long, every ``hop_s`` seconds."""
+    """Models combined by :mod:`rfcxlib.member_windows`: each on its own windows (``window_s``
+    every ``hop_s``: its own, or the one ``hop_s`` given to every model)."""
 
     scorers: list
     weights: np.ndarray
     method: str
-    hop_s: float
+    hop_s: Optional[float] = None
     batch_size: int = 16
     notes: list = field(default_factory=list)
+    scale: Optional[np.ndarray] = None  # notebook 06's per-species factors, applied to clip scores
 
     @property
     def sr(self) -> int:
@@ -66,50 +81,74 @@ class Predictor:
     def window_s(self) -> float:
         return max(s.window_s for s in self.scorers)
 
-    def score_windows(self, y: np.ndarray) -> np.ndarray:
-        """Probabilities ``(n, 24)`` of windows ``y`` ``(n, round(window_s * sr))``."""
-        n, total = len(y), y.shape[1]
-        if n < self.batch_size:  # one input shape per model: no retracing on the last batch
-            y = np.concatenate([y, np.zeros((self.batch_size - n, total), np.float32)])
-        stacked = []
-        for s in self.scorers:
-            w = int(round(s.window_s * s.sr))
-            lo = member_offset(total, w)
-            stacked.append(s.logits(y[:, lo:lo + w])[:n])
-        z = np.stack(stacked).astype(np.float64)
-        inputs = z if self.method == "logit" else 1.0 / (1.0 + np.exp(-z))
-        return combine(inputs, self.weights, method=self.method).astype(np.float32)
+    @property
+    def hops(self) -> list:
+        return [float(self.hop_s) if self.hop_s is not None else s.hop_s for s in self.scorers]
 
-    def score_file(self, path: Path, on_seconds: Optional[Callable[[float], None]] = None):
-        """``(start_s, end_s, probabilities (n_windows, 24), info)`` of one file."""
+    def member_logits(self, k: int, y: np.ndarray) -> np.ndarray:
+        """Logits ``(n, 24)`` of model ``k`` on its windows ``y`` ``(n, samples)``, scored in batches
+        of ``batch_size`` (the last one zero-padded: one input shape per model, no retracing)."""
+        parts = []
+        for i in range(0, len(y), self.batch_size):
+            chunk = y[i:i + self.batch_size]
+            n = len(chunk)
+            if n < self.batch_size:
+                chunk = np.concatenate([chunk, np.zeros((self.batch_size - n, chunk.shape[1]), np.float32)])
+            parts.append(np.asarray(self.scorers[k].logits(chunk), np.float32)[:n])
+        return np.concatenate(parts)
+
+    def _stream_logits(self, path: Path, starts: list, on_seconds) -> tuple[list, int]:
+        """Every model's logits on its windows ``starts[k]`` (s), reading the file once per window
+        length and holding one batch of windows per model; also the samples decoded."""
+        sr, logits, received = self.sr, [None] * len(self.scorers), 0
+        lengths: dict = {}
+        for k, s in enumerate(self.scorers):
+            lengths.setdefault(int(round(s.window_s * sr)), []).append(k)
+        for n, members in lengths.items():
+            own = {k: np.round(starts[k] * sr).astype(np.int64) for k in members}
+            union = np.unique(np.concatenate(list(own.values())))
+            wanted = {k: set(own[k].tolist()) for k in members}
+            batches: dict = {k: [] for k in members}
+            parts: dict = {k: [] for k in members}
+            first, count = n == next(iter(lengths)), [0]
+
+            def blocks():
+                for block in audio_blocks(path, sr=sr):
+                    count[0] += len(block)
+                    if on_seconds:
+                        on_seconds(len(block) / sr / len(lengths))
+                    yield block
+
+            for at, window in zip(union, cut_windows(blocks(), starts=union, n=n)):
+                for k in members:
+                    if at in wanted[k]:
+                        batches[k].append(window)
+                        if len(batches[k]) == self.batch_size:
+                            parts[k].append(self.member_logits(k, np.stack(batches[k])))
+                            batches[k] = []
+            for k in members:
+                if batches[k]:
+                    parts[k].append(self.member_logits(k, np.stack(batches[k])))
+                logits[k] = np.concatenate(parts[k])
+            received = count[0] if first else received
+        return logits, received
+
+    def score_file(self, path: Path, on_seconds: Optional[Callable[[float], None]] = None) -> FileScores:
+        """Window rows and clip scores of one file (:mod:`rfcxlib.member_windows`'s rule)."""
         native, frames, channels = file_info(path)
-        sr, n = self.sr, int(round(self.window_s * self.sr))
         duration_s = frames / native
-        start_s = window_starts(duration_s, crop_s=self.window_s, hop_s=self.hop_s)
-        starts = np.round(start_s * sr).astype(np.int64)
-        received = [0]
-
-        def counted():
-            for block in audio_blocks(path, sr=sr):
-                received[0] += len(block)
-                if on_seconds:
-                    on_seconds(len(block) / sr)
-                yield block
-
-        parts, batch = [], []
-        for window in cut_windows(counted(), starts=starts, n=n):
-            batch.append(window)
-            if len(batch) == self.batch_size:
-                parts.append(self.score_windows(np.stack(batch)))
-                batch = []
-        if batch:
-            parts.append(self.score_windows(np.stack(batch)))
+        windows = [s.window_s for s in self.scorers]
+        starts = [member_windows.window_starts(duration_s, w, h) for w, h in zip(windows, self.hops)]
+        logits, received = self._stream_logits(path, starts, on_seconds)
+        start_s, end_s, scores = member_windows.window_rows(starts, windows, logits, self.weights, self.method,
+                                                            duration_s)
+        clip = member_windows.clip_scores(logits, self.weights, self.method, self.scale)
         info = {"duration_s": round(duration_s, 6), "sample_rate": native, "channels": channels,
-                "resampled": native != sr}
-        if received[0] < 0.99 * duration_s * sr:  # a truncated file whose header promises more
-            info["warning"] = (f"decoded {received[0] / sr:.1f} s of the {duration_s:.1f} s its header "
+                "resampled": native != self.sr}
+        if received < 0.99 * duration_s * self.sr:  # a truncated file whose header promises more
+            info["warning"] = (f"decoded {received / self.sr:.1f} s of the {duration_s:.1f} s its header "
                                f"gives; the missing end was scored as silence")
-        return start_s, np.minimum(start_s + self.window_s, duration_s), np.concatenate(parts), info
+        return FileScores(start_s, end_s, scores.astype(np.float32), clip.astype(np.float32), info)
 
 
 def _ensemble_weights(source: Path, names: list) -> tuple[np.ndarray, str, list]:
@@ -122,15 +161,17 @@ def _ensemble_weights(source: Path, names: list) -> tuple[np.ndarray, str, list]
     if not set(names) <= set(weights) or w.sum() <= 0:
         if weights:
             notes.append(f"ensemble.json weighs models {sorted(weights)}, scoring {names}: plain mean instead")
-        return np.full(len(names), 1.0 / len(names)), "prob", notes
+        return np.full(len(names), 1.0 / len(names)), "prob", notes, None
     if set(weights) != set(names):
         notes.append(f"ensemble.json's weights of {names} renormalised (its other models are left out)")
     if method == "rank":
         notes.append("ensemble.json's method 'rank' ranks over recordings: probabilities averaged instead")
         method = "prob"
+    scale = None
     if fitted.get("scale") and any(abs(f - 1.0) > 1e-9 for f in fitted["scale"]):
-        notes.append("per-species factors of ensemble.json are not applied to window scores")
-    return w / w.sum(), method, notes
+        scale = np.asarray(fitted["scale"], np.float64)
+        notes.append("per-species factors of ensemble.json multiply the clip scores, not the window scores")
+    return w / w.sum(), method, notes, scale
 
 
 def load_predictor(source, *, hop_s: Optional[float] = None, batch_size: int = 16):
@@ -149,14 +190,13 @@ def load_predictor(source, *, hop_s: Optional[float] = None, batch_size: int = 1
     rates = {s.sr for s in scorers}
     if len(rates) > 1:
         raise DataError(f"{source}: the models expect different sample rates {sorted(rates)}")
-    weights, method, notes = _ensemble_weights(source, [m.name for m in models])
+    weights, method, notes, scale = _ensemble_weights(source, [m.name for m in models])
     if left_out:
         notes.insert(0, f"left out (no window scorer for their backbone yet): {left_out}")
-    window_s = max(s.window_s for s in scorers)
-    hop = float(hop_s) if hop_s is not None else min(scorers[0].hop_s, window_s)
-    if hop <= 0:
+    if hop_s is not None and not float(hop_s) > 0:
         raise ParameterError(f"parameter 'hop_s' = {hop_s!r}: expected seconds > 0")
-    return Predictor(scorers, weights, method, hop, int(batch_size), notes), models
+    hop = None if hop_s is None else float(hop_s)
+    return Predictor(scorers, weights, method, hop, int(batch_size), notes, scale), models
 
 
 # --------------------------------------------------------------------------- thresholds
@@ -235,14 +275,15 @@ def _score_one(predictor: Predictor, rid: str, path: Path, *, cut, bands, names,
     started = time.time()
     native, frames, _ = file_info(path)
     bar.reset(total=round(frames / native, 1))
-    start_s, end_s, probs, info = predictor.score_file(path, on_seconds=bar.update)
-    rows = _window_rows(rid, path, start_s, end_s, probs, cut)
+    scored = predictor.score_file(path, on_seconds=bar.update)
+    start_s, info = scored.start_s, scored.info
+    rows = _window_rows(rid, path, start_s, scored.end_s, scored.scores, cut)
     table = raven.selections(rows, thresholds=cut, bands=bands, names=names)
     name = f"{rid}{raven.SUFFIX}"
     raven.write_selection_table(out / "raven" / name, table)
     entry = {"file": str(path), "recording_id": rid, "status": "done", **info, "windows": len(start_s),
              "selections": len(table), "raven": f"raven/{name}", "seconds": round(time.time() - started, 3)}
-    return entry, rows, probs.max(axis=0)
+    return entry, rows, scored.clip
 
 
 def predict(source, paths: Sequence, out_dir, *, threshold: float = 0.5, precision: Optional[float] = None,
@@ -265,8 +306,8 @@ def predict(source, paths: Sequence, out_dir, *, threshold: float = 0.5, precisi
     bands, bands_from = raven.species_bands(source, models, data_dir=data_dir)
     names = raven.species_names(source, models, data_dir=data_dir)
     files = collect_files(paths)
-    report = {"source": str(source), "models": [{"name": s.name, "family": s.family, "window_s": s.window_s}
-                                                for s in predictor.scorers],
+    report = {"source": str(source), "models": [{"name": s.name, "family": s.family, "window_s": s.window_s,
+                                                 "hop_s": h} for s, h in zip(predictor.scorers, predictor.hops)],
               "weights": predictor.weights.round(6).tolist(), "method": predictor.method,
               "sr": predictor.sr, "window_s": predictor.window_s, "hop_s": predictor.hop_s,
               "thresholds": {**described, "values": cut.round(6).tolist()}, "bands_from": bands_from,
@@ -316,8 +357,8 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    "(with --precision: for species that cannot be fitted); default 0.5")
     p.add_argument("--precision", type=float, default=None, help="fit one threshold per species on the "
                    "out-of-fold scores for this target precision (saved as thresholds.json with the run)")
-    p.add_argument("--hop-s", type=float, default=None, help="seconds between window starts (default: "
-                   "the first model's inference hop)")
+    p.add_argument("--hop-s", type=float, default=None, help="seconds between window starts, for every "
+                   "model (default: each model's own inference hop, as its test scores were made)")
     p.add_argument("--batch-size", type=int, default=16, help="windows scored at a time")
     p.add_argument("--data-dir", default=None, help="RFCx-layout data folder for the species' bands "
                    "(and species.csv names); default: the data set the models were trained on")

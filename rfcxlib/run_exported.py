@@ -6,10 +6,11 @@ interpreter: ``ai_edge_litert``, ``tflite_runtime`` or TensorFlow's ``tf.lite`` 
     python run_exported.py recording.flac [more files or folders] [--threshold 0.5]
         [--detections detections.csv] [--windows windows.csv] [--threads 1]
 
-Prints the clip scores as CSV (``file,<species>...``: the maximum over windows); ``--detections``
-writes the windows whose score reaches the threshold (``file,start_s,end_s,species,score``) and
-``--windows`` every window's scores. How windows are cut and models combined is read from
-``rfcx_export.json`` beside this script.
+Prints the clip scores as CSV (``file,<species>...``); ``--detections`` writes the windows whose
+score reaches the threshold (``file,start_s,end_s,species,score``) and ``--windows`` every window's
+scores. The models and their windows are read from ``rfcx_export.json`` beside this script; how
+windows, clips and window rows follow from them is ``member_windows.py`` beside it (the same file
+``rfcx predict`` runs).
 """
 import argparse
 import csv
@@ -20,6 +21,12 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+if __package__:  # imported as rfcxlib.run_exported (rfcx export copies this file's text)
+    from rfcxlib import member_windows
+else:  # run from an export folder: member_windows.py lies beside this script
+    sys.path.insert(0, str(HERE))
+    import member_windows  # noqa: E402
+
 SUFFIXES = (".flac", ".wav", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".opus", ".w64")
 BATCH = 16  # windows per call: rfcx predict's default
 
@@ -38,7 +45,7 @@ def interpreter_class():
 
 
 class Exported:
-    """The exported models: raw windows ``(n, window_samples)`` -> combined scores ``(n, species)``."""
+    """The exported members (``rfcx_export.json``), each with its TFLite interpreter."""
 
     def __init__(self, folder=HERE, threads=1):
         self.folder = Path(folder)
@@ -71,26 +78,28 @@ class Exported:
         x = np.concatenate(parts)
         return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)  # silent windows
 
-    def member_logits(self, y):
-        """``(members, n, species)`` logits of windows ``y``."""
-        out = []
-        for m, run in self.members:
-            lo = m["offset_samples"]
-            x = y[:, lo:lo + m["window_samples"]]
-            if m["input"] == "embedding":
-                x = self.embed(m["embedder"], x)
-            out.append(np.asarray(run(**{m["input"]: np.ascontiguousarray(x, np.float32)})[m["output"]]))
-        return np.stack(out).astype(np.float64)
-
-    def scores(self, y):
-        n = len(y)
-        if n < BATCH:  # one input shape per model, as rfcx predict pads its last batch
-            y = np.concatenate([y, np.zeros((BATCH - n, y.shape[1]), np.float32)])
-        z = self.member_logits(y)[:, :n]
-        if self.meta["combine"]["method"] == "logit":
-            mixed = np.tensordot(self.weights, z, axes=1)
-            return 1.0 / (1.0 + np.exp(-np.clip(mixed, -60.0, 60.0)))
-        return np.tensordot(self.weights, 1.0 / (1.0 + np.exp(-z)), axes=1)
+    def member_logits(self, k, windows, shared=None):
+        """Logits ``(n, [folds,] species)`` of member ``k`` on its windows ``(n, window_samples)``,
+        in batches of ``BATCH`` (the last one zero-padded, as ``rfcx predict`` pads it). Heads on
+        the same embedder and windows share one embedding pass through ``shared`` (a dict)."""
+        m, run = self.members[k]
+        x = windows
+        if m["input"] == "embedding":
+            key = (m["embedder"], m["window_s"], m["hop_s"])
+            if shared is None or key not in shared:
+                x = self.embed(m["embedder"], windows)
+                if shared is not None:
+                    shared[key] = x
+            x = shared[key] if shared is not None else x
+        parts = []
+        for i in range(0, len(x), BATCH):
+            chunk = x[i:i + BATCH]
+            n = len(chunk)
+            if n < BATCH:
+                chunk = np.concatenate([chunk, np.zeros((BATCH - n, chunk.shape[1]), np.float32)])
+            out = run(**{m["input"]: np.ascontiguousarray(chunk, np.float32)})[m["output"]]
+            parts.append(np.asarray(out, np.float64)[:n])
+        return np.concatenate(parts)
 
 
 def read_audio(path, sr):
@@ -108,26 +117,24 @@ def read_audio(path, sr):
     return y, duration
 
 
-def window_starts(duration_s, window_s, hop_s):
-    last = max(duration_s - window_s, 0.0)
-    starts = np.arange(0.0, last + 1e-9, hop_s)
-    if starts[-1] < last - 1e-6:
-        starts = np.append(starts, last)
-    return starts
-
-
 def score_file(model, path):
-    """``(start_s, end_s, scores (n_windows, species))`` of one recording."""
+    """``(start_s, end_s, window scores (rows, species), clip scores (species,))`` of one recording."""
     meta = model.meta
-    sr, n = meta["sample_rate_hz"], meta["window_samples"]
+    sr = meta["sample_rate_hz"]
     y, duration = read_audio(path, sr)
-    start_s = window_starts(duration, meta["window_s"], meta["hop_s"])
-    windows = np.zeros((len(start_s), n), np.float32)
-    for k, i in enumerate(np.round(start_s * sr).astype(np.int64)):
-        piece = y[i:i + n]
-        windows[k, :len(piece)] = piece
-    scores = np.concatenate([model.scores(windows[i:i + BATCH]) for i in range(0, len(windows), BATCH)])
-    return start_s, np.minimum(start_s + meta["window_s"], duration), scores
+    starts, windows, logits, shared = [], [], [], {}
+    for k, (m, _) in enumerate(model.members):
+        s = member_windows.window_starts(duration, m["window_s"], m["hop_s"])
+        cut = np.zeros((len(s), m["window_samples"]), np.float32)
+        for row, i in enumerate(np.round(s * sr).astype(np.int64)):
+            piece = y[i:i + m["window_samples"]]
+            cut[row, :len(piece)] = piece
+        starts.append(s)
+        windows.append(m["window_s"])
+        logits.append(model.member_logits(k, cut, shared))
+    c = meta["combine"]
+    start_s, end_s, scores = member_windows.window_rows(starts, windows, logits, model.weights, c["method"], duration)
+    return start_s, end_s, scores, member_windows.clip_scores(logits, model.weights, c["method"], c.get("scale"))
 
 
 def audio_files(paths):
@@ -153,8 +160,8 @@ def main(argv=None):
     found = [["file", "start_s", "end_s", "species", "score"]]
     every = [["file", "start_s", "end_s", *species]]
     for path in audio_files(args.paths):
-        start_s, end_s, scores = score_file(model, path)
-        clips.writerow([str(path), *(f"{v:.6f}" for v in scores.max(axis=0))])
+        start_s, end_s, scores, clip = score_file(model, path)
+        clips.writerow([str(path), *(f"{v:.6f}" for v in clip)])
         for t0, t1, row in zip(start_s, end_s, scores):
             every.append([str(path), f"{t0:.6f}", f"{t1:.6f}", *(f"{v:.6f}" for v in row)])
             found += [[str(path), f"{t0:.6f}", f"{t1:.6f}", species[k], f"{row[k]:.6f}"]

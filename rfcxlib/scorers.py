@@ -23,7 +23,9 @@ from rfcxlib.errors import DataError, unknown_choice
 class WindowScorer:
     """One trained model as a function of raw windows.
 
-    ``logits(y)``: ``y`` float32 ``(n, round(window_s * sr))`` at ``sr`` Hz ▶ logits ``(n, 24)``.
+    ``logits(y)``: ``y`` float32 ``(n, round(window_s * sr))`` at ``sr`` Hz ▶ logits ``(n, 24)``,
+    or ``(n, folds, 24)``, one slice per trained fold: a clip's score is then the folds' mean of
+    their maxima over windows, as the model's ``test_scores.npz`` (:mod:`rfcxlib.member_windows`).
     """
 
     name: str
@@ -32,12 +34,6 @@ class WindowScorer:
     sr: int
     logits: Callable[[np.ndarray], np.ndarray]
     hop_s: float = 3.0  # the hop its configuration uses for whole recordings
-
-
-def member_offset(window_samples: int, member_samples: int) -> int:
-    """Where a model of a shorter window reads the shared ensemble window: its own window centred
-    in it, starting at this sample (``rfcx predict`` and ``rfcx export``'s metadata both use it)."""
-    return (int(window_samples) - int(member_samples)) // 2
 
 
 def load_cnn_models(model_dir, config: dict):
@@ -80,30 +76,32 @@ def band_masks(model_dir, cfg):
                         "[f_min, f_max]}} as train_model writes it") from None
 
 
-def model_logits(nets, masks=None):
-    """Images ``(n, H, W, C)`` ▶ the mean logits of ``nets`` ``(n, 24)``, each species on its own
-    band when ``masks`` are given (:func:`band_masks`)."""
+def model_logits(nets, masks=None, *, per_fold: bool = False):
+    """Images ``(n, H, W, C)`` ▶ the mean logits of ``nets`` ``(n, 24)`` (``per_fold``: each net's,
+    ``(n, folds, 24)``), each species on its own band when ``masks`` are given (:func:`band_masks`)."""
     import tensorflow as tf
 
     from rfcxlib import inference
 
     def run(x):
         if masks is None:
-            return tf.add_n([net(x, training=False) for net in nets]) / float(len(nets))
-        return tf.add_n([inference.band_logits(net, x, masks) for net in nets]) / float(len(nets))
+            z = [net(x, training=False) for net in nets]
+        else:
+            z = [inference.band_logits(net, x, masks) for net in nets]
+        return tf.stack(z, axis=1) if per_fold else tf.add_n(z) / float(len(nets))
 
     return run
 
 
-def cnn_graph(cfg, nets, masks=None):
-    """Raw windows ``(n, samples)`` ▶ mean logits of ``nets`` ``(n, 24)`` on the log-mel image of
-    ``cfg`` (:mod:`rfcxlib.features`), as one function of TensorFlow ops; with ``masks``, each
-    species scored on its band (``band_mode``)."""
+def cnn_graph(cfg, nets, masks=None, *, per_fold: bool = False):
+    """Raw windows ``(n, samples)`` ▶ mean logits of ``nets`` ``(n, 24)`` (``per_fold``:
+    ``(n, folds, 24)``) on the log-mel image of ``cfg`` (:mod:`rfcxlib.features`), as one function
+    of TensorFlow ops; with ``masks``, each species scored on its band (``band_mode``)."""
     import tensorflow as tf
 
     from rfcxlib import features
 
-    sr, fc, logits = cfg.audio.sr, cfg.features, model_logits(nets, masks)
+    sr, fc, logits = cfg.audio.sr, cfg.features, model_logits(nets, masks, per_fold=per_fold)
 
     def run(y):
         frames = features.num_frames(int(y.shape[-1]), config=fc)
@@ -114,13 +112,13 @@ def cnn_graph(cfg, nets, masks=None):
 
 
 def build_cnn_scorer(model_dir: Path, config: dict, name: str) -> WindowScorer:
-    """A CNN of :mod:`rfcxlib.models`: the mean logits of every trained fold (as ``test_scores``),
-    on the log-mel image of its configuration."""
+    """A CNN of :mod:`rfcxlib.models`: the logits of every trained fold ``(n, folds, 24)`` (their
+    maxima averaged make ``test_scores``), on the log-mel image of its configuration."""
     import tensorflow as tf
 
     cfg, nets = load_cnn_models(model_dir, config)
     n = int(round(cfg.audio.crop_s * cfg.audio.sr))
-    run = tf.function(cnn_graph(cfg, nets, band_masks(model_dir, cfg)),
+    run = tf.function(cnn_graph(cfg, nets, band_masks(model_dir, cfg), per_fold=True),
                       input_signature=[tf.TensorSpec([None, n], tf.float32)])
     return WindowScorer(name=name, family="cnn", window_s=cfg.audio.crop_s, sr=cfg.audio.sr,
                         hop_s=cfg.inference.hop_s,

@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 import soxr
 
-from rfcxlib import cli, data, deploy, embeddings, export, predict, train
+from rfcxlib import cli, data, deploy, embeddings, ensemble, export, model_scores, predict, train
 from rfcxlib.config import RunConfig
 from rfcxlib.errors import RfcxError
 
@@ -94,7 +94,8 @@ def test_the_birdnet_head_alone_matches_rfcx_predict_without_rfcxlib(run_dir, re
     folder = deploy.export_any(run_dir / "models" / "head", fmt="tflite", out=tmp_path / "head")
     meta = json.loads((folder / deploy.METADATA_FILE).read_text())
     assert [m["input"] for m in meta["members"]] == ["embedding"] and meta["members"][0]["folds"] == 2
-    assert meta["window_s"] == 3.0 and meta["hop_s"] == 1.5 and meta["sample_rate_hz"] == 48000
+    assert meta["window_s"] == 3.0 and meta["members"][0]["hop_s"] == 1.5 and meta["sample_rate_hz"] == 48000
+    assert (folder / deploy.WINDOWS_FILE).is_file()
     assert (folder / "birdnet" / "LICENSE").is_file() and "CC BY-NC-SA 4.0" in (folder / "README.md").read_text()
     stdout, imported = _fresh_run(folder, recording, "--windows", tmp_path / "w.csv", cwd=tmp_path)
     assert imported == [] or "rfcxlib" not in imported and "keras" not in imported, imported
@@ -124,6 +125,21 @@ def test_the_ensemble_of_a_run_matches_rfcx_predict_of_the_run(run_dir, recordin
     assert len(pd.read_csv(tmp_path / "d.csv")) == windows.size  # threshold 0: every window and species
 
 
+def test_clip_scores_of_the_run_equal_notebook_06s_ensemble_of_its_test_scores(run_dir, tiny_data_dir, tmp_path):
+    """rfcx predict RUN_DIR on test recordings gives what notebook 06 computes from the models'
+    test_scores.npz: each model on its own windows, the maxima combined (rfcxlib.member_windows)."""
+    dataset = data.load_dataset(tiny_data_dir)
+    ids = list(dataset.test_ids[:3])
+    predict.predict(run_dir, [dataset.path(r, "test") for r in ids], tmp_path / "p", progress=False)
+    got = pd.read_csv(tmp_path / "p" / "clip_scores.csv").set_index("recording_id").loc[ids].to_numpy()
+    stack = model_scores.stack_models(model_scores.gather_models(run_dir))
+    rows = [list(stack.test_ids).index(r) for r in ids]
+    weights = [{"cnn": 0.4, "head": 0.6}[n] for n in stack.names]
+    want = ensemble.combine(stack.inputs("logit", "test")[:, rows], weights, method="logit")
+    print(f"clip scores against test_scores.npz: max |difference| {np.abs(got - want).max():.2e}")
+    np.testing.assert_allclose(got, want, atol=ATOL)
+
+
 def test_savedmodel_of_a_head_takes_the_embedding(run_dir, tmp_path):
     import tensorflow as tf
 
@@ -134,8 +150,9 @@ def test_savedmodel_of_a_head_takes_the_embedding(run_dir, tmp_path):
     from rfcxlib import embedding_heads as eh
 
     _, heads = eh.load_heads(run_dir / "models" / "head", json.loads((run_dir / "models" / "head" / "config.json").read_text()))
-    want = np.mean([np.asarray(h(x, training=False)) for h in heads], axis=0)
+    want = np.stack([np.asarray(h(x, training=False)) for h in heads], axis=1)  # (5, folds, 24)
     got = loaded.signatures["serving_default"](embedding=tf.constant(x))["logits"].numpy()
+    assert got.shape == (5, 2, 24) and meta["members"][0]["output_shape"] == [None, 2, 24]
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 

@@ -76,13 +76,14 @@ def test_windows_match_the_inference_pipeline(run_dir, tiny):
     """The streamed windows score like rfcxlib.inference's sliding windows of the test set."""
     predictor, _ = predict.load_predictor(run_dir / "models" / "a")
     rid = tiny.test_ids[0]
-    start_s, end_s, probs, info = predictor.score_file(tiny.path(rid, "test"))
+    scored = predictor.score_file(tiny.path(rid, "test"))
     config = RunConfig.from_params({**TINY})
     model = train.load_fold_model(run_dir / "models" / "a", config, 0)
     z, index = inference.window_logits(model, tiny, [rid], config, split="test")
-    np.testing.assert_allclose(probs, inference.sigmoid(z), atol=2e-5)
-    assert info["duration_s"] == pytest.approx(10.0) and end_s[-1] == pytest.approx(10.0)
-    np.testing.assert_allclose(start_s, [0.0, 3.0, 6.0])
+    np.testing.assert_allclose(scored.scores, inference.sigmoid(z), atol=2e-5)
+    np.testing.assert_allclose(scored.clip, inference.sigmoid(z.max(axis=0)), atol=2e-5)
+    assert scored.info["duration_s"] == pytest.approx(10.0) and scored.end_s[-1] == pytest.approx(10.0)
+    np.testing.assert_allclose(scored.start_s, [0.0, 3.0, 6.0])
 
 
 def test_a_band_mode_model_scores_each_species_on_its_band_here_too(tiny, tiny_data_dir, tmp_path):
@@ -95,7 +96,7 @@ def test_a_band_mode_model_scores_each_species_on_its_band_here_too(tiny, tiny_d
     assert {int(s): tuple(b) for s, b in bands.items()} == inference.species_bands(tiny)
     predictor, _ = predict.load_predictor(folder)
     rid = tiny.test_ids[0]
-    _, _, probs, _ = predictor.score_file(tiny.path(rid, "test"))
+    probs = predictor.score_file(tiny.path(rid, "test")).scores
     model = train.load_fold_model(folder, config, 0)
     banded, _ = inference.window_logits(model, tiny, [rid], config, split="test", band_mode=True)
     whole, _ = inference.window_logits(model, tiny, [rid], config, split="test")
@@ -109,15 +110,23 @@ def test_a_band_mode_model_scores_each_species_on_its_band_here_too(tiny, tiny_d
         predict.load_predictor(folder)
 
 
-def test_ensemble_centres_each_model_window_and_uses_the_fitted_weights(run_dir, rng):
+def test_ensemble_scores_each_model_on_its_own_windows_with_the_fitted_weights(run_dir, tiny):
+    """Model a reads 4 s windows every 3 s, b 3 s windows every 3 s: a clip is the weighted mean
+    of each model's best window (notebook 06's rule), a window row sits at each window centre."""
     predictor, models = predict.load_predictor(run_dir)
-    assert [m.name for m in models] == ["a", "b"] and predictor.window_s == 4.0
+    assert [m.name for m in models] == ["a", "b"] and predictor.window_s == 4.0 and predictor.hops == [3.0, 3.0]
     np.testing.assert_allclose(predictor.weights, [0.75, 0.25])
-    y = (0.1 * rng.standard_normal((3, 4 * 48000))).astype(np.float32)
+    path = tiny.path(tiny.test_ids[0], "test")
+    y, _ = sf.read(path, dtype="float32")
     a, b = predictor.scorers
-    expected = (0.75 * inference.sigmoid(a.logits(y))
-                + 0.25 * inference.sigmoid(b.logits(y[:, 24000:24000 + 3 * 48000])))
-    np.testing.assert_allclose(predictor.score_windows(y), expected, atol=1e-6)
+    za = a.logits(np.stack([y[int(t * 48000):int(t * 48000) + 4 * 48000] for t in (0, 3, 6)]))[:, 0]  # one fold
+    zb = b.logits(np.stack([y[int(t * 48000):int(t * 48000) + 3 * 48000] for t in (0, 3, 6, 7)]))[:, 0]
+    scored = predictor.score_file(path)
+    expected = 0.75 * inference.sigmoid(za.max(axis=0)) + 0.25 * inference.sigmoid(zb.max(axis=0))
+    np.testing.assert_allclose(scored.clip, expected, atol=1e-5)
+    np.testing.assert_allclose(scored.start_s, [0.0, 0.0, 2.5, 3.0, 5.5, 6.0, 6.5])  # centres 1.5, 2, 4.5, ...
+    np.testing.assert_allclose(scored.scores[3], 0.75 * inference.sigmoid(za[1]) + 0.25 * inference.sigmoid(zb[1]),
+                               atol=1e-5)  # centre 5: a's second window, b's nearest (4.5)
 
 
 @pytest.mark.parametrize("fmt, subtype, sr", [("MP3", None, 44100), ("OGG", "VORBIS", 22050)])
@@ -129,7 +138,8 @@ def test_compressed_formats_at_other_rates(run_dir, tiny, tmp_path, fmt, subtype
     path = tmp_path / f"field.{fmt.lower()}"
     sf.write(path, soxr.resample(stereo, 48000, sr), sr, format=fmt, subtype=subtype)
     predictor, _ = predict.load_predictor(run_dir / "models" / "a")
-    start_s, end_s, probs, info = predictor.score_file(path)
+    scored = predictor.score_file(path)
+    start_s, probs, info = scored.start_s, scored.scores, scored.info
     assert info["sample_rate"] == sr and info["channels"] == 2 and info["resampled"]
     assert info["duration_s"] == pytest.approx(10.0, abs=0.1)  # MP3 frames pad the end a little
     assert probs.shape == (len(start_s), NUM_SPECIES) and np.isfinite(probs).all()
@@ -178,7 +188,7 @@ def test_precision_thresholds_are_saved_with_the_run_and_used(run_dir, tiny, tmp
     cut = thresholds.as_array(saved["species"])
     np.testing.assert_allclose(report["thresholds"]["values"], cut, atol=1e-6)
     windows = pd.read_csv(tmp_path / "out" / "windows.csv")
-    assert len(windows) == 2 * 3 * NUM_SPECIES
+    assert len(windows) == 2 * 7 * NUM_SPECIES  # rows at the centres of a's 3 and b's 4 windows
     expected = (windows.score.to_numpy() >= cut[windows.species.to_numpy()] - 1e-6)
     assert (windows.detected.astype(bool) == expected).mean() > 0.99  # the CSV rounds to 6 decimals
     with pytest.raises(ParameterError, match="threshold"):
@@ -238,8 +248,9 @@ def test_real_recordings_raven_tables_read_back_with_crowsetta(run_dir, real_dat
         mine = windows[windows.recording_id == entry["recording_id"]]
         assert len(mine) == entry["windows"] * NUM_SPECIES
         assert mine.end_s.max() == pytest.approx(entry["duration_s"], abs=1e-5)
-        np.testing.assert_allclose(clips.set_index("recording_id").loc[entry["recording_id"]].to_numpy(),
-                                   mine.groupby("species").score.max().to_numpy(), atol=2e-6)
+        # a clip combines each model's best window: never below any window row's combined score
+        clip = clips.set_index("recording_id").loc[entry["recording_id"]].to_numpy()
+        assert (clip >= mine.groupby("species").score.max().to_numpy() - 2e-6).all()
         expected = []
         for s, group in mine.groupby("species"):
             group = group.sort_values("start_s")
@@ -345,7 +356,7 @@ def test_a_new_family_plugs_in_through_the_scorer_registry(run_dir, tiny, tmp_pa
     assert [m.name for m in kept] == ["a"] and "left out" in mixed.notes[0] and "emb" in mixed.notes[0]
     monkeypatch.setitem(predict.SCORERS, "fake_embedding", build)
     report = predict.predict(folder, [tiny.path(tiny.test_ids[0], "test")], tmp_path / "out", progress=False)
-    assert report["models"] == [{"name": "emb", "family": "embedding", "window_s": 3.0}]
+    assert report["models"] == [{"name": "emb", "family": "embedding", "window_s": 3.0, "hop_s": 3.0}]
     assert seen and seen[0][1] == 3 * 48000
     clips = pd.read_csv(tmp_path / "out" / "clip_scores.csv")
     np.testing.assert_allclose(clips.iloc[0, 1:].to_numpy(float), 1 / (1 + np.exp(-2.0)), atol=1e-6)
