@@ -12,6 +12,8 @@ The site of a file is the part of its name before the first ``_`` on the trainin
 recorder's serial number: ``S4A03895_20190522_000000.wav`` -> ``S4A03895``) and the name of its
 folder on the test side. Default folders: ``../shared/real-data/`` beside the checkout
 (:func:`default_sources`), or ``$RFCX_FIELD_BACKGROUNDS`` / ``$RFCX_FIELD_TEST_BACKGROUNDS``.
+Real recordings hold real, unlabelled animal sounds; the default test site's ``f97ababc1.flac``
+holds calls of the real species 15 (9-14 s), which ``test_ground_truth.csv`` does not list.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -58,22 +60,25 @@ def default_sources() -> tuple[list[Path], list[Path]]:
     """``(training folders, test folders)`` when none are given: ``$RFCX_FIELD_BACKGROUNDS`` and
     ``$RFCX_FIELD_TEST_BACKGROUNDS`` (paths separated by ``os.pathsep``), else the 99 unlabelled
     recordings of ``real-data/backgrounds/`` and, as the other site, the three labelled real
-    recordings (``real-data/rfcx``, ``chronister2021``, ``spinetail``)."""
+    recordings (``real-data/rfcx``, ``chronister2021``, ``spinetail``). A side whose default
+    folders are absent raises :class:`DataError`."""
+    return _default("train"), _default("test")
+
+
+def _default(side: str) -> list[Path]:
+    env = ENV_TRAIN if side == "train" else ENV_TEST
+    if os.environ.get(env):
+        return [Path(p) for p in os.environ[env].split(os.pathsep) if p]
     root = real_data_dir()
-    defaults = ([root / "backgrounds"], [root / "rfcx", root / "chronister2021", root / "spinetail"])
-    out = []
-    for env, folders in zip((ENV_TRAIN, ENV_TEST), defaults):
-        if os.environ.get(env):
-            out.append([Path(p) for p in os.environ[env].split(os.pathsep) if p])
-        elif all(f.is_dir() for f in folders):
-            out.append(folders)
-        else:
-            missing = next(f for f in folders if not f.is_dir())
-            raise DataError(f"the field profile's default background folder {missing} is absent; "
+    names = ["backgrounds"] if side == "train" else ["rfcx", "chronister2021", "spinetail"]
+    folders = [root / name for name in names]
+    for folder in folders:
+        if not folder.is_dir():
+            raise DataError(f"the field profile's default background folder {folder} is absent; "
                             "pass folders of field recordings as 'backgrounds' and 'test_backgrounds' "
                             f"(rfcx synth --backgrounds DIR --test-backgrounds DIR, or ${ENV_TRAIN} "
                             f"and ${ENV_TEST})")
-    return out[0], out[1]
+    return folders
 
 
 def _as_paths(sources: Sources) -> list[Path]:
@@ -108,7 +113,8 @@ def list_backgrounds(sources: Sources, *, side: str, param: str) -> list[Backgro
     files = []
     for src in _as_paths(sources):
         if src.is_dir():
-            found = sorted(p for p in src.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+            found = sorted(p for p in src.iterdir()
+                           if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
             if not found:
                 raise DataError(f"{param}: folder {src} holds no audio files; expected recordings "
                                 f"({', '.join(AUDIO_SUFFIXES)})")
@@ -118,6 +124,9 @@ def list_backgrounds(sources: Sources, *, side: str, param: str) -> list[Backgro
         else:
             raise ParameterError(f"{param}: {str(src)!r} does not exist; expected a folder of "
                                  "field recordings")
+    if not files:
+        raise ParameterError(f"{param}: no folder given; expected at least one folder of field "
+                             "recordings")
     out = []
     for path in files:
         try:
@@ -145,13 +154,12 @@ def check_disjoint(train: list[BackgroundFile], test: list[BackgroundFile]) -> N
                     "to a site the training data never heard)")
 
 
-def resolve(backgrounds: Sources = None, test_backgrounds: Sources = None) -> dict:
+def resolve(backgrounds: Optional[Sources] = None,
+            test_backgrounds: Optional[Sources] = None) -> dict:
     """Both sides' files, checked: ``{"sources": {"train": [...], "test": [...]}, "train": [...],
     "test": [...]}`` (a side not given: :func:`default_sources`)."""
-    if backgrounds is None or test_backgrounds is None:
-        default_train, default_test = default_sources()
-        backgrounds = default_train if backgrounds is None else backgrounds
-        test_backgrounds = default_test if test_backgrounds is None else test_backgrounds
+    backgrounds = _default("train") if backgrounds is None else backgrounds
+    test_backgrounds = _default("test") if test_backgrounds is None else test_backgrounds
     train = list_backgrounds(backgrounds, side="train", param="backgrounds")
     test = list_backgrounds(test_backgrounds, side="test", param="test_backgrounds")
     check_disjoint(train, test)
@@ -242,8 +250,8 @@ def _short(path: str) -> str:
 
 def tables(plan: dict) -> dict[str, pd.DataFrame]:
     """``sites.csv`` (``recording_id, site``) and ``synth_backgrounds.csv`` (every stretch:
-    ``split, recording_id, site, file`` (folder/name), ``start_s, length_s, reversed, level_rms``) of a plan whose
-    recordings carry a background."""
+    ``split, recording_id, site, file`` (folder/name), ``start_s, length_s, reversed,
+    level_rms``) of a plan whose recordings carry a background."""
     sites, rows = [], []
     for split in ("train", "test"):
         for rid, rec in plan[split]:

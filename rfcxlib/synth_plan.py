@@ -282,5 +282,6 @@ def make_plan(profile: str = "mini", seed: int = 0, *, settings=None, background
         bg_rng = np.random.default_rng([seed, 20210102])
         for recs, side in ((train, "train"), (test, "test")):
             for rec in recs:
-                rec.background = sbg.plan_background(bg_rng, backgrounds[side], duration_s=rec.duration_s)
+                rec.background = sbg.plan_background(bg_rng, backgrounds[side],
+                                                     duration_s=rec.duration_s)
     return {"train": list(zip(ids[: len(train)], train)), "test": list(zip(ids[len(train):], test))}

@@ -95,7 +95,8 @@ def test_training_and_test_backgrounds_never_share_a_file(real_data, tmp_path, c
     with pytest.raises(ParameterError, match=f"share the file .*{files[1].name} .*renamed.wav"):
         sbg.resolve(a, b)
     with pytest.raises(ParameterError, match=f"share the file .*{files[0].name}"):
-        synth.generate(tmp_path / "out", profile="field", backgrounds=a, test_backgrounds=[a / files[0].name])
+        synth.generate(tmp_path / "out", profile="field", backgrounds=a,
+                       test_backgrounds=[a / files[0].name])
     assert not (tmp_path / "out").exists()  # checked before anything is written
     assert cli.main(["synth", "--profile", "field", "--out", str(tmp_path / "out"),
                      "--backgrounds", str(a), "--test-backgrounds", str(a)]) == 2
@@ -109,7 +110,8 @@ def test_deterministic_and_independent_of_workers(field_dir, real_data, tmp_path
     for name in ("train_tp.csv", "train_fp.csv", "sites.csv", "synth_backgrounds.csv",
                  "synth_calls.csv", "test_ground_truth.csv"):
         assert (out / name).read_text() == (field_dir / name).read_text(), name
-    for path in sorted((field_dir / "train").glob("*.flac"))[:5] + sorted((field_dir / "test").glob("*.flac"))[:3]:
+    some = sorted((field_dir / "train").glob("*.flac"))[:5] + sorted((field_dir / "test").glob("*.flac"))[:3]
+    for path in some:
         a, _ = sf.read(path, dtype="int16")
         b, _ = sf.read(out / path.parent.name / path.name, dtype="int16")
         assert np.array_equal(a, b), path.name
@@ -168,7 +170,8 @@ def test_cli_writes_a_small_field_data_set(real_data, tmp_path, capsys):
 def test_default_folders_and_their_overrides(tmp_path, monkeypatch):
     monkeypatch.delenv(sbg.ENV_TRAIN, raising=False)
     monkeypatch.delenv(sbg.ENV_TEST, raising=False)
-    assert sbg.real_data_dir() == synth.Path(synth.__file__).resolve().parents[2] / "shared" / "real-data"
+    beside = synth.Path(synth.__file__).resolve().parents[2] / "shared" / "real-data"
+    assert sbg.real_data_dir() == beside  # <checkout>/../shared/real-data
     monkeypatch.setattr(sbg, "real_data_dir", lambda: tmp_path / "nowhere")
     with pytest.raises(DataError, match="nowhere/backgrounds is absent; pass folders of field "
                        "recordings as 'backgrounds' and 'test_backgrounds'"):
@@ -181,11 +184,20 @@ def test_default_folders_and_their_overrides(tmp_path, monkeypatch):
     monkeypatch.setenv(sbg.ENV_TRAIN, str(site_a))
     monkeypatch.setenv(sbg.ENV_TEST, str(site_b))
     resolved = sbg.resolve()
-    assert [f.site for f in resolved["train"]] == ["REC1"] and [f.site for f in resolved["test"]] == ["b"]
-    out = synth.generate(tmp_path / "out", profile="field", progress=False,
-                         settings=dict(n_train=6, n_test=3, duration_s=4.0))
+    assert [f.site for f in resolved["train"]] == ["REC1"]  # the name before the first "_"
+    assert [f.site for f in resolved["test"]] == ["b"]  # the folder
+    small = dict(n_train=6, n_test=3, duration_s=4.0)
+    out = synth.generate(tmp_path / "out", profile="field", progress=False, settings=small)
     y, sr = sf.read(next((out / "test").glob("*.flac")))
     assert sr == 48000 and y.size == 4 * 48000
+    # the cached data set: its folder carries the key, and a second call reuses it
+    cached = synth.ensure_dataset("field", 0, settings=small, progress=False, kaggle=False)
+    assert cached == synth.dataset_dir("field", 0, settings=small)
+    assert cached.name.startswith("field-seed0-") and synth.is_complete(cached)
+    assert (cached / "sites.csv").read_text() == (out / "sites.csv").read_text()
+    mtime = (cached / "sites.csv").stat().st_mtime_ns
+    assert synth.ensure_dataset("field", 0, settings=small, progress=False, kaggle=False) == cached
+    assert (cached / "sites.csv").stat().st_mtime_ns == mtime
 
 
 def test_bad_arguments(tmp_path):
@@ -201,6 +213,8 @@ def test_bad_arguments(tmp_path):
         synth.make_plan("tiny", 0, settings={"snr_db": 5})
     with pytest.raises(ParameterError, match="missing for one with real backgrounds"):
         synth.make_plan("field", 0)
+    with pytest.raises(ParameterError, match="test_backgrounds: no folder given"):
+        sbg.list_backgrounds([], side="test", param="test_backgrounds")
     with pytest.raises(ParameterError, match="backgrounds: '.*nope' does not exist"):
         sbg.list_backgrounds(tmp_path / "nope", side="train", param="backgrounds")
     (tmp_path / "notes.txt").write_text("no audio here")
