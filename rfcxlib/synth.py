@@ -89,7 +89,8 @@ def render_recording(rec: Recording, *, seed: int, rec_seed: int) -> np.ndarray:
         y, floor_per_hz = snd.background(rng, n, sr=SR), 0.0
     else:
         y = sbg.render_background(rec.background, n=n, sr=SR)
-        floor_per_hz = float(np.mean(np.square(y, dtype=np.float64))) / (SR / 2) * 10 ** (FLOOR_DB / 10)
+        power_bg = float(np.mean(np.square(y, dtype=np.float64)))
+        floor_per_hz = power_bg / (SR / 2) * 10 ** (FLOOR_DB / 10)
     power = np.abs(sfft.rfft(y.astype(np.float32))) ** 2
     cum = np.concatenate([[0.0], np.cumsum(power, dtype=np.float64)])
     freqs = sfft.rfftfreq(n, 1.0 / SR)
