@@ -49,7 +49,7 @@ class DataConfig:
     data_seed: int = 0  # seed of the synthetic data set
 
     def __post_init__(self):
-        check_choice("profile", self.profile, ("tiny", "mini", "full"))
+        check_choice("profile", self.profile, ("tiny", "mini", "field", "full"))
         check(isinstance(self.data_seed, int) and self.data_seed >= 0, "data_seed", self.data_seed,
               "an integer >= 0")
 

@@ -117,8 +117,8 @@ def load_profile(name: str) -> dict:
                              "'description', 'notebooks', 'parameters', 'sweep'")
     body.setdefault("parameters", {})
     body.setdefault("notebooks", {})
-    body["parameters"].setdefault("profile", path.stem if path.stem in ("tiny", "mini", "full")
-                                  else "mini")
+    builtin = ("tiny", "mini", "field", "full")
+    body["parameters"].setdefault("profile", path.stem if path.stem in builtin else "mini")
     body["path"] = str(path)
     if isinstance(body.get("sweep"), str):
         body["sweep"] = load_sweep(body["sweep"], base=path.parent)

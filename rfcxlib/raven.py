@@ -119,7 +119,10 @@ def _data_root(config: dict, data_dir) -> Optional[Path]:
     data_cfg = config.get("data") or {}
     if data_cfg.get("data_dir"):
         return Path(data_cfg["data_dir"])
-    root = synth.dataset_dir(data_cfg.get("profile", "mini"), int(data_cfg.get("data_seed", 0)))
+    try:
+        root = synth.dataset_dir(data_cfg.get("profile", "mini"), int(data_cfg.get("data_seed", 0)))
+    except (DataError, ParameterError):  # e.g. the field profile's background folders are gone
+        return None
     return root if synth.is_complete(root) else None
 
 

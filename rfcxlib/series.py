@@ -319,7 +319,7 @@ def check_before_running(series: Series, log=_say) -> None:
 
 def configure_parser(p) -> None:
     p.add_argument("--profile", default="mini",
-                   help="tiny, mini (default), full, or a path to a profile YAML file")
+                   help="tiny, mini (default), field, full, or a path to a profile YAML file")
     p.add_argument("--run-id", default="", help="folder name under outputs/ (default: a "
                    "timestamp); an existing run id resumes that run")
     p.add_argument("-p", "--parameter", nargs=2, action="append", default=[],

@@ -10,7 +10,10 @@ with full ground truth.
 
 plus two files the real data lacks: ``synth_calls.csv`` (every sound placed: calls of the 24
 species, labelled or not, and the confusers the simulated detector fired on) and
-``synth_info.json`` (profile, seed, counts).
+``synth_info.json`` (profile, seed, counts). A profile with real backgrounds (``field``:
+:mod:`rfcxlib.synth_backgrounds`) also writes ``sites.csv`` (``recording_id,site``: where each
+recording's background was recorded) and ``synth_backgrounds.csv`` (the stretches of real
+recordings each background is made of).
 
 How the labels are made, as in the real tables: a training recording has a focal species whose
 calls are mostly boxed as TP rows; other species may call in it without any row (partial labels);
@@ -36,18 +39,22 @@ import numpy as np
 import pandas as pd
 import scipy.fft as sfft
 import soundfile as sf
+import yaml
 from tqdm.auto import tqdm
 
+from rfcxlib import synth_backgrounds as sbg
 from rfcxlib import synth_sounds as snd
 from rfcxlib.errors import ParameterError
 from rfcxlib.kaggle import kaggle_data_dir
 from rfcxlib.layout import ANNOTATION_COLUMNS as COLUMNS
 from rfcxlib.layout import SPECIES_COLUMNS
 from rfcxlib.runs import write_json_atomic, write_text_atomic
-from rfcxlib.synth_plan import PROFILES, Recording, check_profile, make_plan  # noqa: F401  (API)
+from rfcxlib.synth_plan import (PROFILES, Recording, check_profile, make_plan,  # noqa: F401  (API)
+                                 prepare)
 
 SR = 48000
 VERSION = 7  # bump when the output changes: cached data sets of other versions are rebuilt
+FLOOR_DB = -20.0  # real backgrounds: a call's SNR is taken against at least this flat floor
 
 
 def cache_root() -> Path:
@@ -67,11 +74,23 @@ def _templates(seed: int) -> dict:
 
 
 def render_recording(rec: Recording, *, seed: int, rec_seed: int) -> np.ndarray:
-    """The audio of one planned recording, float32 in [-1, 1], shape ``(duration_s * sr,)``."""
+    """The audio of one planned recording, float32 in [-1, 1], shape ``(duration_s * sr,)``.
+
+    The background is synthetic (:func:`rfcxlib.synth_sounds.background`), or real when the
+    recording carries a planned one (:func:`rfcxlib.synth_backgrounds.render_background`); then
+    a band that the background leaves empty (a file recorded at 22 kHz has nothing above 11 kHz)
+    counts as holding a flat floor ``FLOOR_DB`` below the background's power, so that a call's
+    SNR stays meaningful there.
+    """
     templates = _templates(seed)
     rng = np.random.default_rng([seed, rec_seed])
     n = int(round(rec.duration_s * SR))
-    y = snd.background(rng, n, sr=SR)
+    if rec.background is None:
+        y, floor_per_hz = snd.background(rng, n, sr=SR), 0.0
+    else:
+        y = sbg.render_background(rec.background, n=n, sr=SR)
+        power_bg = float(np.mean(np.square(y, dtype=np.float64)))
+        floor_per_hz = power_bg / (SR / 2) * 10 ** (FLOOR_DB / 10)
     power = np.abs(sfft.rfft(y.astype(np.float32))) ** 2
     cum = np.concatenate([[0.0], np.cumsum(power, dtype=np.float64)])
     freqs = sfft.rfftfreq(n, 1.0 / SR)
@@ -84,6 +103,8 @@ def render_recording(rec: Recording, *, seed: int, rec_seed: int) -> np.ndarray:
             wave = snd.confuser_burst(np.random.default_rng(ev["seed"]), ev["species"], sr=SR)
         i_lo, i_hi = np.searchsorted(freqs, [lo, hi])
         p_band = 2.0 * (cum[i_hi] - cum[i_lo]) / n**2
+        if floor_per_hz:
+            p_band = max(p_band, floor_per_hz * (hi - lo))
         gain = np.sqrt(p_band * 10 ** (ev["snr_db"] / 10))
         slack = max(0, int(ev["box_s"] * SR) - wave.size)
         i0 = int(ev["t_s"] * SR) + int(np.random.default_rng(ev["seed"]).integers(0, slack + 1))
@@ -123,17 +144,20 @@ def _tables(plan: dict) -> dict[str, pd.DataFrame]:
              songtype_id=e["songtype"], t_min=round(e["t_s"], 4), t_max=round(e["t_s"] + e["box_s"], 4),
              snr_db=round(e["snr_db"], 2), labelled=e["labelled"])
         for split in ("train", "test") for rid, rec in plan[split] for e in rec.events])
-    return {"train_tp.csv": rows("tp"), "train_fp.csv": rows("fp"), "sample_submission.csv": sub,
-            "test_ground_truth.csv": truth, "synth_calls.csv": calls}
+    out = {"train_tp.csv": rows("tp"), "train_fp.csv": rows("fp"), "sample_submission.csv": sub,
+           "test_ground_truth.csv": truth, "synth_calls.csv": calls}
+    if plan["train"] and plan["train"][0][1].background is not None:
+        out.update(sbg.tables(plan))
+    return out
 
 
-def _summary(tables: dict, profile: str, seed: int) -> dict:
+def _summary(tables: dict, plan: dict, profile: str, seed: int, spec: dict) -> dict:
     calls = tables["synth_calls.csv"]
     train_calls = calls[(calls.split == "train") & (calls.kind == "call")]
     return {
         "profile": profile, "seed": seed, "version": VERSION, "sr": SR,
-        "duration_s": PROFILES[profile]["duration_s"],
-        "n_train": int(calls[calls.split == "train"].recording_id.nunique()),
+        "duration_s": spec["duration_s"],
+        "n_train": len(plan["train"]),
         "n_test": len(tables["sample_submission.csv"]),
         "tp_rows": len(tables["train_tp.csv"]), "fp_rows": len(tables["train_fp.csv"]),
         "train_calls": len(train_calls),
@@ -142,8 +166,17 @@ def _summary(tables: dict, profile: str, seed: int) -> dict:
     }
 
 
+def _field_summary(tables: dict, plan: dict, spec: dict, resolved) -> dict:
+    """What ``synth_info.json`` adds for a data set with real backgrounds or other settings."""
+    n = max(1, len(plan["train"]))
+    out = {"settings": {k: list(v) if isinstance(v, tuple) else v for k, v in spec.items()},
+           "train_tp_fraction": round(tables["train_tp.csv"].recording_id.nunique() / n, 4),
+           "train_fp_fraction": round(tables["train_fp.csv"].recording_id.nunique() / n, 4)}
+    return {**out, "backgrounds": sbg.summary(plan, resolved)} if resolved is not None else out
+
+
 # ---------------------------------------------------------------- public API
-def _check_resume(out: Path, profile: str, seed: int) -> None:
+def _check_resume(out: Path, profile: str, seed: int, key=None) -> None:
     info_path = out / "synth_info.json"
     if info_path.exists():
         info = json.loads(info_path.read_text())
@@ -151,42 +184,59 @@ def _check_resume(out: Path, profile: str, seed: int) -> None:
             raise ParameterError(
                 f"out_dir {str(out)!r} holds a synthetic data set of profile {info.get('profile')!r}, "
                 f"seed {info.get('seed')!r}; expected an empty folder or profile {profile!r}, seed {seed}")
+        if info.get("identity") != key:
+            raise ParameterError(
+                f"out_dir {str(out)!r} holds a synthetic data set of profile {profile!r}, seed {seed} "
+                f"made with other backgrounds or settings (identity {info.get('identity')!r}, "
+                f"expected {key!r}); expected an empty folder")
     elif out.exists() and any(out.iterdir()):
         raise ParameterError(f"out_dir {str(out)!r} is not empty and holds no synthetic data set; "
                              "expected an empty or new folder")
 
 
 def generate(out_dir, *, profile: str = "mini", seed: int = 0, workers=None,
-             progress: bool = True) -> Path:
+             progress: bool = True, backgrounds=None, test_backgrounds=None,
+             settings=None) -> Path:
     """Write the synthetic data set of ``profile`` and ``seed`` into ``out_dir``.
 
     Parameters
     ----------
     out_dir : path-like
-        Folder to write; created if missing. A folder holding a partial run of the same profile
-        and seed is completed (existing FLAC files are kept), so an interrupted run resumes.
-    profile : {"tiny", "mini", "full"}
+        Folder to write; created if missing. A folder holding a partial run of the same profile,
+        seed, settings and backgrounds is completed (existing FLAC files are kept), so an
+        interrupted run resumes.
+    profile : {"tiny", "mini", "field", "full"}
         ``tiny``: 48 train / 12 test recordings of 10 s (tests); ``mini``: 360 / 120 of 15 s (the
-        default data set); ``full``: 4727 / 1992 of 60 s (the competition's scale).
+        default data set); ``field``: 360 / 120 of 20 s, calls mixed into real field recordings,
+        the test split's from another site, the real data's label structure (a TP row on a quarter
+        of the training recordings) and quieter calls; ``full``: 4727 / 1992 of 60 s (the
+        competition's scale).
     seed : int
         Every random choice derives from it.
     workers : int, optional
         Processes rendering audio; default: the CPU count (one for ``tiny``).
     progress : bool
         Show a progress bar.
+    backgrounds, test_backgrounds : path-like or sequence of path-like, optional
+        ``field`` only: folders (or files) of field recordings, any rate and length, for the
+        training and the test recordings; they must not share a file. Default:
+        :func:`rfcxlib.synth_backgrounds.default_sources`.
+    settings : dict, optional
+        Settings in place of the profile's own (``n_train``, ``n_test``, ``duration_s``,
+        ``fp_only``, ``snr_db`` ...: :func:`rfcxlib.synth_plan.resolve_settings`).
 
     Returns
     -------
     Path of ``out_dir``.
     """
-    check_profile(profile)
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ParameterError(f"parameter 'seed' = {seed!r}: expected an integer >= 0")
+    spec, resolved, key = prepare(profile, seed, settings, backgrounds, test_backgrounds)
     out = Path(out_dir)
-    _check_resume(out, profile, int(seed))
-    plan = make_plan(profile, int(seed))
+    _check_resume(out, profile, int(seed), key)
+    plan = make_plan(profile, int(seed), settings=settings, backgrounds=resolved)
     tables = _tables(plan)
-    info = _summary(tables, profile, int(seed))
+    info = _summary(tables, plan, profile, int(seed), spec)
+    if key is not None:
+        info.update(identity=key, **_field_summary(tables, plan, spec, resolved))
     for split in ("train", "test"):
         (out / split).mkdir(parents=True, exist_ok=True)
         for leftover in (out / split).glob(".*.tmp"):  # half-written by an interrupted run
@@ -220,9 +270,14 @@ def _run_jobs(jobs, seed: int, workers: int, progress: bool, desc: str) -> None:
     bar.close()
 
 
-def dataset_dir(profile: str = "mini", seed: int = 0) -> Path:
-    """Where :func:`ensure_dataset` keeps the data set of ``profile`` and ``seed``."""
-    return cache_root() / "synth" / f"{profile}-seed{seed}"
+def dataset_dir(profile: str = "mini", seed: int = 0, *, backgrounds=None, test_backgrounds=None,
+                settings=None) -> Path:
+    """Where :func:`ensure_dataset` keeps the data set of ``profile`` and ``seed``:
+    ``<cache>/synth/<profile>-seed<seed>``, with ``-<key>`` after it for a data set with real
+    backgrounds or other settings (the key digests the settings and the backgrounds' file names
+    and sizes, so a data set made from other recordings is never taken for this one)."""
+    key = prepare(profile, seed, settings, backgrounds, test_backgrounds)[2]
+    return cache_root() / "synth" / (f"{profile}-seed{seed}" + (f"-{key}" if key else ""))
 
 
 def _info(path) -> dict:
@@ -240,11 +295,14 @@ def is_complete(path) -> bool:
 
 
 def ensure_dataset(profile: str = "mini", seed: int = 0, *, progress: bool = True,
-                   kaggle: bool = True) -> Path:
+                   kaggle: bool = True, backgrounds=None, test_backgrounds=None,
+                   settings=None) -> Path:
     """The synthetic data set of ``profile`` and ``seed``, generated on first use.
 
     It lives under ``$RFCX_CACHE_DIR/synth/<profile>-seed<seed>/`` (default cache:
-    ``~/.cache/rfcx``); a copy made by another version of the generator is replaced. It is built
+    ``~/.cache/rfcx``; :func:`dataset_dir`, which adds a key for real backgrounds, whose folders
+    ``backgrounds`` and ``test_backgrounds`` are given as to :func:`generate`); a copy made by
+    another version of the generator is replaced. It is built
     in a ``.partial`` folder beside it (resumed if a previous attempt was interrupted) and renamed
     into place when complete; a lock keeps two processes from building it at once.
 
@@ -256,7 +314,8 @@ def ensure_dataset(profile: str = "mini", seed: int = 0, *, progress: bool = Tru
         found = kaggle_data_dir()
         if found is not None:
             return found
-    final = dataset_dir(profile, seed)
+    extra = dict(backgrounds=backgrounds, test_backgrounds=test_backgrounds, settings=settings)
+    final = dataset_dir(profile, seed, **extra)
     if is_complete(final):
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -269,7 +328,7 @@ def ensure_dataset(profile: str = "mini", seed: int = 0, *, progress: bool = Tru
         if partial.exists() and (info.get("profile"), info.get("seed"), info.get("version")) != (
                 profile, seed, VERSION):
             shutil.rmtree(partial)  # left by another version of the generator: start afresh
-        generate(partial, profile=profile, seed=seed, progress=progress)
+        generate(partial, profile=profile, seed=seed, progress=progress, **extra)
         if final.exists():
             shutil.rmtree(final)
         os.replace(partial, final)
@@ -307,19 +366,49 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--workers", type=int, default=0, help="processes (default: all CPUs)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--backgrounds", action="append", default=None, metavar="DIR",
+                   help="field profile: a folder of field recordings for the training "
+                   "backgrounds (repeatable; default: $%s, else ../shared/real-data/backgrounds)"
+                   % sbg.ENV_TRAIN)
+    p.add_argument("--test-backgrounds", action="append", default=None, metavar="DIR",
+                   help="field profile: folders of another site's recordings for the test "
+                   "backgrounds (repeatable; default: $%s, else the three labelled real "
+                   "recordings of ../shared/real-data)" % sbg.ENV_TEST)
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="a setting in place of the profile's (n_train, n_test, duration_s, "
+                   "fp_only, both, p_label, max_calls, fp_extra, fp_max, snr_db)")
+
+
+def _parse_settings(items: list) -> dict:
+    out = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        if not sep:
+            raise ParameterError(f"--set {item!r}: expected NAME=VALUE")
+        out[name.strip()] = yaml.safe_load(raw)
+    return out
 
 
 def cli_main(args) -> int:
     start = time.perf_counter()
+    extra = dict(backgrounds=args.backgrounds, test_backgrounds=args.test_backgrounds,
+                 settings=_parse_settings(args.set) or None)
     if args.out:
         out = generate(args.out, profile=args.profile, seed=args.seed, workers=args.workers or None,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, **extra)
     else:
-        out = ensure_dataset(args.profile, args.seed, progress=not args.no_progress)
+        out = ensure_dataset(args.profile, args.seed, progress=not args.no_progress, **extra)
     info = json.loads((out / "synth_info.json").read_text())
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     print(f"wrote {out} in {time.perf_counter() - start:.1f} s ({size / 1e6:.1f} MB)")
     print(f"  {info['n_train']} train + {info['n_test']} test recordings of {info['duration_s']:g} s; "
           f"{info['tp_rows']} TP rows, {info['fp_rows']} FP rows; {info['unlabelled_calls']} of "
           f"{info['train_calls']} training calls present but unlabelled")
+    if "train_tp_fraction" in info:
+        print(f"  TP rows on {info['train_tp_fraction']:.0%} and FP rows on "
+              f"{info['train_fp_fraction']:.0%} of the training recordings")
+    for side, bg in info.get("backgrounds", {}).items():
+        used = sum(1 for f in bg["files"] if f["recordings"])
+        print(f"  {side} backgrounds: {used} of {len(bg['files'])} files used, sites "
+              f"{', '.join(bg['sites'])} ({', '.join(bg['sources'])})")
     return 0

@@ -61,7 +61,7 @@ def test_every_parameter_is_typed_and_the_notebook_opens_with_one_call(path):
     assert calls == 1 and not any("write_config(" in c.source for c in nb.cells)
 
 
-@pytest.mark.parametrize("profile", ["tiny", "mini", "full"])
+@pytest.mark.parametrize("profile", ["tiny", "mini", "field", "full"])
 def test_profiles_name_only_parameters_the_notebooks_declare(profile, tmp_path, monkeypatch):
     """Every profile resolves against the real notebooks (an unknown name would raise)."""
     monkeypatch.setenv("RFCX_OUTPUTS", str(tmp_path))

@@ -164,7 +164,7 @@ def test_unknown_names_and_profiles_give_clear_errors(series_dir, profile_file, 
 
 
 def test_project_profiles_and_sweep_files_parse():
-    for name in ("tiny", "mini", "full"):
+    for name in ("tiny", "mini", "field", "full"):
         body = profiles.load_profile(name)
         assert body["parameters"]["profile"] == name
     seed = profiles.load_sweep("seed_densenet7.yaml")
