@@ -7,6 +7,7 @@ import importlib
 import os
 import sys
 import traceback
+from typing import Optional
 
 from rfcxlib.errors import RfcxError
 
@@ -22,13 +23,18 @@ COMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
+    """The ``rfcx`` parser. Only ``command``'s module is imported (and its options added), so
+    ``rfcx --help`` and the light subcommands start without the others' imports (TensorFlow);
+    ``command=None``: every subcommand's options."""
     parser = argparse.ArgumentParser(prog="rfcx", description="RFCx species detection toolkit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(module_name)
         p = sub.add_parser(name, help=help_text, description=help_text)
+        if command not in (None, name):
+            continue
+        module = importlib.import_module(module_name)
         module.configure_parser(p)
         if not any("--debug" in a.option_strings for a in p._actions):
             p.add_argument("--debug", action="store_true", help="show the Python traceback of "
@@ -37,8 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command(argv: list) -> str:
+    """The subcommand named in ``argv`` (its first word that is not an option), or ``""``."""
+    return next((a for a in argv if not a.startswith("-")), "")
+
+
 def main(argv=None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = _command(argv)
+    parser = build_parser(command if command in COMMANDS else "")
     args = parser.parse_args(argv)
     args.debug = getattr(args, "debug", False) or os.environ.get("RFCX_DEBUG", "") not in ("", "0")
     try:

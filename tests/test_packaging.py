@@ -1,8 +1,12 @@
 """The install files agree with each other and the project has its promised top level."""
 import re
+import subprocess
+import sys
+import textwrap
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,3 +39,20 @@ def test_top_level_layout():
                  "Makefile", "README.md", ".ci/run"]:
         assert (ROOT / name).exists(), name
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["validate", "--help"], ["predict", "--help"], ["export", "--help"]])
+def test_the_cli_starts_without_tensorflow(argv):
+    """``rfcx --help`` and the light subcommands import only their own module: no TensorFlow."""
+    code = textwrap.dedent(f"""
+        import sys
+        from rfcxlib import cli
+        try:
+            cli.main({argv!r})
+        except SystemExit:
+            pass
+        print(sorted(m for m in ("tensorflow", "keras") if m in sys.modules), file=sys.stderr)
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stderr.strip().splitlines()[-1] == "[]", done.stderr[-2000:]
+    assert "usage: rfcx" in done.stdout
