@@ -317,7 +317,7 @@ def load_fold_head(model_dir, fold: int) -> keras.Model:
 
 
 # --------------------------------------------------------------------------- noisy-label comparison
-def compare_methods(dataset, config: RunConfig, head: HeadConfig, out_dir, *, methods=noisy_runs.METHODS,
+def compare_methods(dataset, config: RunConfig, head: HeadConfig, out_dir, *, methods=COMPARE_METHODS,
                     seeds=(0, 1, 2, 3, 4), tau: float = 0.1, t_k: Optional[int] = None,
                     pseudo_threshold: float = 0.9, pseudo_loss: str = "masked_bce", soft=None,
                     table: Optional[embeddings.WindowTable] = None, results_csv=None,

@@ -274,9 +274,12 @@ def test_recording_norm_head_learns_and_window_scoring_refuses_it(tiny_table, tm
     with pytest.raises(DataError, match="recording_norm"):
         scorers.build_scorer(model_dir, config, "normed")
     recording = next(iter(Path(tiny_table[0].root, "test").glob("*.flac")))
-    assert main(["predict", str(model_dir), str(recording), "--out", str(tmp_path / "pred")]) == 1
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "head_recording_norm = False" in err
+    for command in (["predict", str(model_dir), str(recording), "--out", str(tmp_path / "pred")],
+                    ["export", str(model_dir), "--format", "tflite", "--out", str(tmp_path / "export")]):
+        assert main(command) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "recording_norm" in err and "head_recording_norm = False" in err, err
+    assert not (tmp_path / "export").exists()
 
 
 @needs_birdnet
