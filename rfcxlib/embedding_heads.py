@@ -13,6 +13,14 @@ as they take a CNN.
 Each fold records a fingerprint of everything that made it (``fold<k>/state.json``): a fold is
 reused only when the fingerprint matches, and trained again otherwise.
 
+With ``recording_norm`` each recording's mean embedding (over its windows) is subtracted before
+the head's standardisation, in training and in every score this module writes: a new site that
+shifts every window alike is shifted back. ``rfcx predict`` and ``rfcx export`` score windows in
+batches that do not see a whole recording, so they refuse such a head (:func:`build_window_scorer`).
+
+The label methods beyond one loss (co-teaching, pseudo-labels, soft pseudo-label rounds) are in
+:mod:`rfcxlib.head_methods`.
+
 Embedding model: BirdNET V2.4, CC BY-NC-SA 4.0 (see :mod:`rfcxlib.embeddings`).
 """
 from __future__ import annotations
@@ -28,13 +36,14 @@ import pandas as pd
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from rfcxlib import NUM_SPECIES, embeddings, fingerprints, inference, losses, metrics, noisy, noisy_runs
+from rfcxlib import NUM_SPECIES, embeddings, fingerprints, inference, losses, metrics, noisy_runs
 from rfcxlib.config import RunConfig, check, check_choice
-from rfcxlib.errors import ParameterError, unknown_choice
+from rfcxlib.errors import DataError, ParameterError, unknown_choice
 from rfcxlib.runs import read_json, save_keras_atomic, save_npz_atomic, write_json_atomic, write_text_atomic
 from rfcxlib.train import fold_split, write_scores
 
-METHODS = ("loss", "coteaching", "pseudo_labels")
+METHODS = ("loss", "coteaching", "pseudo_labels", "soft_pseudo")
+COMPARE_METHODS = noisy_runs.METHODS + ("soft_pseudo",)  # compare_methods: the CNNs' methods, soft_pseudo
 HEAD_LOSSES = ("masked_bce", "naive_bce", "lsoft_unknown", "lsoft_tp")  # clip losses; "sed" needs frames
 
 
@@ -51,6 +60,7 @@ class HeadConfig:
     learning_rate: float = 1e-3
     p_mixup: float = 0.5  # probability of mixup per batch (embeddings, y and mask blended)
     mixup_alpha: float = 0.4
+    recording_norm: bool = False  # subtract each recording's mean embedding before standardising
 
     def __post_init__(self):
         check_choice("embedder", self.embedder, embeddings.EMBEDDERS)
@@ -63,14 +73,25 @@ class HeadConfig:
         check(self.learning_rate > 0, "head_learning_rate", self.learning_rate, "a rate > 0")
         check(0 <= self.p_mixup <= 1, "head_p_mixup", self.p_mixup, "a probability in [0, 1]")
         check(self.mixup_alpha > 0, "head_mixup_alpha", self.mixup_alpha, "a value > 0")
+        check(isinstance(self.recording_norm, bool), "head_recording_norm", self.recording_norm, "True or False")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def key(self) -> dict:
+        """What a fold's fingerprint records: :meth:`to_dict` without options at the value they had
+        before they existed (``recording_norm=False``), so earlier folds stay reusable."""
+        return {k: v for k, v in self.to_dict().items() if not (k == "recording_norm" and not v)}
+
+    def scoring_table(self, table: embeddings.WindowTable) -> embeddings.WindowTable:
+        """``table`` as the head sees it: centred per recording when ``recording_norm``."""
+        return table.centred_by_recording() if self.recording_norm else table
+
 
 PARAMETERS = {"embed_hop_s": "embed_hop_s", "head_units": "units", "head_dropout": "dropout",
               "head_epochs": "epochs", "head_batch_size": "batch_size",
-              "head_learning_rate": "learning_rate", "head_p_mixup": "p_mixup"}
+              "head_learning_rate": "learning_rate", "head_p_mixup": "p_mixup",
+              "head_recording_norm": "recording_norm"}
 
 
 def from_params(params: dict) -> tuple[HeadConfig, str]:
@@ -124,7 +145,8 @@ def build_head(x_train: np.ndarray, config: HeadConfig, seed: int) -> keras.Mode
     return keras.Model(inputs, outputs, name="embedding_head")
 
 
-def _batches(x, t, config: HeadConfig, rng: np.random.Generator):
+def mixup_batches(x, t, config: HeadConfig, rng: np.random.Generator):
+    """One epoch of shuffled batches ``(x, t)``, each mixed (inputs and targets) with ``p_mixup``."""
     order = rng.permutation(len(x))
     for i in range(0, len(x), config.batch_size):
         idx = order[i:i + config.batch_size]
@@ -180,30 +202,12 @@ def fit_head(x, targets, config: HeadConfig, *, loss: str = "masked_bce", seed: 
     step = tf.function(train_step, reduce_retracing=True)
     rng, history = np.random.default_rng([seed, 7]), []
     for epoch in range(config.epochs):
-        batches = list(_batches(x, targets, config, rng))
+        batches = list(mixup_batches(x, targets, config, rng))
         full = [b for b in batches if len(b[0]) == config.batch_size]
         total = float(full_batches(np.stack([b[0] for b in full]), np.stack([b[1] for b in full]))) if full else 0.0
         total += sum(float(step(xb, tb)) for xb, tb in batches[len(full):])  # the last, smaller batch
         history.append({"epoch": epoch, "loss": total / len(batches), **(validate(model) if validate else {})})
     return model, history
-
-
-def fit_coteaching(x, targets, config: HeadConfig, *, seed: int = 0, tau: float = 0.1,
-                   t_k: Optional[int] = None, validate=None) -> tuple[keras.Model, list]:
-    """Co-teach two heads (:func:`rfcxlib.noisy.coteach_fit`); returns head A and the history."""
-    model_a, model_b = build_head(x, config, seed), build_head(x, config, seed + 10_000)
-    rng = np.random.default_rng([seed, 7])
-
-    class Epochs:  # each iteration is one epoch of shuffled (and, with p_mixup, mixed) batches
-        def __iter__(self):
-            return _batches(x, targets, config, rng)
-
-    rows = noisy.coteach_fit(model_a, model_b, Epochs(), epochs=config.epochs, tau=tau,
-                             t_k=t_k or max(1, config.epochs // 2), learning_rate=config.learning_rate,
-                             progress=False, on_epoch_end=(lambda e, logs: validate(model_a)) if validate else None)
-    keys = ("val_loss", "val_lwlrap")
-    return model_a, [{"epoch": r["epoch"], "loss": r["loss_a"], "keep_rate": r["keep_rate"],
-                      **{k: r[k] for k in keys if k in r}} for r in rows]
 
 
 def window_logits(model: keras.Model, table: embeddings.WindowTable) -> np.ndarray:
@@ -223,52 +227,59 @@ def clip_logits(model: keras.Model, table: embeddings.WindowTable, recording_ids
 
 
 # --------------------------------------------------------------------------- folds + scores
-def _fit(method, dataset, table, train_ids, valid_ids, head, *, loss, seed, tau, t_k, threshold):
-    x, t = training_windows(dataset, table, train_ids)
+def _fit(method, dataset, table, train_ids, valid_ids, head, *, loss, seed, tau, t_k, threshold, soft):
+    from rfcxlib import head_methods
+
     validate = validator(dataset, table, valid_ids, "masked_bce" if method == "coteaching" else loss)
+    if method == "pseudo_labels":
+        return head_methods.fit_pseudo_labels(dataset, table, train_ids, head, loss=loss, seed=seed,
+                                              threshold=threshold, validate=validate)
+    if method == "soft_pseudo":
+        return head_methods.fit_soft_pseudo(dataset, table, train_ids, head, loss=loss, seed=seed, soft=soft,
+                                            validate=validate)
+    x, t = training_windows(dataset, table, train_ids)
     if method == "coteaching":
-        return fit_coteaching(x, t, head, seed=seed, tau=tau, t_k=t_k, validate=validate) + ({},)
-    model, history = fit_head(x, t, head, loss=loss, seed=seed, validate=validate)
-    if method != "pseudo_labels":
-        return model, history, {}
-    pool = table.subset(train_ids)
-    scores = inference.sigmoid(window_logits(model, pool))
-    rows = noisy.pseudo_label_rows(dataset, pool.windows, scores, crop_s=embeddings.get_embedder(
-        head.embedder).window_s, threshold=threshold)
-    extended = dataset.with_rows(tp=rows[list(dataset.tp.columns)]) if len(rows) else dataset
-    x, t = training_windows(extended, table, train_ids)
-    model, history = fit_head(x, t, head, loss=loss, seed=seed + 1, validate=validate)
-    quality = noisy.pseudo_label_quality(dataset, rows) or {}
-    return model, history, {"pseudo_rows": len(rows), **{f"pseudo_{k}": v for k, v in quality.items() if k != "rows"}}
+        return head_methods.fit_coteaching(x, t, head, seed=seed, tau=tau, t_k=t_k, validate=validate) + ({},)
+    return fit_head(x, t, head, loss=loss, seed=seed, validate=validate) + ({},)
 
 
 def train_head_model(dataset, config: RunConfig, head: HeadConfig, model_dir, *, method: str = "loss",
                      loss: Optional[str] = None, tau: float = 0.1, t_k: Optional[int] = None,
-                     threshold: float = 0.9, table: Optional[embeddings.WindowTable] = None,
+                     threshold: float = 0.9, soft=None, table: Optional[embeddings.WindowTable] = None,
                      extra: Optional[dict] = None, progress: bool = True) -> dict:
     """Train an embedding head on every fold of ``config.train.train_folds`` into ``model_dir``.
 
     ``method``: ``"loss"`` (``loss``, default ``config.train.loss``), ``"coteaching"`` (two heads
-    exchange their small-loss unknown cells; ``tau``, ``t_k``) or ``"pseudo_labels"`` (train with
-    ``loss``, label confident windows of unknown species above ``threshold`` in the fold's
-    training recordings as TP, retrain). Seeds come from ``config.train.seed`` and the fold.
-    ``table``: the embedded windows (default: embed the data set now, or read them from the cache).
+    exchange their small-loss unknown cells; ``tau``, ``t_k``), ``"pseudo_labels"`` (a base head
+    with ``loss``, confident windows of unknown species above ``threshold`` in the fold's training
+    recordings labelled TP, a new head) or ``"soft_pseudo"`` (a base head with ``loss``, then
+    rounds of soft pseudo-labels: ``soft``, a :class:`rfcxlib.head_methods.SoftPseudoConfig`,
+    default its defaults); see :mod:`rfcxlib.head_methods`. Seeds come from ``config.train.seed``
+    and the fold. ``table``: the embedded windows (default: embed the data set now, or read them
+    from the cache), centred per recording here when ``head.recording_norm``.
     Returns the metrics written to ``metrics.json``.
     """
+    from rfcxlib import head_methods
+
     check_choice("embedding-head method", method, METHODS)
     loss = check_loss(loss or config.train.loss)
+    soft = soft or head_methods.SoftPseudoConfig()
+    if not isinstance(soft, head_methods.SoftPseudoConfig):
+        raise ParameterError(f"parameter 'soft' = {soft!r}: expected a rfcxlib.head_methods.SoftPseudoConfig")
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     table = table if table is not None else embeddings.embed_dataset(dataset, embedder=head.embedder,
                                                                      hop_s=head.embed_hop_s, progress=progress)
+    windows, table = len(table), head.scoring_table(table)
     info = {"method": method, "loss": loss, **({"tau": tau, "t_k": t_k} if method == "coteaching" else {}),
-            **({"threshold": threshold} if method == "pseudo_labels" else {})}
+            **({"threshold": threshold} if method == "pseudo_labels" else {}),
+            **({"soft": soft.to_dict()} if method == "soft_pseudo" else {})}
     extra = {"family": "birdnet", "embedder": head.embedder, "licence": embeddings.get_embedder(head.embedder).licence,
              **info, **(extra or {})}
     write_json_atomic(model_dir / "config.json", {**config.to_dict(), "head": head.to_dict(), "notebook": extra})
     oof, test, history, notes = [], [], [], {}
     made_by = {"data": fingerprints.data_digest(dataset, test=True), "config": config.to_dict(),
-               "head": head.to_dict(), "info": info, "windows": len(table)}
+               "head": head.key(), "info": info, "windows": windows}
     for fold in tqdm(config.train.train_folds, desc="folds (embedding head)", disable=not progress):
         folder = model_dir / f"fold{fold}"
         key = fingerprints.digest({**made_by, "fold": fold})
@@ -277,7 +288,7 @@ def train_head_model(dataset, config: RunConfig, head: HeadConfig, model_dir, *,
             fingerprints.discard(folder)  # made under another configuration or data: never reused
             started = time.perf_counter()
             train_ids, valid_ids = fold_split(dataset, config, fold)
-            model, rows, note = _fit(method, dataset, table, train_ids, valid_ids, head, loss=loss,
+            model, rows, note = _fit(method, dataset, table, train_ids, valid_ids, head, loss=loss, soft=soft,
                                      seed=config.train.seed * 100 + fold, tau=tau, t_k=t_k, threshold=threshold)
             save_keras_atomic(model, folder / "head.keras")
             save_npz_atomic(folder / "scores.npz", valid_ids=np.array(valid_ids, dtype=str),
@@ -306,18 +317,23 @@ def load_fold_head(model_dir, fold: int) -> keras.Model:
 
 
 # --------------------------------------------------------------------------- noisy-label comparison
-def compare_methods(dataset, config: RunConfig, head: HeadConfig, out_dir, *, methods=noisy_runs.METHODS,
+def compare_methods(dataset, config: RunConfig, head: HeadConfig, out_dir, *, methods=COMPARE_METHODS,
                     seeds=(0, 1, 2, 3, 4), tau: float = 0.1, t_k: Optional[int] = None,
-                    pseudo_threshold: float = 0.9, pseudo_loss: str = "naive_bce",
+                    pseudo_threshold: float = 0.9, pseudo_loss: str = "masked_bce", soft=None,
                     table: Optional[embeddings.WindowTable] = None, results_csv=None,
                     progress: bool = True) -> pd.DataFrame:
-    """Notebook 05's methods (``noisy_runs.METHODS``) on embedding heads, every method for every
-    seed on the same folds; one row per (method, seed) in ``noisy_runs.RESULT_COLUMNS``, so that
-    ``noisy_runs.summarize`` and the plots of notebook 05 read it. Folds made under the same
+    """Notebook 05's methods on embedding heads (:data:`COMPARE_METHODS`: the CNNs' methods and
+    ``soft_pseudo``), every method for every seed on the same folds; one row per (method, seed) in
+    ``noisy_runs.RESULT_COLUMNS``, so that ``noisy_runs.summarize`` and the plots of notebook 05
+    read it. ``pseudo_labels`` trains its base and its new head with ``pseudo_loss`` (masked BCE
+    by default; ``naive_bce`` is the seed's); ``soft_pseudo`` starts from masked BCE, with the
+    rounds of ``soft`` (:class:`rfcxlib.head_methods.SoftPseudoConfig`). Folds made under the same
     settings before are reused (see :func:`train_head_model`)."""
     for m in methods:
-        if m not in noisy_runs.METHODS:
-            raise unknown_choice("noisy-label method", m, noisy_runs.METHODS)
+        if m not in COMPARE_METHODS:
+            raise unknown_choice("noisy-label method", m, COMPARE_METHODS)
+    if pseudo_loss not in HEAD_LOSSES:
+        raise unknown_choice("pseudo_loss", pseudo_loss, HEAD_LOSSES)
     if not seeds:
         raise ParameterError("parameter 'embedding_seeds' = []: expected at least one seed")
     table = table if table is not None else embeddings.embed_dataset(dataset, embedder=head.embedder,
@@ -325,12 +341,12 @@ def compare_methods(dataset, config: RunConfig, head: HeadConfig, out_dir, *, me
     out_dir, rows = Path(out_dir), []
     jobs = [(int(seed), m) for seed in seeds for m in methods]
     for seed, name in tqdm(jobs, desc="methods x seeds (embedding heads)", disable=not progress):
-        method = name if name in ("coteaching", "pseudo_labels") else "loss"
+        method = name if name in ("coteaching", "pseudo_labels", "soft_pseudo") else "loss"
         loss = pseudo_loss if name == "pseudo_labels" else (name if method == "loss" else "masked_bce")
         model_dir = out_dir / f"{name}-seed{seed}"
         start = time.perf_counter()
         train_head_model(dataset, config.replace(seed=seed), head, model_dir, method=method, loss=loss, tau=tau,
-                         t_k=t_k, threshold=pseudo_threshold, table=table, progress=False)
+                         t_k=t_k, threshold=pseudo_threshold, soft=soft, table=table, progress=False)
         rows.append({"method": name, "seed": seed, **noisy_runs.evaluate_model_dir(model_dir),
                      "train_s": round(time.perf_counter() - start, 1), "model_dir": str(model_dir)})
         if results_csv:
@@ -369,6 +385,10 @@ def build_window_scorer(model_dir, config: dict, name: str):
     from rfcxlib.predict import WindowScorer
 
     head, heads = load_heads(model_dir, config)
+    if head.recording_norm:
+        raise DataError(f"{model_dir}: this head was trained with recording_norm (each recording's mean "
+                        "embedding subtracted), which window-by-window scoring (rfcx predict, rfcx export) cannot "
+                        "apply; train it with head_recording_norm = False to score field recordings")
     embedder = embeddings.EmbeddingModel(head.embedder)
 
     def logits(y: np.ndarray) -> np.ndarray:

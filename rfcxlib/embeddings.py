@@ -229,6 +229,19 @@ class WindowTable:
         keep = self.windows["recording_id"].isin(set(recording_ids)).to_numpy()
         return WindowTable(self.windows[keep].reset_index(drop=True), self.x[keep])
 
+    def centred_by_recording(self) -> "WindowTable":
+        """Each recording's mean embedding (over all of its windows here) subtracted from its
+        windows, in float32 and stored in ``x``'s dtype: what every window of a recording shares
+        (a site's background, a recorder's response) goes, what differs between its windows
+        stays. A recording with one window becomes zeros."""
+        codes, _ = pd.factorize(self.windows["recording_id"])
+        x = self.x.astype(np.float32)
+        if len(x):
+            sums = np.zeros((codes.max() + 1, x.shape[1]), np.float64)
+            np.add.at(sums, codes, x)
+            x -= (sums / np.bincount(codes)[:, None]).astype(np.float32)[codes]
+        return WindowTable(self.windows, x.astype(self.x.dtype))
+
 
 def embed_paths(paths: dict, *, embedder: str = "birdnet_v24", hop_s: float = 1.0,
                 workers: Optional[int] = None, progress: bool = True,
