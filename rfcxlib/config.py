@@ -90,6 +90,9 @@ class FeatureConfig:
     channels: int = 3
     mel_scale: str = "htk"  # "htk" (tf.signal's, unnormalised) or "slaney" (librosa's default)
     normalize: str = "standardize"  # per image: "standardize" (mean 0, std 1), "minmax", "none"
+    # one more image channel: the row's mel-bin index scaled to [0, 1], constant over time
+    # (rfcxlib.image_channels); image masks and augmentations leave it intact
+    freq_channel: bool = False
 
     def __post_init__(self):
         check(self.n_fft > 0 and self.n_fft & (self.n_fft - 1) == 0, "n_fft", self.n_fft,
@@ -105,6 +108,7 @@ class FeatureConfig:
         check(self.channels in (1, 3), "channels", self.channels, "1 or 3")
         check_choice("mel_scale", self.mel_scale, ("htk", "slaney"))
         check_choice("normalize", self.normalize, ("standardize", "minmax", "none"))
+        check(isinstance(self.freq_channel, bool), "freq_channel", self.freq_channel, "True or False")
 
 
 @dataclass(frozen=True)
@@ -141,8 +145,18 @@ class AugmentConfig:
     # batch
     p_mixup: float = 0.0
     mixup_alpha: float = 0.4
+    # another crop of the batch added to the waveform at an SNR (dB) drawn from background_snr_db
+    # (rfcxlib.background_mix); training only
+    p_background_mix: float = 0.0
+    background_snr_db: tuple = (0.0, 10.0)
 
     def __post_init__(self):
+        snr = self.background_snr_db
+        ok = isinstance(snr, (tuple, list)) and len(snr) == 2 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in snr)
+        check(ok and float(snr[0]) <= float(snr[1]), "background_snr_db", snr,
+              "two SNRs in dB [low, high] with low <= high")
+        object.__setattr__(self, "background_snr_db", (float(snr[0]), float(snr[1])))
         for f in dataclasses.fields(self):
             if f.name.startswith("p_"):
                 value = getattr(self, f.name)
@@ -277,6 +291,9 @@ class RunConfig:
         if self.train.loss == "sed" and self.model.head != "sed":
             raise ParameterError(f"parameter 'loss' = 'sed' trains the SED head's 'frame_logits': "
                                  f"expected head='sed', got head={self.model.head!r}")
+        check(not (self.features.freq_channel and self.model.weights == "imagenet"), "freq_channel",
+              True, "False with weights='imagenet' (ImageNet weights need 3 channels; the frequency "
+              "channel adds one)")
         height, n_mels = self.features.image_height, self.features.n_mels
         for name, value in (("p_band_filter", self.augment.p_band_filter),
                             ("band_mode", self.inference.band_mode)):

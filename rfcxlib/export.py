@@ -89,7 +89,8 @@ def cnn_module(model_dir: Path, *, outputs: str = "scores", per_fold: bool = Fal
 
     cfg, nets = load_cnn_models(model_dir, _model_config(model_dir))
     n = int(round(cfg.audio.crop_s * cfg.audio.sr))
-    images = model_logits(nets, band_masks(model_dir, cfg), per_fold=per_fold)  # band_mode: each species on its band
+    images = model_logits(nets, band_masks(model_dir, cfg), per_fold=per_fold,  # band_mode: each species on its band
+                          freq_channel=cfg.features.freq_channel)
 
     def logits(audio):
         return images(features.to_image(device_log_mel(audio, sr=cfg.audio.sr, config=cfg.features), config=cfg.features))

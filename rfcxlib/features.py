@@ -23,6 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from rfcxlib import image_channels
 from rfcxlib.config import FeatureConfig, check
 from rfcxlib.errors import ParameterError
 
@@ -325,8 +326,9 @@ def to_image(S, *, config: Optional[FeatureConfig] = None) -> tf.Tensor:
     """A spectrogram ``(..., frames, n_mels)`` -> model input ``(..., H, W, C)`` float32.
 
     Transposes to frequency-by-time, scales per image (``config.normalize``), resizes to
-    ``(image_height, image_width)`` where they are non-zero (bilinear), and repeats the single
-    channel ``config.channels`` times.
+    ``(image_height, image_width)`` where they are non-zero (bilinear), repeats the single
+    channel ``config.channels`` times and, with ``config.freq_channel``, appends the frequency
+    channel (:mod:`rfcxlib.image_channels`: row index / (H - 1), constant over time).
     """
     c = config or FeatureConfig()
     S = tf.convert_to_tensor(S, tf.float32)
@@ -340,13 +342,16 @@ def to_image(S, *, config: Optional[FeatureConfig] = None) -> tf.Tensor:
         x = tf.image.resize(x, (h, w), method="bilinear")
     if c.channels > 1:
         x = tf.repeat(x, c.channels, axis=-1)
+    if c.freq_channel:
+        x = image_channels.add_freq_channel(x, c.image_height or c.n_mels)
     return x
 
 
 def image_shape(n_samples: int, *, config: Optional[FeatureConfig] = None) -> tuple[int, int, int]:
     """``(H, W, C)`` of :func:`to_image` for audio of ``n_samples`` samples."""
     c = config or FeatureConfig()
-    return (c.image_height or c.n_mels, c.image_width or num_frames(n_samples, config=c), c.channels)
+    return (c.image_height or c.n_mels, c.image_width or num_frames(n_samples, config=c),
+            c.channels + int(c.freq_channel))
 
 
 # --------------------------------------------------------------------------- Keras layer

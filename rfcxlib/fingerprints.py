@@ -29,6 +29,10 @@ from rfcxlib.runs import read_json, write_json_atomic
 
 FILE = "fingerprint.json"
 NOT_TRAINING = {"data_dir", "audio_cache", "train_folds"}
+# options added after results were fingerprinted: left out at these values (off), so a result of
+# a configuration without them is still reused; any other value enters the fingerprint
+ADDED_OFF = {"freq_channel": False, "p_background_mix": 0.0}
+ADDED_WITH = {"background_snr_db": "p_background_mix"}  # only matters when that option is on
 
 
 def digest(values: Any) -> str:
@@ -62,6 +66,12 @@ def fold_fingerprint(dataset, config, *, loss: str, build_fn: Optional[Callable]
     sections = config.to_dict()
     weights = {name: value for section, fields in sections.items() if section != "inference"
                for name, value in fields.items() if name not in NOT_TRAINING}
+    for name, off in ADDED_OFF.items():
+        if weights.get(name) == off:
+            del weights[name]
+    for name, option in ADDED_WITH.items():
+        if option not in weights:
+            weights.pop(name, None)
     weights.update(loss=loss, build_fn=builder_name(build_fn),
                    data=data_digest(dataset), source=data_digest(source) if source is not None else "")
     scores = {**sections["inference"], "test_data": data_digest(dataset, test=True)}

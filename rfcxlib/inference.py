@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from rfcxlib import NUM_SPECIES, pipeline
+from rfcxlib import NUM_SPECIES, image_channels, pipeline
 from rfcxlib.config import RunConfig
 from rfcxlib.errors import ParameterError
 from rfcxlib.layout import SPECIES_COLUMNS
@@ -35,7 +35,8 @@ def window_logits(model, dataset, recording_ids: Sequence[str], config: RunConfi
         # as many bands per call as fit in BAND_CALL_VALUES input values (mini: all 24): it traces
         # in a tenth of the time of one call per band
         per_call = max(1, min(NUM_SPECIES, BAND_CALL_VALUES // (config.train.batch_size * int(np.prod(shape)))))
-        banded = tf.function(lambda x: band_logits(model, x, masks, per_call=per_call),
+        freq = config.features.freq_channel
+        banded = tf.function(lambda x: band_logits(model, x, masks, per_call=per_call, freq_channel=freq),
                              input_signature=[tf.TensorSpec([None, *shape], tf.float32)])  # one trace
     parts, index = [], []
     for x, i in ds:
@@ -45,13 +46,15 @@ def window_logits(model, dataset, recording_ids: Sequence[str], config: RunConfi
     return np.concatenate(parts), np.concatenate(index)
 
 
-def band_logits(model, x, masks: np.ndarray, *, per_call: int = 1):
+def band_logits(model, x, masks: np.ndarray, *, per_call: int = 1, freq_channel: bool = False):
     """The seed's per-band inference: logits ``(n, 24)`` of images ``x`` ``(n, H, W, C)`` where
     species ``s``'s column comes from ``x`` with only the rows ``masks[s]`` (``(24, H)``, 0/1)
     kept. Species with the same mask share one pass; ``per_call`` passes go through ``model``
     together, as one batch. TensorFlow ops only, so it runs inside a ``tf.function`` (as
     :func:`window_logits` and an exported model run it): there, on 2 CPU cores, one pass per call
-    was the fastest to run (benchmarks/bench_models.py), all passes in one call the fastest to trace."""
+    was the fastest to run (benchmarks/bench_models.py), all passes in one call the fastest to trace.
+    ``freq_channel``: ``x``'s last channel is the frequency channel, kept whole in every pass
+    (:func:`rfcxlib.image_channels.mask_rows`)."""
     unique, inverse = np.unique(np.asarray(masks, np.float32), axis=0, return_inverse=True)
     pick = np.zeros((len(unique), NUM_SPECIES), np.float32)  # pass u gives species s's column
     pick[np.ravel(inverse), np.arange(NUM_SPECIES)] = 1.0
@@ -60,7 +63,7 @@ def band_logits(model, x, masks: np.ndarray, *, per_call: int = 1):
     per_call = max(1, int(per_call))
     for lo in range(0, len(unique), per_call):
         group = tf.constant(unique[lo:lo + per_call])  # (g, H)
-        copies = x[None] * group[:, None, :, None, None]  # (g, n, H, W, C)
+        copies = image_channels.mask_rows(x[None], group[:, None, :], freq_channel=freq_channel)  # (g, n, H, W, C)
         z = model(tf.reshape(copies, [-1, *image]), training=False)
         z = tf.reshape(z, [len(unique[lo:lo + per_call]), n, NUM_SPECIES])
         out += tf.reduce_sum(z * tf.constant(pick[lo:lo + per_call])[:, None, :], axis=0)

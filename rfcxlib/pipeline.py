@@ -6,7 +6,8 @@ Every builder yields float32 images ``(B, H, W, C)`` with ``(H, W, C) = input_sh
   box at a random offset inside the crop), drawn with equal weight per species, targets
   ``[y | mask]`` ``(B, 48)`` from ``dataset.window_targets``, waveform and image augmentation,
   frequency filtering (``p_band_filter``: the image rows outside the row's species band zeroed,
-  only that species' label kept), batching (``drop_remainder``), mixup, prefetch. One iteration is one epoch; each new iteration
+  only that species' label kept), background mix (``p_background_mix``: another crop of the batch
+  added to the waveform, :mod:`rfcxlib.background_mix`), batching (``drop_remainder``), mixup, prefetch. One iteration is one epoch; each new iteration
   draws new crops, and the whole sequence is fixed by ``seed``.
 - :func:`valid_dataset` -> ``(x, targets)``: one crop centred on each row, no augmentation.
 - :func:`window_dataset` -> ``(x, recording_index)``: sliding windows over whole recordings (the last
@@ -25,7 +26,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from rfcxlib import NUM_SPECIES, audio, augment, data, features
+from rfcxlib import NUM_SPECIES, audio, augment, background_mix, data, features, image_channels
 from rfcxlib.config import AugmentConfig, RunConfig
 from rfcxlib.errors import DataError, ParameterError
 
@@ -125,6 +126,8 @@ def _features_fn(config: RunConfig, *, train: bool, augment_config: Optional[Aug
         x = features.to_image(features.log_mel(wave, sr=sr, config=fc), config=fc)
         if image_on:
             x = augment.augment_image(x, seed=s_image, config=ac)
+            if fc.freq_channel:  # a coordinate, not content: written back after the augmentations
+                x = image_channels.restore_freq_channel(x)
         return tf.ensure_shape(x, shape)
 
     return fn
@@ -189,6 +192,21 @@ def _train_crops(dataset, rows: pd.DataFrame, cache: audio.AudioCache, *, crop_s
     return generate
 
 
+def _mix_backgrounds(ds: tf.data.Dataset, ac: AugmentConfig, batch: int) -> tf.data.Dataset:
+    """Background mix (``p_background_mix``, :mod:`rfcxlib.background_mix`) on the raw crops
+    ``(wave, targets, [keep,] seed)``: batched as training batches them, mixed, unbatched again;
+    the batch's seed is its first crop's, folded apart. Off: ``ds`` itself."""
+    if not ac.augment or ac.p_background_mix <= 0.0:
+        return ds
+
+    def mix(wave, targets, *rest):
+        seed = tf.random.experimental.stateless_fold_in(rest[-1][0], 2)
+        wave, targets = background_mix.background_mix(wave, targets, seed=seed, config=ac)
+        return (wave, targets, *rest)
+
+    return ds.batch(batch, drop_remainder=True).map(mix, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+
+
 def train_dataset(dataset, recording_ids: Sequence[str], config: Optional[RunConfig] = None, *,
                   seed: int = 0, samples_per_epoch: Optional[int] = None, frames: Optional[int] = None,
                   progress: bool = True) -> tf.data.Dataset:
@@ -237,13 +255,14 @@ def train_dataset(dataset, recording_ids: Sequence[str], config: Optional[RunCon
     band = (band_masks(dataset, c), p_band) if p_band > 0 else None
     generate = _train_crops(dataset, rows, cache, crop_s=c.audio.crop_s, n=n, seed=seed, frames=frames,
                             band=band)
-    if band is None:
-        ds = tf.data.Dataset.from_generator(generate, output_signature=signature)
-        ds = ds.map(lambda w, t, s: (to_image(w, s), t, s), num_parallel_calls=tf.data.AUTOTUNE)
-    else:  # the rows to keep (H,) ride along: image rows outside the band are zeroed
+    if band is not None:  # the rows to keep (H,) ride along: image rows outside the band are zeroed
         signature = signature[:2] + (tf.TensorSpec((band[0].shape[1],), tf.float32),) + signature[2:]
-        ds = tf.data.Dataset.from_generator(generate, output_signature=signature)
-        ds = ds.map(lambda w, t, keep, s: (to_image(w, s) * keep[:, None, None], t, s),
+    ds = _mix_backgrounds(tf.data.Dataset.from_generator(generate, output_signature=signature), ac, batch)
+    if band is None:
+        ds = ds.map(lambda w, t, s: (to_image(w, s), t, s), num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        freq = c.features.freq_channel
+        ds = ds.map(lambda w, t, keep, s: (image_channels.mask_rows(to_image(w, s), keep, freq_channel=freq), t, s),
                     num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch, drop_remainder=True)
     ds = ds.map(mix, num_parallel_calls=tf.data.AUTOTUNE)

@@ -76,9 +76,10 @@ def band_masks(model_dir, cfg):
                         "[f_min, f_max]}} as train_model writes it") from None
 
 
-def model_logits(nets, masks=None, *, per_fold: bool = False):
+def model_logits(nets, masks=None, *, per_fold: bool = False, freq_channel: bool = False):
     """Images ``(n, H, W, C)`` ▶ the mean logits of ``nets`` ``(n, 24)`` (``per_fold``: each net's,
-    ``(n, folds, 24)``), each species on its own band when ``masks`` are given (:func:`band_masks`)."""
+    ``(n, folds, 24)``), each species on its own band when ``masks`` are given (:func:`band_masks`;
+    ``freq_channel``: the images' last channel, the frequency channel, is never masked)."""
     import tensorflow as tf
 
     from rfcxlib import inference
@@ -87,7 +88,7 @@ def model_logits(nets, masks=None, *, per_fold: bool = False):
         if masks is None:
             z = [net(x, training=False) for net in nets]
         else:
-            z = [inference.band_logits(net, x, masks) for net in nets]
+            z = [inference.band_logits(net, x, masks, freq_channel=freq_channel) for net in nets]
         return tf.stack(z, axis=1) if per_fold else tf.add_n(z) / float(len(nets))
 
     return run
@@ -101,7 +102,8 @@ def cnn_graph(cfg, nets, masks=None, *, per_fold: bool = False):
 
     from rfcxlib import features
 
-    sr, fc, logits = cfg.audio.sr, cfg.features, model_logits(nets, masks, per_fold=per_fold)
+    sr, fc = cfg.audio.sr, cfg.features
+    logits = model_logits(nets, masks, per_fold=per_fold, freq_channel=fc.freq_channel)
 
     def run(y):
         frames = features.num_frames(int(y.shape[-1]), config=fc)
