@@ -56,9 +56,10 @@ class Rules:
 
 
 #: Every augmentation notebook 03 shows, switched on (frequency filtering keeps its default: it
-#: drops labels, which the notebook does not show).
+#: drops labels, which the notebook does not show; so does the background mix, which needs a
+#: training batch of crops).
 EVERY_AUGMENTATION = {f.name: 1.0 for f in dataclasses.fields(AugmentConfig)
-                      if f.name.startswith("p_") and f.name != "p_band_filter"}
+                      if f.name.startswith("p_") and f.name not in ("p_band_filter", "p_background_mix")}
 
 RULES = {
     "01_eda": Rules(any_rate=True),
