@@ -47,7 +47,7 @@ screenshot: $(STAMP)
 	@command -v chromium >/dev/null || { echo "needs Chromium: apt-get install -y chromium"; exit 1; }
 	RFCX_SCREENSHOT_DIR=docs/images $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_jupyterlab.py -k screenshot
 	@latest=$$(ls -td outputs/*/ 2>/dev/null | head -1); \
-	if [ -n "$$latest" ]; then $(BIN)/python -m rfcxlib.summary "$$latest" --png docs/images/summary.png; \
+	if [ -n "$$latest" ]; then $(BIN)/python -m rfcxlib.reports.summary "$$latest" --png docs/images/summary.png; \
 	else echo "no run under outputs/ yet: make run first for docs/images/summary.png"; fi
 
 bench: $(STAMP)

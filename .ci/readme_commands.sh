@@ -25,14 +25,14 @@ long rfcx run -p epochs 2 -p 04.batch_size 8
 long rfcx run --notebooks 01,02
 run rfcx run --dry-run
 run rfcx run --profile tiny --run-id smoke          # again: every notebook skipped
-data=$(python -c "from rfcxlib import synth; print(synth.ensure_dataset('tiny', 0))")
+data=$(python -c "from rfcxlib.synth import dataset; print(dataset.ensure_dataset('tiny', 0))")
 run rfcx validate --no-progress "$data"              # the README's `rfcx validate data/rfcx`
 # `rfcx run --profile full --data-dir data/rfcx --sweep configs/sweeps/seed_densenet7.yaml` needs
 # the network (ImageNet weights) unless the Keras cache holds them: its dry run says so.
 if ls "${KERAS_HOME}/models/"densenet*notop.h5 >/dev/null 2>&1; then
     long rfcx run --profile full --data-dir "$data" --sweep configs/sweeps/seed_densenet7.yaml
 fi
-run python -m rfcxlib.summary "$RFCX_OUTPUTS/smoke" --links
+run python -m rfcxlib.reports.summary "$RFCX_OUTPUTS/smoke" --links
 # the README's "Field recordings": the run's ensemble exported, then run without rfcxlib
 run rfcx export "$RFCX_OUTPUTS/smoke" --format tflite --out "$work/ensemble"
 recording=$(find "$data/test" -name '*.flac' | sort | head -1)

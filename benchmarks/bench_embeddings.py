@@ -42,7 +42,7 @@ REAL_DURATION_S = 60.0
 def throughput(windows: int) -> list[dict]:
     import tensorflow as tf
 
-    from rfcxlib import embeddings
+    from rfcxlib.embeddings import birdnet as embeddings
 
     path = str(embeddings.get_embedder("birdnet_v24").locate())
     x = (0.1 * np.random.default_rng(0).standard_normal((16, 144000))).astype(np.float32)
@@ -87,7 +87,7 @@ def throughput(windows: int) -> list[dict]:
 
 
 def embedding_cost(dataset, sizes, hop_s: float) -> list[dict]:
-    from rfcxlib import embeddings
+    from rfcxlib.embeddings import birdnet as embeddings
 
     rows = []
     old = os.environ.get("RFCX_CACHE_DIR")
@@ -112,9 +112,9 @@ def embedding_cost(dataset, sizes, hop_s: float) -> list[dict]:
 
 
 def head_cost(dataset, hop_s: float) -> list[dict]:
-    from rfcxlib import embedding_heads, embeddings
+    from rfcxlib.embeddings import heads as embedding_heads, birdnet as embeddings
     from rfcxlib.config import RunConfig
-    from rfcxlib.train import fold_split
+    from rfcxlib.training.train import fold_split
 
     table = embeddings.embed_dataset(dataset, dataset.train_ids, hop_s=hop_s, progress=False)
     config = RunConfig.from_params({"profile": "mini"})
@@ -138,7 +138,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "embeddings.json"))
     args = p.parse_args(argv)
 
-    from rfcxlib import data, synth
+    from rfcxlib.data import tables as data
+    from rfcxlib.synth import dataset as synth
 
     result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                           "load_1min_start": os.getloadavg()[0]},

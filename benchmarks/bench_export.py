@@ -78,7 +78,7 @@ def time_exported(folder: Path, files: list, threads: int) -> dict:
 
 
 def time_predict(source: Path, files: list, meta: dict, runner, work: Path) -> dict:
-    from rfcxlib import predict
+    from rfcxlib.inference import predict
 
     predict.predict(source, files[:1], work / "warm", progress=False)
     started = time.perf_counter()
@@ -96,7 +96,8 @@ def main(argv=None) -> dict:
     p.add_argument("--files", type=int, default=20, help="test recordings to score (the first is a warm-up)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "export.json")
     args = p.parse_args(argv)
-    from rfcxlib import data, deploy
+    from rfcxlib.data import tables as data
+    from rfcxlib.inference import deploy
     from rfcxlib.runs import read_json, write_json_atomic
 
     run = args.run or newest_run()

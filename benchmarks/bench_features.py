@@ -7,7 +7,7 @@ Measures, in seconds of audio per wall-clock second (median of ``--repeats``):
 2. log-mel (2048 / 512 / 2048, power 2, 128 mels, 40-15000 Hz, log1p) of rfcxlib (``tf.signal``)
    and of librosa with the same settings (HTK filters, no normalisation, no centring), batch 1 and
    batched;
-3. the training pipeline (:func:`rfcxlib.pipeline.train_dataset`) in samples per second at
+3. the training pipeline (:func:`rfcxlib.features.pipeline.train_dataset`) in samples per second at
    128 x 512 x 3 with the seed's augmentations and mixup, against what a DenseNet121 train step on
    this machine consumes (measured here unless ``--skip-model``).
 
@@ -66,7 +66,7 @@ def bench_decode(paths: list[Path], repeats: int) -> dict:
     """Each decoder on each format, and reading the int16 disk cache that training uses after
     the first decode. The chosen path (soundfile) is compared with the fastest decoder of the
     same format: FLAC is what the data set holds, WAV is what ``tf.audio.decode_wav`` can read."""
-    from rfcxlib import audio
+    from rfcxlib.audio import decode as audio
 
     files = {"flac": [p for p in paths if p.suffix == ".flac"], "wav": [p for p in paths if p.suffix == ".wav"]}
     seconds = 60.0 * len(files["flac"])
@@ -103,7 +103,7 @@ def bench_log_mel(repeats: int, batch: int) -> dict:
     import librosa
     import tensorflow as tf
 
-    from rfcxlib import features
+    from rfcxlib.features import logmel as features
 
     gen = np.random.default_rng(1)
     clips = (0.1 * gen.standard_normal((batch, 60 * SR))).astype(np.float32)
@@ -142,7 +142,9 @@ def bench_log_mel(repeats: int, batch: int) -> dict:
 
 
 def bench_pipeline(profile: str, batches: int) -> dict:
-    from rfcxlib import data, pipeline, synth
+    from rfcxlib.data import tables as data
+    from rfcxlib.features import pipeline
+    from rfcxlib.synth import dataset as synth
     from rfcxlib.config import RunConfig
 
     dataset = data.load_dataset(synth.ensure_dataset(profile, 0))

@@ -46,7 +46,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from rfcxlib import NUM_SPECIES, losses  # noqa: E402
+from rfcxlib import NUM_SPECIES  # noqa: E402
+from rfcxlib.training import losses
 from rfcxlib.config import RunConfig  # noqa: E402
 from rfcxlib.models import BACKBONES, build_model  # noqa: E402
 from rfcxlib.runs import outputs_root, read_json, write_json_atomic  # noqa: E402

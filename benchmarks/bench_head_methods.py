@@ -1,8 +1,8 @@
 """Label methods on BirdNET embedding heads: test and validation LWLRAP over seeds, and time.
 
-On a synthetic data set (``rfcxlib.synth.ensure_dataset(profile, data_seed)``, generated once and
+On a synthetic data set (``rfcxlib.synth.dataset.ensure_dataset(profile, data_seed)``, generated once and
 cached) and notebook 05's folds, every seed trains, through
-``rfcxlib.embedding_heads.compare_methods``:
+``rfcxlib.embeddings.heads.compare_methods``:
 
 =============================  ==============================================================
 ``masked_bce``                 one head, masked BCE (TP = 1, FP = 0, unknown cells ignored)
@@ -43,7 +43,10 @@ METHODS = ("masked_bce", "pseudo_labels", "soft_pseudo", "masked_bce+recording_n
 
 
 def run(args) -> dict:
-    from rfcxlib import data, embedding_heads, embeddings, head_methods, profiles, synth
+    from rfcxlib.data import tables as data
+    from rfcxlib.embeddings import heads as embedding_heads, birdnet as embeddings, head_methods
+    from rfcxlib.runner import profiles
+    from rfcxlib.synth import dataset as synth
     from rfcxlib.config import RunConfig
     from rfcxlib.runs import outputs_root
 

@@ -11,7 +11,7 @@ defaults), at notebook 04's default input size:
 3. ``first_step_s``: the first train step (graph tracing and optimisation).
 4. ``band_inference_audio_s_per_s``: as 2, with the seed's per-band inference (notebook 04's
    ``band_mode``, on by default): each species scored on its own band, 24 distinct bands, one
-   model call per band (:func:`rfcxlib.inference.band_logits`' default);
+   model call per band (:func:`rfcxlib.inference.windows.band_logits`' default);
    ``band_inference_all_bands_per_call_audio_s_per_s``: the 24 masked copies in one call.
 
 Usage::
@@ -41,9 +41,9 @@ FALLBACK = dict(crop_s=6.0, hop_s=3.0, n_mels=64, hop_length=1024, image_width=2
 
 
 def notebook_defaults(path: Path = NOTEBOOK) -> dict:
-    """The defaults of notebook 04's ``parameters`` cell (:func:`rfcxlib.profiles.declared_parameters`;
+    """The defaults of notebook 04's ``parameters`` cell (:func:`rfcxlib.runner.profiles.declared_parameters`;
     empty when the notebook is absent)."""
-    from rfcxlib.profiles import declared_parameters
+    from rfcxlib.runner.profiles import declared_parameters
 
     if not path.exists():
         return {}
@@ -68,7 +68,7 @@ def make_config(backbone: str, defaults: dict):
 def train_speed(model, config, shape, *, steps: int, warmup: int) -> dict:
     import keras
 
-    from rfcxlib import losses
+    from rfcxlib.training import losses
 
     gen = np.random.default_rng(0)
     batch = config.train.batch_size
@@ -102,10 +102,12 @@ def species_masks(height: int) -> np.ndarray:
 def inference_speed(model, config, *, recordings: int, repeats: int, masks=None,
                     per_call: int = 1) -> dict:
     """Seconds of 60 s audio scored per second: windows ▶ log-mel image ▶ model ▶ max; with
-    ``masks``, each species on its band (:func:`rfcxlib.inference.band_logits`)."""
+    ``masks``, each species on its band (:func:`rfcxlib.inference.windows.band_logits`)."""
     import tensorflow as tf
 
-    from rfcxlib import audio, features, inference
+    from rfcxlib.audio import decode as audio
+    from rfcxlib.features import logmel as features
+    from rfcxlib.inference import windows as inference
 
     crop = int(round(config.audio.crop_s * SR))
     starts = (audio.window_starts(60.0, crop_s=config.audio.crop_s, hop_s=config.inference.hop_s)
@@ -144,7 +146,7 @@ def inference_speed(model, config, *, recordings: int, repeats: int, masks=None,
 def bench_backbone(name: str, defaults: dict, args) -> dict:
     import keras
 
-    from rfcxlib import pipeline
+    from rfcxlib.features import pipeline
     from rfcxlib.models import build_model
 
     config = make_config(name, defaults)

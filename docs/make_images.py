@@ -18,7 +18,10 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from rfcxlib import audio, data, features, synth  # noqa: E402
+from rfcxlib.audio import decode as audio  # noqa: E402
+from rfcxlib.data import tables as data
+from rfcxlib.features import logmel as features
+from rfcxlib.synth import dataset as synth
 from rfcxlib.config import FeatureConfig  # noqa: E402
 from rfcxlib.plots import eda  # noqa: E402
 from rfcxlib.runs import save_figure_atomic  # noqa: E402

@@ -13,13 +13,13 @@ from rfcxlib.errors import RfcxError
 
 # subcommand -> (module, one-line help)
 COMMANDS = {
-    "synth": ("rfcxlib.synth", "write a synthetic data set in the RFCx layout"),
-    "validate": ("rfcxlib.data", "check a data folder in the RFCx layout and summarise it"),
-    "run": ("rfcxlib.series", "run the notebook series headless into outputs/<run_id>/"),
+    "synth": ("rfcxlib.synth.dataset", "write a synthetic data set in the RFCx layout"),
+    "validate": ("rfcxlib.data.tables", "check a data folder in the RFCx layout and summarise it"),
+    "run": ("rfcxlib.runner.series", "run the notebook series headless into outputs/<run_id>/"),
     "kaggle": ("rfcxlib.kaggle", "build a Kaggle kernel bundle from a notebook"),
-    "predict": ("rfcxlib.predict", "score field recordings: clip scores, window scores, Raven selection tables"),
-    "export": ("rfcxlib.deploy", "export a CNN, BirdNET heads or a run's ensemble as SavedModel or TFLite"),
-    "train": ("rfcxlib.train", "train one model over its folds (several workers: TF_CONFIG on each)"),
+    "predict": ("rfcxlib.inference.predict", "score field recordings: clip scores, window scores, Raven selection tables"),
+    "export": ("rfcxlib.inference.deploy", "export a CNN, BirdNET heads or a run's ensemble as SavedModel or TFLite"),
+    "train": ("rfcxlib.training.train", "train one model over its folds (several workers: TF_CONFIG on each)"),
 }
 
 

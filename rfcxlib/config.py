@@ -4,7 +4,7 @@ A papermill notebook receives flat parameters (``backbone="densenet121"``, ``cro
 :meth:`RunConfig.from_params` sorts each flat name into its section; every name belongs to
 exactly one section, and an unknown name raises :class:`ParameterError` listing the valid ones.
 
-Each section is owned by the module that consumes it (``AudioConfig`` by ``rfcxlib.audio``,
+Each section is owned by the module that consumes it (``AudioConfig`` by ``rfcxlib.audio.decode``,
 ``ModelConfig`` by ``rfcxlib.models``, ...). Add a field to a section with its default and its
 check in ``__post_init__``; nothing else needs to change.
 """
@@ -20,10 +20,10 @@ from typing import Any, Optional
 from rfcxlib.errors import ParameterError, unknown_choice
 
 
-# The names a run may choose; the modules that implement them (rfcxlib.models, rfcxlib.losses)
+# The names a run may choose; the modules that implement them (rfcxlib.models, rfcxlib.training.losses)
 # register exactly these (tests/test_config.py checks it), so a typo fails here, at creation.
 BACKBONES = ("small_cnn", "densenet121", "densenet169", "densenet201", "resnet50", "efficientnetb0",
-             "birdnet")  # birdnet: a head on pretrained embeddings (rfcxlib.embedding_heads), not a CNN
+             "birdnet")  # birdnet: a head on pretrained embeddings (rfcxlib.embeddings.heads), not a CNN
 ATTENTIONS = ("cbam", "time", "parallel", "parallel_time", "none")
 HEADS = ("attention_v1", "attention_v2", "sed")
 LOSSES = ("masked_bce", "naive_bce", "lsoft_unknown", "lsoft_tp", "sed")
@@ -91,7 +91,7 @@ class FeatureConfig:
     mel_scale: str = "htk"  # "htk" (tf.signal's, unnormalised) or "slaney" (librosa's default)
     normalize: str = "standardize"  # per image: "standardize" (mean 0, std 1), "minmax", "none"
     # one more image channel: the row's mel-bin index scaled to [0, 1], constant over time
-    # (rfcxlib.image_channels); image masks and augmentations leave it intact
+    # (rfcxlib.features.image_channels); image masks and augmentations leave it intact
     freq_channel: bool = False
 
     def __post_init__(self):
@@ -146,7 +146,7 @@ class AugmentConfig:
     p_mixup: float = 0.0
     mixup_alpha: float = 0.4
     # another crop of the batch added to the waveform at an SNR (dB) drawn from background_snr_db
-    # (rfcxlib.background_mix); training only
+    # (rfcxlib.features.background_mix); training only
     p_background_mix: float = 0.0
     background_snr_db: tuple = (0.0, 10.0)
 

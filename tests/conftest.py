@@ -64,7 +64,7 @@ def signal_files(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def tiny_data_dir(tmp_path_factory) -> Path:
     """The ``tiny`` synthetic data set in the RFCx layout, generated once per session."""
-    from rfcxlib import synth
+    from rfcxlib.synth import dataset as synth
 
     out = tmp_path_factory.mktemp("tiny-data") / "rfcx"
     synth.generate(out, profile="tiny", seed=0)

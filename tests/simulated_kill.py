@@ -9,7 +9,7 @@ def killed_as_epoch_starts(epoch: int):
     """Within the block, ``pipeline.train_dataset`` (called once per epoch) raises
     ``KeyboardInterrupt`` on its ``epoch``-th call, as a kill would stop training as that epoch
     starts; the real function is back afterwards."""
-    from rfcxlib import pipeline
+    from rfcxlib.features import pipeline
 
     real, calls = pipeline.train_dataset, {"n": 0}
 

@@ -7,7 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from rfcxlib import ablations, data, pipeline, train
+from rfcxlib.reports import ablations
+from rfcxlib.data import tables as data
+from rfcxlib.features import pipeline
+from rfcxlib.training import train
 from rfcxlib.config import RunConfig
 from rfcxlib.errors import ParameterError
 

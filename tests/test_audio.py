@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from rfcxlib import audio
+from rfcxlib.audio import decode as audio
 from rfcxlib.config import AudioConfig
 from rfcxlib.errors import DataError, ParameterError
 

@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rfcxlib import augment, losses
-from rfcxlib.audio import tfio_status
+from rfcxlib.features import augment
+from rfcxlib.training import losses
+from rfcxlib.audio.decode import tfio_status
 from rfcxlib.config import AugmentConfig
 from rfcxlib.errors import ParameterError
 
@@ -193,7 +194,7 @@ def test_errors_are_clear(image, wave):
 
 
 def test_tfio_masks_fall_back_when_its_ops_cannot_load(monkeypatch):
-    from rfcxlib import audio
+    from rfcxlib.audio import decode as audio
 
     monkeypatch.setattr(audio, "tfio_status", lambda: (False, "NotImplementedError: undefined symbol"))
     x = tf.ones((32, 120, 3))

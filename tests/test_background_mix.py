@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rfcxlib import data, pipeline
-from rfcxlib.background_mix import background_mix
+from rfcxlib.data import tables as data
+from rfcxlib.features import pipeline
+from rfcxlib.features.background_mix import background_mix
 from rfcxlib.config import AugmentConfig, RunConfig
 from rfcxlib.errors import ParameterError
 

@@ -83,7 +83,7 @@ def test_the_models_benchmark_builds_notebook_04s_default_model():
     """bench_models.py reads notebook 04's typed parameters cell, not its built-in fallback."""
     import importlib.util
 
-    from rfcxlib import profiles
+    from rfcxlib.runner import profiles
 
     spec = importlib.util.spec_from_file_location("bench_models", ROOT / "benchmarks" / "bench_models.py")
     bench = importlib.util.module_from_spec(spec)

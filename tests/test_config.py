@@ -51,9 +51,10 @@ def test_replace_keeps_other_values():
 
 
 def test_choices_are_the_implemented_ones():
-    from rfcxlib import config, losses, models
+    from rfcxlib import config, models
+    from rfcxlib.training import losses
 
-    assert set(config.BACKBONES) - {"birdnet"} == set(models.BACKBONES)  # birdnet: rfcxlib.embedding_heads
+    assert set(config.BACKBONES) - {"birdnet"} == set(models.BACKBONES)  # birdnet: rfcxlib.embeddings.heads
     assert set(config.ATTENTIONS) == set(models.ARRANGEMENTS)
     assert set(config.HEADS) == set(models.HEAD_BUILDERS)
     assert set(config.LOSSES) == set(losses.LOSSES) | set(losses.FRAME_LOSSES)

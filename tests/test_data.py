@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from rfcxlib import cli, data, data_checks
-from rfcxlib.data import Dataset, load_dataset, make_folds
+from rfcxlib import cli
+from rfcxlib.data import tables as data, checks as data_checks
+from rfcxlib.data.tables import Dataset, load_dataset, make_folds
 from rfcxlib.errors import DataError, ParameterError
 
 SR = 48000

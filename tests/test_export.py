@@ -18,7 +18,11 @@ import pytest
 import soundfile as sf
 import tensorflow as tf
 
-from rfcxlib import NUM_SPECIES, cli, data, deploy, export, features, inference, pipeline, train
+from rfcxlib import NUM_SPECIES, cli
+from rfcxlib.data import tables as data
+from rfcxlib.inference import deploy, export, windows as inference
+from rfcxlib.features import logmel as features, pipeline
+from rfcxlib.training import train
 from rfcxlib.config import RunConfig
 from rfcxlib.errors import DataError, ParameterError
 
@@ -137,7 +141,7 @@ def test_export_errors_are_clear(model_dir, tmp_path, capsys):
     assert err.count("\n") == 1 and "none: no such folder" in err
     (tmp_path / "emb").mkdir()
     (tmp_path / "emb" / "config.json").write_text(json.dumps({"model": {"backbone": "birdnet"}}))
-    with pytest.raises(ParameterError, match="this export is a folder"):  # BirdNET heads: rfcxlib.deploy
+    with pytest.raises(ParameterError, match="this export is a folder"):  # BirdNET heads: rfcxlib.inference.deploy
         deploy.export_any(tmp_path / "emb", fmt="tflite", out=tmp_path / "m.tflite")
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="empty: not a model folder"):

@@ -18,8 +18,8 @@ import nbformat
 import pytest
 import soundfile as sf
 
-from rfcxlib import execution, preflight
-from rfcxlib.data_checks import check_decodable
+from rfcxlib.runner import execute as execution, preflight
+from rfcxlib.data.checks import check_decodable
 from rfcxlib.runs import RunLock, update_json_atomic
 from rfcxlib.errors import RunFailed
 
@@ -236,7 +236,7 @@ def test_cheap_decode_check_finds_a_truncated_file(signal_files, tmp_path):
 
 def _parts(n_labelled: int, duration_s: float = 10.0) -> dict:
     import pandas as pd
-    from rfcxlib.data_checks import COLUMNS
+    from rfcxlib.data.checks import COLUMNS
 
     ids = [f"r{i}" for i in range(max(n_labelled, 1))]
     tp = pd.DataFrame([[r, 0, 1, 1.0, 100.0, 2.0, 900.0] for r in ids[:n_labelled]],

@@ -1,4 +1,4 @@
-"""Label methods on embedding heads (rfcxlib.head_methods) and per-recording normalisation."""
+"""Label methods on embedding heads (rfcxlib.embeddings.head_methods) and per-recording normalisation."""
 from __future__ import annotations
 
 import json
@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rfcxlib import embeddings
-from rfcxlib.data import Dataset
+from rfcxlib.embeddings import birdnet as embeddings
+from rfcxlib.data.tables import Dataset
 from rfcxlib.errors import DataError, ParameterError
 
 S = 24
@@ -48,7 +48,7 @@ def _constant_model(value: float):
 
 # --------------------------------------------------------------------------- soft targets
 def test_soft_targets_keep_known_cells_hard_and_weigh_the_soft_ones():
-    from rfcxlib import head_methods as hm
+    from rfcxlib.embeddings import head_methods as hm
 
     known = np.zeros((2, 2 * S), np.float32)
     known[0, [3, S + 3]] = 1.0  # TP of species 3
@@ -71,7 +71,7 @@ def test_soft_targets_keep_known_cells_hard_and_weigh_the_soft_ones():
 
 
 def test_row_sampling_is_seeded_drops_about_half_and_spares_other_recordings():
-    from rfcxlib import head_methods as hm
+    from rfcxlib.embeddings import head_methods as hm
 
     dataset = _dataset()
     train = dataset.train_ids[:80]
@@ -93,7 +93,7 @@ def test_row_sampling_is_seeded_drops_about_half_and_spares_other_recordings():
 
 
 def test_round_targets_cover_training_windows_only_and_keep_sampled_labels_hard():
-    from rfcxlib import embedding_heads as eh, head_methods as hm
+    from rfcxlib.embeddings import heads as eh, head_methods as hm
 
     dataset = _dataset(n_recordings=30, rows_each=3)
     table = _table(dataset)
@@ -119,7 +119,7 @@ def test_round_targets_cover_training_windows_only_and_keep_sampled_labels_hard(
 
 
 def test_soft_pseudo_and_head_parameters_are_checked():
-    from rfcxlib import embedding_heads as eh, head_methods as hm
+    from rfcxlib.embeddings import heads as eh, head_methods as hm
 
     for kwargs, name in ((dict(rounds=0), "soft_rounds"), (dict(rounds=True), "soft_rounds"),
                          (dict(row_keep=0.0), "soft_row_keep"), (dict(soft_weight=-1.0), "soft_weight"),
@@ -138,7 +138,7 @@ def test_soft_pseudo_and_head_parameters_are_checked():
 
 
 def test_bad_method_and_pseudo_loss_name_the_choices(tmp_path):
-    from rfcxlib import embedding_heads as eh
+    from rfcxlib.embeddings import heads as eh
     from rfcxlib.config import RunConfig
 
     dataset = _dataset(n_recordings=4)
@@ -154,7 +154,7 @@ def test_bad_method_and_pseudo_loss_name_the_choices(tmp_path):
 
 
 def test_compare_methods_gives_each_method_its_loss(tmp_path, monkeypatch):
-    from rfcxlib import embedding_heads as eh, head_methods as hm
+    from rfcxlib.embeddings import heads as eh, head_methods as hm
     from rfcxlib.config import RunConfig
 
     calls = []
@@ -197,7 +197,7 @@ def test_centring_by_recording_removes_what_every_window_of_a_recording_shares()
 # --------------------------------------------------------------------------- learning on BirdNET embeddings
 @pytest.fixture(scope="module")
 def tiny_table(tiny_data_dir):
-    from rfcxlib import data
+    from rfcxlib.data import tables as data
 
     dataset = data.load_dataset(tiny_data_dir)
     return dataset, embeddings.embed_dataset(dataset, hop_s=1.0, progress=False)
@@ -213,7 +213,8 @@ def _config(train_folds=(0, 1, 2), **extra):
 def _against_control(tiny_table, tmp_path, head, **kwargs) -> tuple[float, float, dict]:
     """Test LWLRAP of a head trained with ``kwargs`` on three folds and of the same head on labels
     shuffled between recordings, and the first's metrics."""
-    from rfcxlib import embedding_heads as eh, metrics
+    from rfcxlib import metrics
+    from rfcxlib.embeddings import heads as eh
 
     dataset, table = tiny_table
     ids = dataset.train_ids
@@ -232,7 +233,7 @@ def _against_control(tiny_table, tmp_path, head, **kwargs) -> tuple[float, float
 
 @needs_birdnet
 def test_soft_pseudo_head_learns_against_shuffled_labels_and_reuses_its_folds(tiny_table, tmp_path):
-    from rfcxlib import embedding_heads as eh, head_methods as hm
+    from rfcxlib.embeddings import heads as eh, head_methods as hm
 
     soft = hm.SoftPseudoConfig(rounds=2)
     head = eh.HeadConfig(epochs=20)
@@ -253,7 +254,7 @@ def test_soft_pseudo_head_learns_against_shuffled_labels_and_reuses_its_folds(ti
 
 @needs_birdnet
 def test_pseudo_labels_on_a_masked_base_learn_against_shuffled_labels(tiny_table, tmp_path):
-    from rfcxlib import embedding_heads as eh
+    from rfcxlib.embeddings import heads as eh
 
     real, control, result = _against_control(tiny_table, tmp_path, eh.HeadConfig(epochs=20), method="pseudo_labels")
     assert real > control + 0.1, (real, control)
@@ -262,7 +263,8 @@ def test_pseudo_labels_on_a_masked_base_learn_against_shuffled_labels(tiny_table
 
 @needs_birdnet
 def test_recording_norm_head_learns_and_window_scoring_refuses_it(tiny_table, tmp_path, capsys):
-    from rfcxlib import embedding_heads as eh, scorers
+    from rfcxlib.embeddings import heads as eh
+    from rfcxlib.inference import scorers
     from rfcxlib.cli import main
 
     head = eh.HeadConfig(epochs=20, recording_norm=True)
@@ -284,7 +286,7 @@ def test_recording_norm_head_learns_and_window_scoring_refuses_it(tiny_table, tm
 
 @needs_birdnet
 def test_fold_fingerprints_tell_soft_rounds_and_recording_norm_apart(tiny_table, tmp_path):
-    from rfcxlib import embedding_heads as eh, head_methods as hm
+    from rfcxlib.embeddings import heads as eh, head_methods as hm
 
     dataset, table = tiny_table
     state = tmp_path / "m" / "fold0" / "state.json"

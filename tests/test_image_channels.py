@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rfcxlib import data, export, features, fingerprints, image_channels, inference, pipeline, scorers, train
+from rfcxlib.data import tables as data
+from rfcxlib.inference import export, windows as inference, scorers
+from rfcxlib.features import logmel as features, image_channels, pipeline
+from rfcxlib.training import fingerprints, train
 from rfcxlib.config import FeatureConfig, RunConfig
 from rfcxlib.errors import ParameterError
 

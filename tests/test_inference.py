@@ -5,7 +5,10 @@ import keras
 import numpy as np
 import pytest
 
-from rfcxlib import NUM_SPECIES, data, inference, pipeline
+from rfcxlib import NUM_SPECIES
+from rfcxlib.data import tables as data
+from rfcxlib.inference import windows as inference
+from rfcxlib.features import pipeline
 from rfcxlib.config import RunConfig
 from rfcxlib.errors import ParameterError
 

@@ -157,7 +157,7 @@ def test_a_notebook_runs_through_the_server_kernel(lab, tmp_path):
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
 def test_lab_screenshot(lab, tmp_path):
     """``/lab`` rendered by headless Chromium shows the JupyterLab page (not an error page)."""
-    from rfcxlib.summary import screenshot
+    from rfcxlib.reports.summary import screenshot
 
     base, token = lab
     out = Path(os.environ.get("RFCX_SCREENSHOT_DIR") or tmp_path) / "jupyterlab.png"

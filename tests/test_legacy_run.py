@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rfcxlib import cli, embeddings
+from rfcxlib import cli
+from rfcxlib.embeddings import birdnet as embeddings
 from rfcxlib.models import load_model
 
 HERE = Path(__file__).parent / "data"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rfcxlib import losses
+from rfcxlib.training import losses
 from rfcxlib.errors import ParameterError
 
 

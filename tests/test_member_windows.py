@@ -1,12 +1,13 @@
 """The one rule of windows, clips and window rows that ``rfcx predict`` and an exported model share
-(:mod:`rfcxlib.member_windows`): checked on ideal inputs and against :mod:`rfcxlib.ensemble`."""
+(:mod:`rfcxlib.inference.member_windows`): checked on ideal inputs and against :mod:`rfcxlib.ensemble.combine`."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from rfcxlib import audio, ensemble
-from rfcxlib import member_windows as mw
+from rfcxlib.audio import decode as audio
+from rfcxlib.ensemble import combine as ensemble
+from rfcxlib.inference import member_windows as mw
 from rfcxlib.errors import ParameterError
 
 

@@ -103,7 +103,7 @@ def test_import_is_light():
 def test_keras_metric_over_an_epoch_equals_numpy(rng):
     import keras
 
-    from rfcxlib.losses import masked_bce
+    from rfcxlib.training.losses import masked_bce
 
     n, c = 90, 24
     y = (rng.random((n, c)) < 0.15).astype("float32")

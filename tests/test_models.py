@@ -8,7 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from rfcxlib import NUM_SPECIES, losses
+from rfcxlib import NUM_SPECIES
+from rfcxlib.training import losses
 from rfcxlib.config import RunConfig
 from rfcxlib.errors import ParameterError, RfcxError
 from rfcxlib.models import build_model, frame_model, load_model
@@ -160,7 +161,7 @@ def test_unknown_choices_list_valid_ones():
     with pytest.raises(ParameterError, match="attention.*parallel"):
         _config(attention="squeeze")
     with pytest.raises(ParameterError, match="backbone.*small_cnn"):
-        build_backbone("birdnet", SHAPE)  # a valid run choice (rfcxlib.embedding_heads), not a CNN backbone
+        build_backbone("birdnet", SHAPE)  # a valid run choice (rfcxlib.embeddings.heads), not a CNN backbone
 
 
 def test_weights_errors(tmp_path):

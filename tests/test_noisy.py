@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from rfcxlib import losses, noisy
+from rfcxlib.training import losses
+from rfcxlib.noisy import methods as noisy
 from rfcxlib.errors import ParameterError
 
 
@@ -125,7 +126,7 @@ def test_coteach_fit_trains_two_models(rng):
 # --------------------------------------------------------------------------- pseudo-labels
 @pytest.fixture(scope="module")
 def tiny_dataset(tiny_data_dir):
-    from rfcxlib import data
+    from rfcxlib.data import tables as data
 
     return data.load_dataset(tiny_data_dir)
 

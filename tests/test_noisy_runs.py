@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rfcxlib import data, noisy_runs, train
+from rfcxlib.data import tables as data
+from rfcxlib.noisy import runs as noisy_runs
+from rfcxlib.training import train
 from rfcxlib.config import RunConfig
 from rfcxlib.errors import DataError, ParameterError
 from rfcxlib.models import load_model

@@ -1,4 +1,4 @@
-"""A notebook's opening call (rfcxlib.notebook.start): parameters read from the annotations and
+"""A notebook's opening call (rfcxlib.runner.notebook.start): parameters read from the annotations and
 checked, the configuration built with the notebook's rules, the data found, config.json written."""
 from __future__ import annotations
 
@@ -10,9 +10,12 @@ import sys
 import pandas as pd
 import pytest
 
-from rfcxlib import ParameterError, data, layout, notebook, profiles, synth_sounds
-from rfcxlib.series import Step, discover, notebooks_dir
-from rfcxlib.step_configs import step_config
+from rfcxlib import ParameterError, layout
+from rfcxlib.data import tables as data
+from rfcxlib.runner import notebook, profiles
+from rfcxlib.synth import sounds as synth_sounds
+from rfcxlib.runner.series import Step, discover, notebooks_dir
+from rfcxlib.runner.step_configs import step_config
 
 BASE = {"data_dir": "", "run_dir": "", "profile": "tiny", "data_seed": 0}
 
@@ -73,7 +76,7 @@ def test_rules_tie_fix_and_keep_own_names():
 
 
 def test_every_augmentation_is_the_steps_notebook_03_shows():
-    from rfcxlib import augment
+    from rfcxlib.features import augment
 
     shown = {f"p_{name}" for name in [*augment.WAVE_STEPS, *augment.IMAGE_STEPS, "mixup"]}
     assert set(notebook.EVERY_AUGMENTATION) == shown
@@ -128,14 +131,14 @@ def test_the_layout_names_agree():
 
 def test_only_a_training_notebook_creates_the_strategy_first(tiny_data_dir, tmp_path):
     """06 opens without importing TensorFlow; 04 holds the strategy training will use."""
-    code = ("import sys\nfrom rfcxlib import notebook\n"
+    code = ("import sys\nfrom rfcxlib.runner import notebook\n"
             f"ns = {{'__annotations__': {{k: str for k in ('data_dir', 'run_dir', 'profile')}} | {{'data_seed': int}},\n"
             f"      'data_dir': {str(tiny_data_dir)!r}, 'run_dir': {str(tmp_path / 'r6')!r}, 'profile': 'tiny', 'data_seed': 0}}\n"
             "session = notebook.start('06_ensembling', ns)\n"
             "assert session.strategy is None and 'tensorflow' not in sys.modules, sorted(sys.modules)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    from rfcxlib import train
+    from rfcxlib.training import train
 
     session = notebook.start("04_training", namespace(data_dir=str(tiny_data_dir), run_dir=str(tmp_path / "r4")))
     assert session.strategy is train.init_strategy()

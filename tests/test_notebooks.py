@@ -12,7 +12,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from rfcxlib import profiles, series
+from rfcxlib.runner import profiles, series
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))

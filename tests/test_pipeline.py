@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rfcxlib import audio, data, features, pipeline
+from rfcxlib.audio import decode as audio
+from rfcxlib.data import tables as data
+from rfcxlib.features import logmel as features, pipeline
 from rfcxlib.config import RunConfig
 from rfcxlib.errors import DataError, ParameterError
 
@@ -144,7 +146,7 @@ def test_errors_name_the_problem(dataset, config):
 def test_train_dataset_feeds_keras_fit(dataset, config):
     import keras
 
-    from rfcxlib.losses import masked_bce
+    from rfcxlib.training.losses import masked_bce
 
     model = keras.Sequential([keras.Input(pipeline.input_shape(config)), keras.layers.Conv2D(4, 3, strides=4),
                               keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(24)])
@@ -209,7 +211,7 @@ def test_frame_targets_follow_the_boxes(dataset, config):
 
 
 def test_mixup_blends_frame_targets_like_clip_targets(dataset):
-    from rfcxlib import augment
+    from rfcxlib.features import augment
 
     mix_config = RunConfig.from_params({**PARAMS, "p_mixup": 1.0})
     for x, t in pipeline.train_dataset(dataset, dataset.labelled_ids, mix_config, seed=2, samples_per_epoch=8,

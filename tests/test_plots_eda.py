@@ -9,7 +9,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from rfcxlib import data, synth  # noqa: E402
+from rfcxlib.data import tables as data  # noqa: E402
+from rfcxlib.synth import dataset as synth
 from rfcxlib.plots import eda  # noqa: E402
 
 

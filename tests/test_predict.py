@@ -14,10 +14,13 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from rfcxlib import NUM_SPECIES, cli, data, inference, predict, raven, thresholds, train
+from rfcxlib import NUM_SPECIES, cli
+from rfcxlib.data import tables as data
+from rfcxlib.inference import windows as inference, predict, raven, thresholds
+from rfcxlib.training import train
 from rfcxlib.config import RunConfig
 from rfcxlib.errors import DataError, ParameterError
-from rfcxlib.streaming import audio_blocks, cut_windows
+from rfcxlib.audio.streaming import audio_blocks, cut_windows
 
 TINY = dict(backbone="small_cnn", head="attention_v1", attention="cbam", base_units=8, n_mels=32,
             hop_length=2048, image_width=64, channels=1, crop_s=4.0, hop_s=3.0, batch_size=8,
@@ -73,7 +76,7 @@ def test_audio_blocks_mix_down_and_resample_like_the_whole_file(tmp_path, rng):
 
 
 def test_windows_match_the_inference_pipeline(run_dir, tiny):
-    """The streamed windows score like rfcxlib.inference's sliding windows of the test set."""
+    """The streamed windows score like rfcxlib.inference.windows's sliding windows of the test set."""
     predictor, _ = predict.load_predictor(run_dir / "models" / "a")
     rid = tiny.test_ids[0]
     scored = predictor.score_file(tiny.path(rid, "test"))
@@ -365,7 +368,7 @@ def test_a_new_family_plugs_in_through_the_scorer_registry(run_dir, tiny, tmp_pa
 # --------------------------------------------------------------------------- one hour
 HOUR = textwrap.dedent("""
     import json, resource, sys, time, tracemalloc
-    from rfcxlib import predict
+    from rfcxlib.inference import predict
     source, short, hour, out = sys.argv[1:5]
     predict.predict(source, [short], out + "/warm", progress=False)  # builds and compiles once
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

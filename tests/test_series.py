@@ -13,7 +13,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from rfcxlib import profiles, series, summary
+from rfcxlib.runner import profiles, series
+from rfcxlib.reports import summary
 from rfcxlib.errors import DataError, ParameterError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,7 +75,7 @@ def series_dir(tmp_path) -> Path:
 def fake_data(tmp_path) -> Path:
     """A folder in the RFCx layout without recordings (tables with their headers only): the
     runner's checks pass; the notebooks here read none of it."""
-    from rfcxlib.data_checks import COLUMNS, SUBMISSION_COLUMNS
+    from rfcxlib.data.checks import COLUMNS, SUBMISSION_COLUMNS
 
     root = tmp_path / "data"
     (root / "train").mkdir(parents=True)

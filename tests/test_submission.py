@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from rfcxlib import DataError, ParameterError
-from rfcxlib.submission import (COLUMNS, SPECIES_COLUMNS, read_sample_submission,
+from rfcxlib.data.submission import (COLUMNS, SPECIES_COLUMNS, read_sample_submission,
                                 submission_frame, validate_submission, write_submission)
 
 IDS = [f"rec{i:03d}" for i in range(12)]

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from rfcxlib import cli, synth
-from rfcxlib import synth_sounds as snd
+from rfcxlib import cli
+from rfcxlib.synth import dataset as synth
+from rfcxlib.synth import sounds as snd
 from rfcxlib.errors import ParameterError
 
 COLUMNS = ["recording_id", "species_id", "songtype_id", "t_min", "f_min", "t_max", "f_max"]

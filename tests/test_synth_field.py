@@ -12,8 +12,11 @@ import pytest
 import soundfile as sf
 import soxr
 
-from rfcxlib import cli, config, data, profiles, synth
-from rfcxlib import synth_backgrounds as sbg
+from rfcxlib import cli, config
+from rfcxlib.data import tables as data
+from rfcxlib.runner import profiles
+from rfcxlib.synth import dataset as synth
+from rfcxlib.synth import backgrounds as sbg
 from rfcxlib.errors import DataError, ParameterError
 
 SMALL = dict(n_train=40, n_test=10, duration_s=6.0)

@@ -14,7 +14,9 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from rfcxlib import data, pipeline, train
+from rfcxlib.data import tables as data
+from rfcxlib.features import pipeline
+from rfcxlib.training import train
 from rfcxlib.config import RunConfig
 from rfcxlib.errors import DataError, ParameterError
 from rfcxlib.models import build_model, load_model
@@ -44,7 +46,7 @@ MIRRORED = textwrap.dedent("""
     tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
         [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
     import keras
-    from rfcxlib import losses, steps, train
+    from rfcxlib.training import losses, steps, train
 
     def fit(strategy):
         keras.utils.set_random_seed(0)

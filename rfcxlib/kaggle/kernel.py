@@ -12,7 +12,7 @@ from papermill.parameterize import parameterize_notebook
 
 from rfcxlib.errors import ParameterError
 from rfcxlib.kaggle.environment import COMPETITION
-from rfcxlib.profiles import coerce, declared_parameters, parse_value
+from rfcxlib.runner.profiles import coerce, declared_parameters, parse_value
 
 METADATA_FILE = "kernel-metadata.json"
 PLACEHOLDER_USER = "your-kaggle-username"

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.patches import Rectangle
 
-from rfcxlib import features
+from rfcxlib.features import logmel as features
 from rfcxlib.config import FeatureConfig
 from rfcxlib.plots.features import specshow
 

@@ -15,7 +15,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
-from rfcxlib import data, features
+from rfcxlib.data import tables as data
+from rfcxlib.features import logmel as features
 from rfcxlib.config import FeatureConfig
 from rfcxlib.layout import NUM_SPECIES
 from rfcxlib.plots.features import specshow

@@ -17,7 +17,7 @@ def _axes(ax, figsize):
 
 def plot_model_scores(table, *, ax=None):
     """Horizontal bars of OOF (masked) and test LWLRAP per model, the plain mean and the
-    ensemble (``table`` from :func:`rfcxlib.ensemble.model_table`); the best single model's test
+    ensemble (``table`` from :func:`rfcxlib.ensemble.combine.model_table`); the best single model's test
     score is drawn as a dashed line."""
     ax = _axes(ax, (7, 0.45 * len(table) + 1.5))
     names = list(table.index)
@@ -91,7 +91,7 @@ def plot_holdout(fit, *, ax=None):
 
 def plot_species_gain(gain, *, ax=None):
     """Per-species LWLRAP change, ensemble minus the best single model (``gain`` from
-    :func:`rfcxlib.ensemble.species_gain`); species without a positive label are marked x."""
+    :func:`rfcxlib.ensemble.combine.species_gain`); species without a positive label are marked x."""
     ax = _axes(ax, (9, 3.2))
     species = gain.index.to_numpy()
     values = gain["gain"].to_numpy(dtype=float)

@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.colors import PowerNorm
 from matplotlib.patches import Rectangle
 
-from rfcxlib import features
+from rfcxlib.features import logmel as features
 from rfcxlib.config import FeatureConfig
 
 HZ_TICKS = (100, 250, 500, 1000, 2000, 4000, 8000, 12000, 16000, 20000)

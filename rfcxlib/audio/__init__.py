@@ -1,0 +1,1 @@
+"""Audio in: decoding whole recordings for training and streaming blocks for prediction."""

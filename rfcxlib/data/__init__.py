@@ -1,0 +1,1 @@
+"""The RFCx data layout: tables, checks of a data folder, and the submission file."""

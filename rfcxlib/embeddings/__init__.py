@@ -1,0 +1,1 @@
+"""BirdNET embeddings and the heads trained on them."""

@@ -1,0 +1,1 @@
+"""Combining the models of a run: their score files and the ensemble."""

@@ -1,0 +1,1 @@
+"""Features: log-mel images, augmentation, the tf.data pipeline and the CNN's input channels."""

@@ -1,0 +1,174 @@
+"""Raven Pro selection tables: runs of windows above a threshold merged into time-frequency boxes.
+
+A selection table is a tab-separated text file with one row per selection (box), in the columns
+Raven Pro writes (``Selection``, ``View``, ``Channel``, ``Begin Time (s)``, ``End Time (s)``,
+``Low Freq (Hz)``, ``High Freq (Hz)``) followed by annotation columns: here ``Species`` (the name,
+or ``s<id>``), ``Species ID``, ``Score`` (the highest window score inside the box) and ``Windows``
+(how many windows it merges). A box's frequency range is its species' band: the median
+``f_min``-``f_max`` of the species' TP rows in the training tables (:func:`species_bands`).
+BirdNET-Analyzer and OpenSoundscape write the same layout; Raven
+opens it with *File ▶ Open Selection Table*.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from rfcxlib import NUM_SPECIES
+from rfcxlib.data import tables as data
+from rfcxlib.synth import dataset as synth
+from rfcxlib.errors import DataError, ParameterError
+from rfcxlib.runs import write_json_atomic, write_text_atomic
+
+RAVEN_COLUMNS = ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)",
+                 "High Freq (Hz)", "Species", "Species ID", "Score", "Windows"]
+SUFFIX = ".selections.txt"
+
+
+def merge_runs(start_s, end_s, score, *, threshold: float) -> list[tuple[float, float, float, int]]:
+    """Merge runs of detected windows (``score >= threshold``) into selections.
+
+    Parameters
+    ----------
+    start_s, end_s, score : array [shape=(n,)]
+        One species' windows in time order.
+    threshold : float
+
+    Returns
+    -------
+    list of ``(begin_s, end_s, max_score, n_windows)``: each selection is a run of consecutive
+    detected windows (no window below the threshold between them), each starting before or where
+    the previous one ends.
+    """
+    start_s, end_s, score = (np.asarray(a, np.float64).reshape(-1) for a in (start_s, end_s, score))
+    if not (len(start_s) == len(end_s) == len(score)):
+        raise ParameterError(f"start_s, end_s and score have lengths {len(start_s)}, {len(end_s)}, "
+                             f"{len(score)}: expected one value per window")
+    boxes: list[list] = []
+    previous_detected = False
+    for t0, t1, s in zip(start_s, end_s, score):
+        detected = bool(s >= threshold)
+        if detected and previous_detected and t0 <= boxes[-1][1] + 1e-9:
+            box = boxes[-1]
+            box[1], box[2], box[3] = max(box[1], t1), max(box[2], s), box[3] + 1
+        elif detected:
+            boxes.append([float(t0), float(t1), float(s), 1])
+        previous_detected = detected
+    return [(b[0], b[1], b[2], int(b[3])) for b in boxes]
+
+
+def selections(windows: pd.DataFrame, *, thresholds: Sequence[float],
+               bands: Mapping[int, tuple[float, float]],
+               names: Optional[Mapping[int, str]] = None) -> pd.DataFrame:
+    """The selection table of one recording.
+
+    Parameters
+    ----------
+    windows : pd.DataFrame
+        One row per window and species: ``start_s, end_s, species, score`` (any order).
+    thresholds : sequence of float [shape=(24,)]
+        Per-species detection threshold (``score >= threshold``).
+    bands : mapping
+        ``{species: (low_hz, high_hz)}``: the box's frequency range.
+    names : mapping, optional
+        ``{species: name}`` for the ``Species`` column (default ``s<id>``).
+
+    Returns
+    -------
+    pd.DataFrame with :data:`RAVEN_COLUMNS`, selections numbered from 1 in order of begin time.
+    """
+    rows = []
+    for species, group in windows.groupby("species", sort=True):
+        s = int(species)
+        group = group.sort_values("start_s", kind="stable")
+        lo, hi = bands[s]
+        label = (names or {}).get(s, f"s{s}")
+        for t0, t1, score, n in merge_runs(group.start_s.to_numpy(), group.end_s.to_numpy(),
+                                           group.score.to_numpy(), threshold=float(thresholds[s])):
+            rows.append({"Begin Time (s)": t0, "End Time (s)": t1, "Low Freq (Hz)": float(lo),
+                         "High Freq (Hz)": float(hi), "Species": label, "Species ID": s,
+                         "Score": score, "Windows": n})
+    table = pd.DataFrame(rows, columns=RAVEN_COLUMNS[3:])
+    table = table.sort_values(["Begin Time (s)", "Species ID"], kind="stable", ignore_index=True)
+    table.insert(0, "Channel", 1)
+    table.insert(0, "View", "Spectrogram 1")
+    table.insert(0, "Selection", np.arange(1, len(table) + 1))
+    return table[RAVEN_COLUMNS]
+
+
+def write_selection_table(path, table: pd.DataFrame) -> Path:
+    """Write ``table`` as a Raven selection table (tab-separated, header line; atomic)."""
+    missing = [c for c in RAVEN_COLUMNS[:7] if c not in table.columns]
+    if missing:
+        raise ParameterError(f"selection table lacks the Raven columns {missing}")
+    text = table.to_csv(sep="\t", index=False, float_format="%.6f", lineterminator="\n")
+    return write_text_atomic(path, text)
+
+
+def read_selection_table(path) -> pd.DataFrame:
+    """Read a selection table back (the inverse of :func:`write_selection_table`)."""
+    return pd.read_csv(path, sep="\t")
+
+
+# --------------------------------------------------------------------------- bands and names
+def _data_root(config: dict, data_dir) -> Optional[Path]:
+    if data_dir:
+        return Path(data_dir)
+    data_cfg = config.get("data") or {}
+    if data_cfg.get("data_dir"):
+        return Path(data_cfg["data_dir"])
+    try:
+        root = synth.dataset_dir(data_cfg.get("profile", "mini"), int(data_cfg.get("data_seed", 0)))
+    except (DataError, ParameterError):  # e.g. the field profile's background folders are gone
+        return None
+    return root if synth.is_complete(root) else None
+
+
+def species_bands(source: Path, models: list, *, data_dir=None) -> tuple[dict, str]:
+    """``{species: (low_hz, high_hz)}``, the median TP box band (FP where a species has no TP
+    row) of the training tables, and where it came from. Read from ``data_dir``, else from
+    ``<source>/species_bands.json``, else from the data set the first model was trained on (then
+    saved there); species without rows get the features' whole mel range."""
+    fc = (models[0].config.get("features") or {})
+    full = (float(fc.get("fmin", 40.0)), float(fc.get("fmax", 15000.0)))
+    saved = source / "species_bands.json"
+    if not data_dir and saved.is_file():
+        body = json.loads(saved.read_text())
+        return {int(k): tuple(v) for k, v in body["bands"].items()}, str(saved)
+    root = _data_root(models[0].config, data_dir)
+    tables = [root / name for name in ("train_tp.csv", "train_fp.csv")] if root else []
+    if not tables or not tables[0].is_file():
+        if data_dir:
+            raise DataError(f"{tables[0] if tables else data_dir}: no train_tp.csv to take the species' bands from")
+        return {s: full for s in range(NUM_SPECIES)}, "features mel range (no training tables found)"
+    rows = [pd.read_csv(p) for p in tables if p.is_file()]
+    for path, table in zip(tables, rows):
+        missing = {"species_id", "f_min", "f_max"} - set(table.columns)
+        if missing:
+            raise DataError(f"{path}: lacks the columns {sorted(missing)} the species' bands come from")
+    bands = {s: full for s in range(NUM_SPECIES)}
+    for s, r in data.species_bands(*rows).iterrows():
+        if 0 <= int(s) < NUM_SPECIES:
+            bands[int(s)] = (float(r.f_min), float(r.f_max))
+    if not data_dir:
+        try:  # kept with the run for when its data set is gone; a read-only run folder only loses that
+            write_json_atomic(saved, {"source": str(root), "bands": {str(k): v for k, v in bands.items()}})
+        except OSError:
+            pass
+    return bands, str(root)
+
+
+def species_names(source: Path, models: list, *, data_dir=None) -> Optional[dict]:
+    """``{species: name}`` from ``species.csv`` (``species_id,name``) of the data set, if it has one."""
+    root = _data_root(models[0].config, data_dir)
+    path = root / "species.csv" if root else None
+    if path is None or not path.is_file():
+        return None
+    table = pd.read_csv(path)
+    if not {"species_id", "name"} <= set(table.columns):
+        raise DataError(f"{path}: expected columns species_id,name; found {list(table.columns)}")
+    return {int(s): str(n) for s, n in zip(table.species_id, table.name)}

@@ -1,0 +1,1 @@
+"""Learning from partial and noisy labels: co-teaching, pseudo-labels and their runs."""

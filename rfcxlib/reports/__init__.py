@@ -1,0 +1,1 @@
+"""Reports of a run: the HTML/PDF summary and the ablation tables."""

@@ -1,0 +1,1 @@
+"""Running the notebook series: profiles, plans, preflight checks, execution and resume."""

