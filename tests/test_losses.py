@@ -153,7 +153,7 @@ def test_sed_loss_is_clip_plus_weighted_frame_masked_bce():
                                losses.masked_bce(targets[:, 0], z[:, 0]).numpy(), rtol=1e-6)
     z_moved = z.copy()
     z_moved[:, 1:][mask[:, 1:] == 0] += 5.0
-    np.testing.assert_allclose(losses.sed(targets, z_moved).numpy(), losses.sed(targets, z).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(losses.sed_loss(targets, z_moved).numpy(), losses.sed_loss(targets, z).numpy(), rtol=1e-6)
     assert losses.is_frame_loss(losses.get_loss("sed")) and not losses.is_frame_loss(losses.masked_bce)
     with pytest.raises(ParameterError, match="frame_weight"):
         losses.make_sed_loss(-1.0)

@@ -34,8 +34,8 @@ ATOL = 1e-5
 WORKER = textwrap.dedent("""
     import json, sys
     import numpy as np
-    from rfcxlib.training import train
-    strategy = train.init_strategy()  # first, before TensorFlow runs anything
+    from rfcxlib.training import distribute, train
+    strategy = distribute.init_strategy()  # first, before TensorFlow runs anything
     from rfcxlib.data import tables as data
     from rfcxlib.config import RunConfig
     from rfcxlib.models import build_model
@@ -186,7 +186,7 @@ def test_multi_worker_strategy_after_tensorflow_started_is_a_clear_error(tmp_pat
         from rfcxlib.errors import ClusterError
         tf.constant(1.0) + 1.0  # TensorFlow has started
         try:
-            distribute.init_strategy()  # what rfcxlib.training.train.init_strategy is
+            distribute.init_strategy()
         except ClusterError as exc:
             print(exc)
     """))
@@ -194,7 +194,7 @@ def test_multi_worker_strategy_after_tensorflow_started_is_a_clear_error(tmp_pat
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "the multi-worker strategy must be created first" in done.stdout
-    assert "rfcxlib.training.train.init_strategy()" in done.stdout
+    assert "rfcxlib.training.distribute.init_strategy()" in done.stdout
 
 
 def test_multi_worker_timeout_from_argument_or_environment(monkeypatch):

@@ -138,7 +138,7 @@ def test_only_a_training_notebook_creates_the_strategy_first(tiny_data_dir, tmp_
             "assert session.strategy is None and 'tensorflow' not in sys.modules, sorted(sys.modules)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    from rfcxlib.training import train
+    from rfcxlib.training import distribute
 
     session = notebook.start("04_training", namespace(data_dir=str(tiny_data_dir), run_dir=str(tmp_path / "r4")))
-    assert session.strategy is train.init_strategy()
+    assert session.strategy is distribute.init_strategy()

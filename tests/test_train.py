@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from rfcxlib.data import tables as data
 from rfcxlib.features import pipeline
-from rfcxlib.training import train
+from rfcxlib.training import distribute, train
 from rfcxlib.config import RunConfig
 from rfcxlib.errors import DataError, ParameterError
 from rfcxlib.models import build_model, load_model
@@ -34,7 +34,7 @@ def tiny(tiny_data_dir):
 
 def test_select_strategy_default_on_one_cpu(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
-    strategy = train.select_strategy()
+    strategy = distribute.select_strategy()
     assert strategy.num_replicas_in_sync == 1
     assert not isinstance(strategy, tf.distribute.MirroredStrategy)
 
@@ -68,7 +68,7 @@ MIRRORED = textwrap.dedent("""
             steps.run_epoch(step, steps.distributed(strategy, ds))
         return [w.numpy() for w in model.weights]
 
-    strategy = train.select_strategy()
+    strategy = distribute.select_strategy()
     single = fit(tf.distribute.OneDeviceStrategy("/cpu:0"))
     mirrored = fit(strategy)
     diff = max(float(np.abs(a - b).max()) for a, b in zip(single, mirrored))
@@ -193,7 +193,7 @@ def interrupted_and_whole(data_dir, out_dir) -> dict:
     """Train ``TINY`` (3 epochs of 3 steps) into ``out_dir/whole``, then into ``out_dir/resumed``
     killed as its third epoch starts and started again; this process's strategy and both metrics."""
     tiny, config, out_dir = data.load_dataset(data_dir), RunConfig.from_params({**TINY, "steps_per_epoch": 3}), Path(out_dir)
-    strategy = train.select_strategy()
+    strategy = distribute.select_strategy()
     whole = train.train_model(tiny, config, out_dir / "whole", progress=False)
     try:
         with killed_as_epoch_starts(3):

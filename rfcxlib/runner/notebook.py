@@ -45,7 +45,7 @@ class Rules:
     tied : ``{configuration field: parameter}``: a field that copies another parameter.
     own : parameters named like a configuration field that mean something else here.
     trains : the notebook trains models: its distribution strategy
-        (:func:`rfcxlib.training.train.init_strategy`) is created first, before TensorFlow runs anything.
+        (:func:`rfcxlib.training.distribute.init_strategy`) is created first, before TensorFlow runs anything.
     any_rate : recordings at another sample rate are accepted (resampled when read), when the
         configuration resamples (``AudioConfig.resample``).
     """
@@ -179,9 +179,9 @@ def find_data(config: RunConfig) -> Path:
 def training_strategy():
     """The process's distribution strategy, created now: several workers need it before
     TensorFlow runs its first operation. Imports TensorFlow, so only a training notebook asks."""
-    from rfcxlib.training import train
+    from rfcxlib.training import distribute
 
-    return train.init_strategy()
+    return distribute.init_strategy()
 
 
 def start(notebook: str, namespace: MutableMapping[str, Any], *, rules: Optional[Rules] = None) -> Session:

@@ -39,7 +39,7 @@ from rfcxlib.runs import write_bytes_atomic
 TIMEOUT_ENV = "RFCX_WORKER_TIMEOUT_S"
 DEFAULT_TIMEOUT_S = 60.0
 STARTUP = ("TF_CONFIG is set, but TensorFlow already ran operations in this process: the "
-           "multi-worker strategy must be created first. Call rfcxlib.training.train.init_strategy() "
+           "multi-worker strategy must be created first. Call rfcxlib.training.distribute.init_strategy() "
            "at program start (the first cell of a notebook), before anything builds a model, "
            "a data pipeline or a tensor")
 # what a collective operation raises when a peer stopped or did not answer in time

@@ -1,7 +1,14 @@
-"""Which configuration and data produced a result: fingerprints, and the check that reuses a result
-only when they are unchanged.
+"""Which configuration and data produced a result: fingerprints, and the one check that reuses a
+result only when they are unchanged.
 
-A fingerprint is a dict of the values that decide a result, and its SHA-256. Two levels:
+A fingerprint (:func:`make`) holds the values that decide a result and their SHA-256, at two levels,
+``weights`` and ``scores``; a result's folder keeps it in ``fingerprint.json``. :func:`prepare` is
+the reuse rule every trainer follows (CNN folds, co-teaching and pseudo-label runs, the noisy-label
+comparison, the embedding heads' folds): a folder made under the same fingerprint is kept (reused,
+or resumed when unfinished), one whose weights match but not its scoring keeps its weights and loses
+its scores, and any other folder is discarded before the result is made again.
+
+The folds of :func:`rfcxlib.training.train.train_model` (:func:`fold_fingerprint`):
 
 - ``weights``: what decides a fold's trained weights: every configuration field except
   ``data_dir`` (the data enter through their content), ``audio_cache`` (a cache of the same
@@ -10,11 +17,12 @@ A fingerprint is a dict of the values that decide a result, and its SHA-256. Two
 - ``scores``: the weights' values plus ``inference`` (hop, aggregation, TTA, band mode) and the
   test recordings: what decides the fold's out-of-fold and test scores.
 
-:func:`rfcxlib.training.train.train_model` writes ``fold<k>/fingerprint.json`` when a fold starts and
-compares it before reusing the fold: same ``weights`` and ``scores``: skipped; same ``weights``
-only: the saved weights are scored again; otherwise (or no fingerprint: a folder written before
-fingerprints existed) the fold is discarded and trained again. :func:`describe_change` says what
-differs.
+:func:`rfcxlib.training.train.train_model` calls :func:`prepare` when a fold starts: same ``weights``
+and ``scores``: skipped; same ``weights`` only: the saved weights are scored again; otherwise (or
+no fingerprint: a folder written before fingerprints existed) the fold is discarded and trained
+again. :func:`describe_change` says what differs.
+
+Tests: tests/test_fingerprints.py
 """
 from __future__ import annotations
 
@@ -23,7 +31,7 @@ import json
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from rfcxlib.runs import read_json, write_json_atomic
 
@@ -39,6 +47,13 @@ def digest(values: Any) -> str:
     """SHA-256 of ``values`` as canonical JSON (sorted keys)."""
     body = json.dumps(values, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(body.encode()).hexdigest()
+
+
+def make(weights: dict, scores: Optional[dict] = None) -> dict:
+    """A fingerprint ``{"weights", "scores", "weights_hash", "scores_hash"}``: ``weights`` holds what
+    decides the trained weights, ``scores`` what else decides the scores made with them."""
+    scores = scores or {}
+    return {"weights": weights, "scores": scores, "weights_hash": digest(weights), "scores_hash": digest(scores)}
 
 
 def data_digest(dataset, *, test: bool = False) -> str:
@@ -74,9 +89,7 @@ def fold_fingerprint(dataset, config, *, loss: str, build_fn: Optional[Callable]
             weights.pop(name, None)
     weights.update(loss=loss, build_fn=builder_name(build_fn),
                    data=data_digest(dataset), source=data_digest(source) if source is not None else "")
-    scores = {**sections["inference"], "test_data": data_digest(dataset, test=True)}
-    return {"weights": weights, "scores": scores, "weights_hash": digest(weights),
-            "scores_hash": digest(scores)}
+    return make(weights, {**sections["inference"], "test_data": data_digest(dataset, test=True)})
 
 
 def compare(saved: Optional[dict], current: dict) -> str:
@@ -86,21 +99,68 @@ def compare(saved: Optional[dict], current: dict) -> str:
     return "same" if saved.get("scores_hash") == current["scores_hash"] else "scores"
 
 
+def _flat(values: dict, prefix: str = "") -> dict:
+    """Nested dicts as one level of dotted names: ``{"head": {"epochs": 3}}`` ▶ ``{"head.epochs": 3}``."""
+    out = {}
+    for name, value in values.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{name}."))
+        else:
+            out[f"{prefix}{name}"] = value
+    return out
+
+
 def describe_change(saved: Optional[dict], current: dict, limit: int = 6) -> str:
-    """The values that differ, e.g. ``learning_rate 0.001 -> 0.003, seed 0 -> 1``."""
+    """The values that differ, e.g. ``learning_rate 0.001 -> 0.003, seed 0 -> 1`` (a value inside
+    a nested dict by its dotted name, e.g. ``head.epochs 3 -> 4``)."""
     if not saved:
         return "no fingerprint recorded (written before fingerprints, or interrupted before its first epoch)"
     changes = []
     for level in ("weights", "scores"):
-        old, new = saved.get(level, {}), current[level]
+        old, new = _flat(saved.get(level, {})), _flat(current[level])
         for name in sorted(set(old) | set(new)):
             if old.get(name) != new.get(name):
                 a, b = old.get(name, "(absent)"), new.get(name, "(absent)")
-                if name in ("data", "source", "test_data"):
+                if name.rsplit(".", 1)[-1] in ("data", "source", "test_data"):
                     a, b = str(a)[:8], str(b)[:8]
                 changes.append(f"{name} {a} -> {b}")
     more = f", and {len(changes) - limit} more" if len(changes) > limit else ""
     return ", ".join(changes[:limit]) + more if changes else "same values"
+
+
+def verdict(folder, current: dict) -> str:
+    """What :func:`prepare` would find in ``folder``, reading only: ``"new"`` (no folder),
+    ``"same"``, ``"scores"`` or ``"stale"`` (:func:`compare`)."""
+    folder = Path(folder)
+    return compare(read(folder), current) if folder.exists() else "new"
+
+
+def prepare(folder, current: dict, *, rescore: Sequence[str] = (), say: bool = True) -> str:
+    """Make ``folder`` ready for the result of ``current`` and record ``current`` there; returns the
+    verdict (:func:`verdict`).
+
+    - ``"new"``, ``"same"``: the folder is kept (a finished result is reused, an unfinished one
+      resumes: the caller tells which by its own files);
+    - ``"scores"`` (same weights, other scoring) with ``rescore``, the names of the files that hold
+      the scores: those files are removed, the weights kept; without ``rescore`` it counts as stale;
+    - ``"stale"`` (other settings or data, or no fingerprint): the folder is discarded.
+
+    ``say``: print what changed (:func:`describe_change`) when something is trained or scored again.
+    """
+    folder = Path(folder)
+    saved = read(folder) if folder.exists() else None
+    found = compare(saved, current) if folder.exists() else "new"
+    if found == "scores" and not rescore:
+        found = "stale"
+    if found in ("stale", "scores") and say:
+        what = "trained again" if found == "stale" else "its saved weights scored again"
+        print(f"{folder}: made under other settings ({describe_change(saved, current)}): {what}", flush=True)
+    if found == "stale":
+        discard(folder)
+    for name in rescore if found == "scores" else ():
+        (folder / name).unlink(missing_ok=True)
+    write(folder, current)
+    return found
 
 
 def read(folder) -> Optional[dict]:

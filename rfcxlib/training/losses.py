@@ -125,7 +125,7 @@ def make_sed_loss(frame_weight: float = SED_FRAME_WEIGHT):
         raise ParameterError(f"parameter 'frame_weight' = {frame_weight!r}: expected a weight >= 0")
     weight = float(frame_weight)
 
-    def sed(targets, logits):
+    def sed_loss(targets, logits):
         targets = tf.cast(targets, tf.float32)
         clip = masked_bce(targets[:, 0], logits[:, 0])
         y, mask = split_targets(targets[:, 1:])
@@ -133,11 +133,11 @@ def make_sed_loss(frame_weight: float = SED_FRAME_WEIGHT):
         frames = tf.reduce_mean(tf.reduce_sum(cells, axis=-1), axis=-1) / tf.cast(tf.shape(y)[-1], tf.float32)
         return clip + weight * frames
 
-    sed.frame_level = True  # trains on frame targets: see rfcxlib.training.train.fit_fold
-    return sed
+    sed_loss.frame_level = True  # trains on frame targets: see rfcxlib.training.train.fit_fold
+    return sed_loss
 
 
-sed = make_sed_loss()
+sed_loss = make_sed_loss()  # registered as "sed" (the name of the SED head, rfcxlib.models.heads.sed)
 
 # clip-level losses: targets (batch, 2 * S), logits (batch, S)
 LOSSES = {
@@ -147,7 +147,7 @@ LOSSES = {
     "lsoft_unknown": lsoft_unknown,
 }
 # losses that also train the SED head's frame logits (head="sed")
-FRAME_LOSSES = {"sed": sed}
+FRAME_LOSSES = {"sed": sed_loss}
 
 
 def is_frame_loss(loss_fn) -> bool:

@@ -1,11 +1,12 @@
 """One training step for every ``tf.distribute`` strategy, and what it minimises.
 
 :func:`make_step` builds the step that :func:`rfcxlib.training.train.fit_fold` (every loss of
-:mod:`rfcxlib.training.losses`, the SED loss included) and :func:`rfcxlib.noisy.methods.coteach_fit` (two
-networks) run: ``strategy.run`` of one replica's step, whose loss is its share of the global
-batch's mean (the sum of its per-example losses over the global batch size), so the gradients
-the optimizers sum over replicas are those one device computes on the whole batch. An
-:class:`Objective` says what the networks minimise.
+:mod:`rfcxlib.training.losses`, the SED loss included), :func:`rfcxlib.noisy.coteaching.coteach_fit`
+(two networks) and :func:`rfcxlib.embeddings.head_fit.fit_head` (an embedding head) run:
+``strategy.run`` of one replica's step, whose loss is its share of the global batch's mean (the
+sum of its per-example losses over the global batch size), so the gradients the optimizers sum
+over replicas are those one device computes on the whole batch. An :class:`Objective` says what
+the networks minimise.
 """
 from __future__ import annotations
 

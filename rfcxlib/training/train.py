@@ -3,9 +3,10 @@
 One model per fold of ``config.train.train_folds``, trained by one loop (:func:`fit_fold`) and
 one distributed step (:func:`rfcxlib.training.steps.make_step`) on every ``tf.distribute`` strategy
 (default, ``MirroredStrategy``, ``MultiWorkerMirroredStrategy``, ``TPUStrategy``:
-:mod:`rfcxlib.training.distribute`). An :class:`rfcxlib.training.steps.Objective` says what the step minimises: one
-of the losses of :mod:`rfcxlib.training.losses` (the SED loss through the clip + frame view of the
-model), or co-teaching's two networks (:func:`rfcxlib.noisy.methods.coteaching_objective`). Each
+:mod:`rfcxlib.training.distribute`). An :class:`rfcxlib.training.steps.Objective` says what the
+step minimises: one of the losses of :mod:`rfcxlib.training.losses` (the SED loss through the
+clip + frame view of the model), or co-teaching's two networks
+(:func:`rfcxlib.noisy.coteaching.coteaching_objective`). Each
 replica's loss is its share of the global batch's mean and batch-norm statistics are synchronised
 across replicas, so any number of replicas takes the steps one device takes on the same global
 batch (up to rounding; dropout masks differ).
@@ -46,10 +47,8 @@ from rfcxlib.training import distribute, fingerprints, losses, steps
 from rfcxlib.inference import windows as inference
 from rfcxlib.features import pipeline
 from rfcxlib.config import RunConfig
-from rfcxlib.training.distribute import init_strategy, select_strategy  # noqa: F401  (this module's interface)
 from rfcxlib.errors import DataError
 from rfcxlib.runs import read_json, save_keras_atomic, save_npz_atomic, write_json_atomic, write_text_atomic
-from rfcxlib.training.steps import Objective, loss_objective, make_optimizer, make_step, run_epoch  # noqa: F401
 
 
 # --------------------------------------------------------------------------- pieces
@@ -106,13 +105,6 @@ def learning_rate_schedule(config: RunConfig, total_steps: int):
     return t.learning_rate
 
 
-def compile_model(model: keras.Model, config: RunConfig, loss_fn, total_steps: int) -> keras.Model:
-    """``model`` compiled for ``model.fit`` with the optimizer :func:`fit_fold` uses."""
-    model.compile(optimizer=make_optimizer(learning_rate_schedule(config, total_steps), model),
-                  loss=loss_fn, jit_compile=bool(config.train.xla))
-    return model
-
-
 # --------------------------------------------------------------------------- checkpoints
 class _Learner(NamedTuple):
     models: list  # the networks; the first is the fold's model
@@ -120,11 +112,11 @@ class _Learner(NamedTuple):
     optimizers: list
 
 
-def _build_learner(config, shape, build_fn, objective: Objective, total_steps: int) -> _Learner:
+def _build_learner(config, shape, build_fn, objective: steps.Objective, total_steps: int) -> _Learner:
     models = [build_fn(config, shape) for _ in objective.names]
     trainers = [_frame_view(m) for m in models] if objective.frames else models
     lr = learning_rate_schedule(config, total_steps)
-    return _Learner(models, trainers, [make_optimizer(lr, m) for m in trainers])
+    return _Learner(models, trainers, [steps.make_optimizer(lr, m) for m in trainers])
 
 
 def _save_resume(learner: _Learner, folder: Path, state: dict) -> None:
@@ -201,20 +193,21 @@ def samples_per_epoch(dataset, train_ids, config: RunConfig) -> int:
 
 def fit_fold(dataset, config: RunConfig, fold: int, folder: Path, *, loss_fn=None, build_fn: Callable,
              progress: bool = True, strategy: Optional[tf.distribute.Strategy] = None,
-             source=None, objective: Optional[Objective] = None) -> keras.Model:
+             source=None, objective: Optional[steps.Objective] = None) -> keras.Model:
     """Train (or resume) one fold in ``folder``; return the (first) model with the weights of its
     best (or, ``checkpoint="last"``, last) epoch.
 
     The networks and their optimizers are built under ``strategy`` (default:
-    :func:`select_strategy`); ``objective`` (default: the loss ``loss_fn``) says what they learn.
+    :func:`rfcxlib.training.distribute.select_strategy`); ``objective`` (default: the loss
+    ``loss_fn``) says what they learn.
     ``source`` is the data set the training crops are drawn from (default ``dataset``; e.g. one
     with pseudo-label rows added): the folds, the number of crops per epoch and the validation
     crops always come from ``dataset``. ``folder`` is where this process writes: with several
     workers, :func:`train_model` gives the chief the model folder and the others a copy of it.
     """
     t, folder = config.train, Path(folder)
-    strategy = strategy or select_strategy()
-    objective = objective or loss_objective(getattr(loss_fn, "__name__", "loss"), loss_fn)
+    strategy = strategy or distribute.select_strategy()
+    objective = objective or steps.loss_objective(getattr(loss_fn, "__name__", "loss"), loss_fn)
     folder.mkdir(parents=True, exist_ok=True)
     train_ids, valid_ids = fold_split(dataset, config, fold)
     keras.utils.set_random_seed(_epoch_seed(config, fold, -1))
@@ -222,7 +215,7 @@ def fit_fold(dataset, config: RunConfig, fold: int, folder: Path, *, loss_fn=Non
     with strategy.scope():
         learner = _build_learner(config, pipeline.input_shape(config), build_fn, objective,
                                  t.epochs * (samples // t.batch_size))
-    step = make_step(learner.trainers, learner.optimizers, objective, strategy=strategy,
+    step = steps.make_step(learner.trainers, learner.optimizers, objective, strategy=strategy,
                      global_batch=t.batch_size, xla=bool(t.xla))
     frames = learner.trainers[0].output.shape[1] - 1 if objective.frames else None
     valid = pipeline.valid_dataset(dataset, valid_ids, config, progress=False)
@@ -239,7 +232,7 @@ def fit_fold(dataset, config: RunConfig, fold: int, folder: Path, *, loss_fn=Non
                                          seed=seed, samples_per_epoch=samples, frames=frames, progress=False)
         value = float(objective.value(epoch)) if objective.value else 0.0
         with distribute.collective_errors(strategy):
-            logs = run_epoch(step, steps.distributed(strategy, batches), value)
+            logs = steps.run_epoch(step, steps.distributed(strategy, batches), value)
         row = {"fold": fold, "epoch": epoch, "loss": logs[objective.names[0]],
                **{k: v for k, v in logs.items() if k != "loss"},
                **({objective.value_name: value} if objective.value_name else {}),
@@ -262,7 +255,7 @@ def _default_build(config, shape):
 def train_model(dataset, config: RunConfig, model_dir, *, loss: Optional[str] = None,
                 build_fn: Optional[Callable] = None, progress: bool = True,
                 extra: Optional[dict] = None, sources: Optional[dict] = None,
-                objective: Optional[Objective] = None) -> dict:
+                objective: Optional[steps.Objective] = None) -> dict:
     """Train every fold of ``config.train.train_folds`` into ``model_dir`` (resuming what a
     previous call left) and write the score files; returns the model's metrics. ``sources`` maps
     a fold to the data set its training crops come from (see :func:`fit_fold`); ``objective``
@@ -274,8 +267,8 @@ def train_model(dataset, config: RunConfig, model_dir, *, loss: Optional[str] = 
     workers every worker makes this call; only the chief writes ``model_dir``, the others a
     temporary copy of it (:func:`rfcxlib.training.distribute.writer_folder`), and all return the same
     metrics."""
-    strategy = select_strategy()
-    objective = objective or loss_objective(loss or config.train.loss)
+    strategy = distribute.select_strategy()
+    objective = objective or steps.loss_objective(loss or config.train.loss)
     custom_build, build_fn = build_fn, build_fn or _default_build
     chief = distribute.is_chief(strategy)
     if config.train.mixed_precision:
@@ -288,8 +281,9 @@ def train_model(dataset, config: RunConfig, model_dir, *, loss: Optional[str] = 
         oof, test, history = [], [], []
         for fold in config.train.train_folds:
             folder, source = out / f"fold{fold}", (sources or {}).get(fold)
-            _check_fold(folder, fingerprints.fold_fingerprint(dataset, config, loss=objective.name,
-                                                              build_fn=custom_build, source=source), say=chief)
+            fingerprints.prepare(folder, fingerprints.fold_fingerprint(dataset, config, loss=objective.name,
+                                                                       build_fn=custom_build, source=source),
+                                 rescore=["scores.npz"], say=chief)
             if not (folder / "scores.npz").exists():
                 model = fit_fold(dataset, config, fold, folder, build_fn=build_fn, progress=progress and chief,
                                  strategy=strategy, source=source, objective=objective)
@@ -306,24 +300,6 @@ def train_model(dataset, config: RunConfig, model_dir, *, loss: Optional[str] = 
         return write_scores(out, dataset, oof, test, pd.DataFrame(history), extra=extra)
 
 
-def _check_fold(folder: Path, current: dict, say: bool = True) -> str:
-    """Compare ``folder``'s fingerprint with ``current``; discard a stale fold, drop the scores of
-    one scored otherwise; record ``current`` (``say``: print what changed). Returns
-    :func:`rfcxlib.training.fingerprints.compare`'s verdict."""
-    saved = fingerprints.read(folder)
-    verdict = fingerprints.compare(saved, current) if folder.exists() else "new"
-    if verdict in ("stale", "scores") and say:
-        change = fingerprints.describe_change(saved, current)
-        what = "trained again" if verdict == "stale" else "its saved weights scored again"
-        print(f"{folder}: made under other settings ({change}): {what}", flush=True)
-    if verdict == "stale":
-        fingerprints.discard(folder)
-    elif verdict == "scores":
-        (folder / "scores.npz").unlink(missing_ok=True)
-    fingerprints.write(folder, current)
-    return verdict
-
-
 def is_current(model_dir, dataset, config: RunConfig, *, loss: Optional[str] = None,
                build_fn: Optional[Callable] = None) -> bool:
     """Whether ``model_dir`` holds every fold of ``config.train.train_folds``, complete and trained
@@ -333,7 +309,7 @@ def is_current(model_dir, dataset, config: RunConfig, *, loss: Optional[str] = N
         folder = model_dir / f"fold{fold}"
         current = fingerprints.fold_fingerprint(dataset, config, loss=loss or config.train.loss,
                                                 build_fn=build_fn)
-        if not (folder / "scores.npz").exists() or fingerprints.compare(fingerprints.read(folder), current) != "same":
+        if not (folder / "scores.npz").exists() or fingerprints.verdict(folder, current) != "same":
             return False
     return (model_dir / "metrics.json").exists()
 
@@ -390,7 +366,7 @@ def cli_main(args) -> int:
     it), then every fold of the configuration; the chief prints the metrics as one JSON line."""
     from rfcxlib.runner.profiles import parse_value
 
-    strategy = init_strategy()
+    strategy = distribute.init_strategy()
     config = RunConfig.from_params({**{k: parse_value(v) for k, v in args.parameter}, "data_dir": args.data_dir})
     result = train_model(data.load_dataset(args.data_dir), config, args.model_dir,
                          progress=not args.no_progress)
