@@ -7,7 +7,7 @@ time against data size, and the projected time to embed the real competition dat
 2. ``embedding``: ``embeddings.embed_paths`` on 15 s recordings of the ``mini`` synthetic data set
    (decode, windows every ``--hop`` s, embed, cache write) for three numbers of recordings, with an
    empty cache each time.
-3. ``head``: ``embedding_heads.fit_head`` (notebook 04's head: 256 units, 60 epochs, batch 64) on
+3. ``head``: ``head_fit.fit_head`` (notebook 04's head: 256 units, 60 epochs, batch 64) on
    a quarter, a half and all of the training windows of ``mini``'s fold 0.
 4. ``projection``: the real data (4727 train + 1992 test recordings of 60 s; RFCX_FACTS.md) at
    ``--hop`` s, at the measured rfcxlib-mode rate.
@@ -112,19 +112,19 @@ def embedding_cost(dataset, sizes, hop_s: float) -> list[dict]:
 
 
 def head_cost(dataset, hop_s: float) -> list[dict]:
-    from rfcxlib.embeddings import heads as embedding_heads, birdnet as embeddings
+    from rfcxlib.embeddings import birdnet as embeddings, head_config, head_fit, head_targets
     from rfcxlib.config import RunConfig
     from rfcxlib.training.train import fold_split
 
     table = embeddings.embed_dataset(dataset, dataset.train_ids, hop_s=hop_s, progress=False)
     config = RunConfig.from_params({"profile": "mini"})
     train_ids, _ = fold_split(dataset, config, 0)
-    x, t = embedding_heads.training_windows(dataset, table, train_ids)
+    x, t = head_targets.training_windows(dataset, table, train_ids)
     rows = []
     for share in (0.25, 0.5, 1.0):
         n = int(round(share * len(x)))
         t0 = time.perf_counter()
-        embedding_heads.fit_head(x[:n], t[:n], embedding_heads.HeadConfig(), seed=0)
+        head_fit.fit_head(x[:n], t[:n], head_config.HeadConfig(), seed=0)
         seconds = time.perf_counter() - t0
         rows.append({"training_windows": n, "epochs": 60, "seconds": seconds})
     return rows

@@ -2,7 +2,7 @@
 
 On a synthetic data set (``rfcxlib.synth.dataset.ensure_dataset(profile, data_seed)``, generated once and
 cached) and notebook 05's folds, every seed trains, through
-``rfcxlib.embeddings.heads.compare_methods``:
+``rfcxlib.noisy.compare.compare_methods`` (with a ``HeadConfig``):
 
 =============================  ==============================================================
 ``masked_bce``                 one head, masked BCE (TP = 1, FP = 0, unknown cells ignored)
@@ -44,7 +44,9 @@ METHODS = ("masked_bce", "pseudo_labels", "soft_pseudo", "masked_bce+recording_n
 
 def run(args) -> dict:
     from rfcxlib.data import tables as data
-    from rfcxlib.embeddings import heads as embedding_heads, birdnet as embeddings, head_methods
+    from rfcxlib.embeddings import birdnet as embeddings
+    from rfcxlib.embeddings.head_config import HeadConfig, SoftPseudoConfig
+    from rfcxlib.noisy import compare
     from rfcxlib.runner import profiles
     from rfcxlib.synth import dataset as synth
     from rfcxlib.config import RunConfig
@@ -54,18 +56,17 @@ def run(args) -> dict:
     dataset = data.load_dataset(synth.ensure_dataset(args.profile, args.data_seed))
     config = RunConfig.from_params(dict(profile=args.profile, data_seed=args.data_seed, backbone="birdnet",
                                         folds=args.folds, train_folds=args.train_folds, checkpoint="last"))
-    head = embedding_heads.HeadConfig(embed_hop_s=hop_s, epochs=args.head_epochs)
-    soft = head_methods.SoftPseudoConfig(rounds=args.soft_rounds)
+    head = HeadConfig(embed_hop_s=hop_s, epochs=args.head_epochs)
+    soft = SoftPseudoConfig(rounds=args.soft_rounds)
     work = Path(args.work_dir) if args.work_dir else outputs_root() / f"bench_head_methods-{args.profile}"
     started = time.perf_counter()
     table = embeddings.embed_dataset(dataset, embedder=head.embedder, hop_s=hop_s, progress=True)
     embed_s = time.perf_counter() - started
     common = dict(seeds=args.seeds, pseudo_threshold=args.pseudo_threshold, soft=soft, table=table)
-    results = embedding_heads.compare_methods(dataset, config, head, work / "plain",
-                                              methods=["masked_bce", "pseudo_labels", "soft_pseudo"], **common)
-    normed = embedding_heads.compare_methods(dataset, config, embedding_heads.HeadConfig(
-        embed_hop_s=hop_s, epochs=args.head_epochs, recording_norm=True), work / "recording_norm",
-        methods=["masked_bce"], **common)
+    results = compare.compare_methods(dataset, config, work / "plain", head=head,
+                                      methods=["masked_bce", "pseudo_labels", "soft_pseudo"], **common)
+    normed = compare.compare_methods(dataset, config, work / "recording_norm", head=HeadConfig(
+        embed_hop_s=hop_s, epochs=args.head_epochs, recording_norm=True), methods=["masked_bce"], **common)
     results = pd.concat([results, normed.assign(method="masked_bce+recording_norm")], ignore_index=True)
     return {"profile": args.profile, "data_seed": args.data_seed, "seeds": list(args.seeds),
             "settings": {"folds": args.folds, "train_folds": list(args.train_folds), "embed_hop_s": hop_s,

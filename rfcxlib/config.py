@@ -23,7 +23,7 @@ from rfcxlib.errors import ParameterError, unknown_choice
 # The names a run may choose; the modules that implement them (rfcxlib.models, rfcxlib.training.losses)
 # register exactly these (tests/test_config.py checks it), so a typo fails here, at creation.
 BACKBONES = ("small_cnn", "densenet121", "densenet169", "densenet201", "resnet50", "efficientnetb0",
-             "birdnet")  # birdnet: a head on pretrained embeddings (rfcxlib.embeddings.heads), not a CNN
+             "birdnet")  # birdnet: a head on pretrained embeddings (rfcxlib.embeddings.head_folds), not a CNN
 ATTENTIONS = ("cbam", "time", "parallel", "parallel_time", "none")
 HEADS = ("attention_v1", "attention_v2", "sed")
 LOSSES = ("masked_bce", "naive_bce", "lsoft_unknown", "lsoft_tp", "sed")

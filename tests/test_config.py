@@ -54,7 +54,7 @@ def test_choices_are_the_implemented_ones():
     from rfcxlib import config, models
     from rfcxlib.training import losses
 
-    assert set(config.BACKBONES) - {"birdnet"} == set(models.BACKBONES)  # birdnet: rfcxlib.embeddings.heads
+    assert set(config.BACKBONES) - {"birdnet"} == set(models.BACKBONES)  # birdnet: rfcxlib.embeddings.head_folds
     assert set(config.ATTENTIONS) == set(models.ARRANGEMENTS)
     assert set(config.HEADS) == set(models.HEAD_BUILDERS)
     assert set(config.LOSSES) == set(losses.LOSSES) | set(losses.FRAME_LOSSES)

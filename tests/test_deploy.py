@@ -47,7 +47,7 @@ FRESH = textwrap.dedent("""
 @pytest.fixture(scope="module")
 def run_dir(tiny_data_dir, tmp_path_factory):
     """A run with a BirdNET head (two folds) and a CNN, ensembled by the mean of logits."""
-    from rfcxlib.embeddings import heads as eh
+    from rfcxlib.embeddings import head_config as hc, head_folds as hf
 
     run = tmp_path_factory.mktemp("deploy-run")
     dataset = data.load_dataset(tiny_data_dir)
@@ -55,7 +55,7 @@ def run_dir(tiny_data_dir, tmp_path_factory):
     train.train_model(dataset, config, run / "models" / "cnn", progress=False)
     head_config = RunConfig.from_params(dict(profile="tiny", backbone="birdnet", seed=0, folds=3, train_folds=[0, 1],
                                              data_dir=str(tiny_data_dir)))
-    eh.train_head_model(dataset, head_config, eh.HeadConfig(epochs=3, embed_hop_s=1.5), run / "models" / "head",
+    hf.train_head_model(dataset, head_config, hc.HeadConfig(epochs=3, embed_hop_s=1.5), run / "models" / "head",
                         progress=False)
     (run / "ensemble.json").write_text(json.dumps({"method": "logit", "weights": {"cnn": 0.4, "head": 0.6}}))
     return run
@@ -152,9 +152,9 @@ def test_savedmodel_of_a_head_takes_the_embedding(run_dir, tmp_path):
     meta = json.loads((folder / deploy.METADATA_FILE).read_text())
     loaded = tf.saved_model.load(str(folder / meta["members"][0]["file"]))
     x = np.random.default_rng(0).random((5, 1024)).astype(np.float32)
-    from rfcxlib.embeddings import heads as eh
+    from rfcxlib.embeddings import head_folds as hf
 
-    _, heads = eh.load_heads(run_dir / "models" / "head", json.loads((run_dir / "models" / "head" / "config.json").read_text()))
+    _, heads = hf.load_heads(run_dir / "models" / "head", json.loads((run_dir / "models" / "head" / "config.json").read_text()))
     want = np.stack([np.asarray(h(x, training=False)) for h in heads], axis=1)  # (5, folds, 24)
     got = loaded.signatures["serving_default"](embedding=tf.constant(x))["logits"].numpy()
     assert got.shape == (5, 2, 24) and meta["members"][0]["output_shape"] == [None, 2, 24]

@@ -100,13 +100,13 @@ def tiny_table(tiny_data_dir, model):
 
 def test_head_learns_against_shuffled_labels(tiny_table, tmp_path):
     from rfcxlib import metrics
-    from rfcxlib.embeddings import heads as eh
+    from rfcxlib.embeddings import head_config as hc, head_folds as hf
     from rfcxlib.config import RunConfig
 
     dataset, table = tiny_table
     config = RunConfig.from_params(dict(profile="tiny", seed=0, folds=3, train_folds=[0, 1, 2]))
-    head = eh.HeadConfig(epochs=30)
-    result = eh.train_head_model(dataset, config, head, tmp_path / "real", table=table, progress=False)
+    head = hc.HeadConfig(epochs=30)
+    result = hf.train_head_model(dataset, config, head, tmp_path / "real", table=table, progress=False)
     # control: the same head on the same windows with the labels of the recordings shuffled
     rng = np.random.default_rng(0)
     ids = dataset.train_ids
@@ -116,7 +116,7 @@ def test_head_learns_against_shuffled_labels(tiny_table, tmp_path):
     from dataclasses import replace
 
     control_set = replace(dataset, tp=tp, fp=fp)
-    control = eh.train_head_model(control_set, config, head, tmp_path / "control", table=table, progress=False)
+    control = hf.train_head_model(control_set, config, head, tmp_path / "control", table=table, progress=False)
     truth = dataset.test_truth()
     real_test = metrics.lwlrap(truth, np.load(tmp_path / "real" / "test_scores.npz")["logits"])
     control_test = metrics.lwlrap(truth, np.load(tmp_path / "control" / "test_scores.npz")["logits"])
@@ -126,51 +126,62 @@ def test_head_learns_against_shuffled_labels(tiny_table, tmp_path):
         assert (tmp_path / "real" / name).is_file()
 
 
-def test_head_folds_are_reused_only_under_their_configuration(tiny_table, tmp_path):
+def test_head_folds_are_reused_only_under_their_configuration(tiny_table, tmp_path, monkeypatch):
     import json
 
-    from rfcxlib.embeddings import heads as eh
+    from rfcxlib.embeddings import head_config as hc, head_folds as hf
     from rfcxlib.config import RunConfig
 
     dataset, table = tiny_table
     config = RunConfig.from_params(dict(profile="tiny", seed=0, folds=3, train_folds=[0]))
-    eh.train_head_model(dataset, config, eh.HeadConfig(epochs=3), tmp_path / "m", table=table, progress=False)
-    state = tmp_path / "m" / "fold0" / "state.json"
-    first = json.loads(state.read_text())
-    eh.train_head_model(dataset, config, eh.HeadConfig(epochs=3), tmp_path / "m", table=table, progress=False)
-    assert json.loads(state.read_text()) == first  # unchanged: reused
-    eh.train_head_model(dataset, config, eh.HeadConfig(epochs=4), tmp_path / "m", table=table, progress=False)
+    fits = []
+    real_fit = hf._fit
+    monkeypatch.setattr(hf, "_fit", lambda *a, **k: (fits.append(k["method"]), real_fit(*a, **k))[1])
+    hf.train_head_model(dataset, config, hc.HeadConfig(epochs=3), tmp_path / "m", table=table, progress=False)
+    state, fingerprint = tmp_path / "m" / "fold0" / "state.json", tmp_path / "m" / "fold0" / "fingerprint.json"
+    first, key = json.loads(state.read_text()), json.loads(fingerprint.read_text())["weights_hash"]
+    hf.train_head_model(dataset, config, hc.HeadConfig(epochs=3), tmp_path / "m", table=table, progress=False)
+    assert json.loads(state.read_text()) == first and len(fits) == 1  # unchanged: reused
+    # a fold written before fingerprint.json kept the same key in state.json: reused too
+    fingerprint.unlink()
+    state.write_text(json.dumps({**first, "fingerprint": key}))
+    hf.train_head_model(dataset, config, hc.HeadConfig(epochs=3), tmp_path / "m", table=table, progress=False)
+    assert len(fits) == 1 and json.loads(fingerprint.read_text())["weights_hash"] == key
+    hf.train_head_model(dataset, config, hc.HeadConfig(epochs=4), tmp_path / "m", table=table, progress=False)
     second = json.loads(state.read_text())
-    assert second["fingerprint"] != first["fingerprint"] and len(second["history"]) == 4  # retrained
+    assert json.loads(fingerprint.read_text())["weights_hash"] != key and len(second["history"]) == 4  # retrained
+    hf.train_head_model(dataset, config.replace(seed=1), hc.HeadConfig(epochs=4), tmp_path / "m", table=table,
+                        progress=False)
+    assert len(fits) == 3, "a changed seed must train the fold again"
 
 
 def test_every_method_writes_loadable_heads(tiny_table, tmp_path):
-    from rfcxlib.embeddings import heads as eh
+    from rfcxlib.embeddings import head_config as hc, head_folds as hf
     from rfcxlib.config import RunConfig
 
     dataset, table = tiny_table
     config = RunConfig.from_params(dict(profile="tiny", seed=1, folds=3, train_folds=[0]))
     for method, loss in (("coteaching", "masked_bce"), ("pseudo_labels", "naive_bce"), ("loss", "lsoft_unknown")):
         out = tmp_path / method
-        result = eh.train_head_model(dataset, config, eh.HeadConfig(epochs=4, p_mixup=0.5), out, method=method,
+        result = hf.train_head_model(dataset, config, hc.HeadConfig(epochs=4, p_mixup=0.5), out, method=method,
                                      loss=loss, table=table, progress=False)
         assert 0 <= result["test_lwlrap"] <= 1 and result["method"] == method
-        head = eh.load_fold_head(out, 0)
+        head = hf.load_fold_head(out, 0)
         assert head(table.x[:3].astype(np.float32)).shape == (3, 24)
     with pytest.raises(ParameterError, match="sed"):
-        eh.train_head_model(dataset, config, eh.HeadConfig(), tmp_path / "sed", loss="sed", table=table)
+        hf.train_head_model(dataset, config, hc.HeadConfig(), tmp_path / "sed", loss="sed", table=table)
     with pytest.raises(ParameterError, match="head_units"):
-        eh.HeadConfig(units=-1)
+        hc.HeadConfig(units=-1)
 
 
 def test_head_parameters_are_checked_before_a_run():
-    from rfcxlib.embeddings import heads as eh
+    from rfcxlib.embeddings import head_config as hc
 
-    head, method = eh.from_params({"head_units": 128, "head_p_mixup": 0.0, "head_method": "coteaching"})
+    head, method = hc.head_from_params({"head_units": 128, "head_p_mixup": 0.0, "head_method": "coteaching"})
     assert (head.units, head.p_mixup, method) == (128, 0.0, "coteaching")
     with pytest.raises(ParameterError, match="'coteaching', 'loss', 'pseudo_labels'"):
-        eh.from_params({"head_method": "cotaeching"})
+        hc.head_from_params({"head_method": "cotaeching"})
     with pytest.raises(ParameterError, match="head_dropout"):
-        eh.from_params({"head_dropout": 1.5})
+        hc.head_from_params({"head_dropout": 1.5})
     with pytest.raises(ParameterError, match="frame outputs"):
-        eh.from_params({"loss": "sed"})
+        hc.head_from_params({"loss": "sed"})

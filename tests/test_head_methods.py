@@ -93,18 +93,18 @@ def test_row_sampling_is_seeded_drops_about_half_and_spares_other_recordings():
 
 
 def test_round_targets_cover_training_windows_only_and_keep_sampled_labels_hard():
-    from rfcxlib.embeddings import heads as eh, head_methods as hm
+    from rfcxlib.embeddings import head_config as hc, head_methods as hm, head_targets as ht
 
     dataset = _dataset(n_recordings=30, rows_each=3)
     table = _table(dataset)
     train, valid = dataset.train_ids[:20], dataset.train_ids[20:]
-    soft = hm.SoftPseudoConfig(rounds=2, row_keep=0.5, soft_weight=0.5)
+    soft = hc.SoftPseudoConfig(rounds=2, row_keep=0.5, soft_weight=0.5)
     pool, targets, info = hm.round_targets(dataset, table, train, _constant_model(-1.0), soft=soft, seed=4,
                                            round_index=1)
     assert set(pool.windows.recording_id) == set(train) and not set(pool.windows.recording_id) & set(valid)
     assert len(pool) == len(targets) == 20 * 8 == info["windows"]
     sampled = hm.sample_rows(dataset, train, keep_prob=0.5, seed=[4, 1])
-    known = eh.window_targets(sampled, pool)
+    known = ht.window_targets(sampled, pool)
     hard = known[:, S:] == 1
     np.testing.assert_array_equal(targets[:, :S][hard], known[:, :S][hard])
     np.testing.assert_array_equal(targets[:, S:][hard], 1.0)
@@ -112,49 +112,52 @@ def test_round_targets_cover_training_windows_only_and_keep_sampled_labels_hard(
     np.testing.assert_allclose(targets[:, S:][~hard], 0.5)
     assert 0.3 < info["rows_kept"] < 0.7 and info["round"] == 1
     # a row dropped this round leaves its cells soft: fewer hard cells than with every row
-    every = eh.window_targets(dataset, pool)[:, S:] == 1
+    every = ht.window_targets(dataset, pool)[:, S:] == 1
     assert hard.sum() < every.sum() and not (hard & ~every).any()
     again = hm.round_targets(dataset, table, train, _constant_model(-1.0), soft=soft, seed=4, round_index=1)[1]
     np.testing.assert_array_equal(targets, again)  # deterministic for a seed
 
 
 def test_soft_pseudo_and_head_parameters_are_checked():
-    from rfcxlib.embeddings import heads as eh, head_methods as hm
+    from rfcxlib.embeddings import head_config as hc
 
     for kwargs, name in ((dict(rounds=0), "soft_rounds"), (dict(rounds=True), "soft_rounds"),
                          (dict(row_keep=0.0), "soft_row_keep"), (dict(soft_weight=-1.0), "soft_weight"),
                          (dict(temperature=0.0), "soft_temperature")):
         with pytest.raises(ParameterError, match=name):
-            hm.SoftPseudoConfig(**kwargs)
-    assert hm.from_params({"soft_rounds": 5, "epochs": 3}) == hm.SoftPseudoConfig(rounds=5)
-    head, method = eh.from_params({"head_method": "soft_pseudo", "head_recording_norm": True})
+            hc.SoftPseudoConfig(**kwargs)
+    assert hc.soft_from_params({"soft_rounds": 5, "epochs": 3}) == hc.SoftPseudoConfig(rounds=5)
+    head, method = hc.head_from_params({"head_method": "soft_pseudo", "head_recording_norm": True})
     assert method == "soft_pseudo" and head.recording_norm
     with pytest.raises(ParameterError, match="'pseudo_labels', 'soft_pseudo'"):
-        eh.from_params({"head_method": "soft"})
+        hc.head_from_params({"head_method": "soft"})
     with pytest.raises(ParameterError, match="head_recording_norm"):
-        eh.HeadConfig(recording_norm="yes")
-    assert "recording_norm" not in eh.HeadConfig().key()  # earlier folds keep their fingerprint
-    assert eh.HeadConfig(recording_norm=True).key()["recording_norm"] is True
+        hc.HeadConfig(recording_norm="yes")
+    assert "recording_norm" not in hc.HeadConfig().key()  # earlier folds keep their fingerprint
+    assert hc.HeadConfig(recording_norm=True).key()["recording_norm"] is True
 
 
 def test_bad_method_and_pseudo_loss_name_the_choices(tmp_path):
-    from rfcxlib.embeddings import heads as eh
+    from rfcxlib.embeddings import head_config as hc, head_folds as hf
+    from rfcxlib.noisy import compare
     from rfcxlib.config import RunConfig
 
     dataset = _dataset(n_recordings=4)
     config = RunConfig.from_params(dict(profile="tiny", folds=3, train_folds=[0]))
     with pytest.raises(ParameterError, match="'soft_pseudo'"):
-        eh.compare_methods(dataset, config, eh.HeadConfig(), tmp_path, methods=["soft"])
+        compare.compare_methods(dataset, config, tmp_path, head=hc.HeadConfig(), methods=["soft"])
     with pytest.raises(ParameterError, match=r"pseudo_loss 'sed'.*'masked_bce', 'naive_bce'"):
-        eh.compare_methods(dataset, config, eh.HeadConfig(), tmp_path, methods=["pseudo_labels"], pseudo_loss="sed")
+        compare.compare_methods(dataset, config, tmp_path, head=hc.HeadConfig(), methods=["pseudo_labels"],
+                                pseudo_loss="sed")
     with pytest.raises(ParameterError, match="'soft_pseudo'"):
-        eh.train_head_model(dataset, config, eh.HeadConfig(), tmp_path, method="soft")
+        hf.train_head_model(dataset, config, hc.HeadConfig(), tmp_path, method="soft")
     with pytest.raises(ParameterError, match="SoftPseudoConfig"):
-        eh.train_head_model(dataset, config, eh.HeadConfig(), tmp_path, method="soft_pseudo", soft={"rounds": 2})
+        hf.train_head_model(dataset, config, hc.HeadConfig(), tmp_path, method="soft_pseudo", soft={"rounds": 2})
 
 
 def test_compare_methods_gives_each_method_its_loss(tmp_path, monkeypatch):
-    from rfcxlib.embeddings import heads as eh, head_methods as hm
+    from rfcxlib.embeddings import head_config as hc, head_folds as hf
+    from rfcxlib.noisy import compare
     from rfcxlib.config import RunConfig
 
     calls = []
@@ -164,12 +167,12 @@ def test_compare_methods_gives_each_method_its_loss(tmp_path, monkeypatch):
         Path(model_dir).mkdir(parents=True)
         (Path(model_dir) / "metrics.json").write_text(json.dumps({"val_lwlrap": [0.5], "oof_lwlrap": 0.5}))
 
-    monkeypatch.setattr(eh, "train_head_model", fake)
-    soft = hm.SoftPseudoConfig(rounds=2)
+    monkeypatch.setattr(hf, "train_head_model", fake)
+    soft = hc.SoftPseudoConfig(rounds=2)
     config = RunConfig.from_params(dict(profile="tiny", folds=3, train_folds=[0]))
-    out = eh.compare_methods(_dataset(n_recordings=4), config, eh.HeadConfig(), tmp_path, seeds=[0],
-                             methods=["masked_bce", "pseudo_labels", "soft_pseudo", "coteaching"], soft=soft,
-                             table=object(), progress=False)
+    out = compare.compare_methods(_dataset(n_recordings=4), config, tmp_path, head=hc.HeadConfig(), seeds=[0],
+                                  methods=["masked_bce", "pseudo_labels", "soft_pseudo", "coteaching"], soft=soft,
+                                  table=object(), progress=False)
     assert list(out.method) == ["masked_bce", "pseudo_labels", "soft_pseudo", "coteaching"]
     assert [c[:3] for c in calls] == [("masked_bce-seed0", "loss", "masked_bce"),
                                       ("pseudo_labels-seed0", "pseudo_labels", "masked_bce"),  # the fixed default
@@ -214,7 +217,7 @@ def _against_control(tiny_table, tmp_path, head, **kwargs) -> tuple[float, float
     """Test LWLRAP of a head trained with ``kwargs`` on three folds and of the same head on labels
     shuffled between recordings, and the first's metrics."""
     from rfcxlib import metrics
-    from rfcxlib.embeddings import heads as eh
+    from rfcxlib.embeddings import head_folds as hf
 
     dataset, table = tiny_table
     ids = dataset.train_ids
@@ -222,8 +225,8 @@ def _against_control(tiny_table, tmp_path, head, **kwargs) -> tuple[float, float
     control_set = replace(dataset, tp=dataset.tp.assign(recording_id=dataset.tp.recording_id.map(shuffled)),
                           fp=dataset.fp.assign(recording_id=dataset.fp.recording_id.map(shuffled)))
     config = _config(data_dir=str(dataset.root))
-    result = eh.train_head_model(dataset, config, head, tmp_path / "real", table=table, progress=False, **kwargs)
-    eh.train_head_model(control_set, config, head, tmp_path / "control", table=table, progress=False, **kwargs)
+    result = hf.train_head_model(dataset, config, head, tmp_path / "real", table=table, progress=False, **kwargs)
+    hf.train_head_model(control_set, config, head, tmp_path / "control", table=table, progress=False, **kwargs)
     truth = dataset.test_truth()
     real, control = (metrics.lwlrap(truth, np.load(tmp_path / k / "test_scores.npz")["logits"])
                      for k in ("real", "control"))
@@ -233,10 +236,10 @@ def _against_control(tiny_table, tmp_path, head, **kwargs) -> tuple[float, float
 
 @needs_birdnet
 def test_soft_pseudo_head_learns_against_shuffled_labels_and_reuses_its_folds(tiny_table, tmp_path):
-    from rfcxlib.embeddings import heads as eh, head_methods as hm
+    from rfcxlib.embeddings import head_config as hc, head_folds as hf
 
-    soft = hm.SoftPseudoConfig(rounds=2)
-    head = eh.HeadConfig(epochs=20)
+    soft = hc.SoftPseudoConfig(rounds=2)
+    head = hc.HeadConfig(epochs=20)
     real, control, result = _against_control(tiny_table, tmp_path, head, method="soft_pseudo", soft=soft)
     assert real > control + 0.1, (real, control)
     assert result["method"] == "soft_pseudo" and result["soft"] == soft.to_dict()
@@ -247,27 +250,27 @@ def test_soft_pseudo_head_learns_against_shuffled_labels_and_reuses_its_folds(ti
     dataset, table = tiny_table
     state = tmp_path / "real" / "fold0" / "state.json"
     before = json.loads(state.read_text())
-    eh.train_head_model(dataset, _config(data_dir=str(dataset.root)), head, tmp_path / "real", method="soft_pseudo",
+    hf.train_head_model(dataset, _config(data_dir=str(dataset.root)), head, tmp_path / "real", method="soft_pseudo",
                         soft=soft, table=table, progress=False)
     assert json.loads(state.read_text()) == before  # the same settings: reused
 
 
 @needs_birdnet
 def test_pseudo_labels_on_a_masked_base_learn_against_shuffled_labels(tiny_table, tmp_path):
-    from rfcxlib.embeddings import heads as eh
+    from rfcxlib.embeddings import head_config as hc
 
-    real, control, result = _against_control(tiny_table, tmp_path, eh.HeadConfig(epochs=20), method="pseudo_labels")
+    real, control, result = _against_control(tiny_table, tmp_path, hc.HeadConfig(epochs=20), method="pseudo_labels")
     assert real > control + 0.1, (real, control)
     assert result["loss"] == "masked_bce" and "pseudo_rows" in result["folds"]["fold0"]
 
 
 @needs_birdnet
 def test_recording_norm_head_learns_and_window_scoring_refuses_it(tiny_table, tmp_path, capsys):
-    from rfcxlib.embeddings import heads as eh
+    from rfcxlib.embeddings import head_config as hc
     from rfcxlib.inference import scorers
     from rfcxlib.cli import main
 
-    head = eh.HeadConfig(epochs=20, recording_norm=True)
+    head = hc.HeadConfig(epochs=20, recording_norm=True)
     real, control, _ = _against_control(tiny_table, tmp_path, head)
     assert real > control + 0.1, (real, control)
     model_dir = tmp_path / "real"
@@ -286,15 +289,15 @@ def test_recording_norm_head_learns_and_window_scoring_refuses_it(tiny_table, tm
 
 @needs_birdnet
 def test_fold_fingerprints_tell_soft_rounds_and_recording_norm_apart(tiny_table, tmp_path):
-    from rfcxlib.embeddings import heads as eh, head_methods as hm
+    from rfcxlib.embeddings import head_config as hc, head_folds as hf
 
     dataset, table = tiny_table
-    state = tmp_path / "m" / "fold0" / "state.json"
+    fingerprint = tmp_path / "m" / "fold0" / "fingerprint.json"
     seen = []
-    for head, soft in ((eh.HeadConfig(epochs=2), hm.SoftPseudoConfig(rounds=1)),
-                       (eh.HeadConfig(epochs=2), hm.SoftPseudoConfig(rounds=1, soft_weight=0.5)),
-                       (eh.HeadConfig(epochs=2, recording_norm=True), hm.SoftPseudoConfig(rounds=1))):
-        eh.train_head_model(dataset, _config([0]), head, tmp_path / "m", method="soft_pseudo", soft=soft,
+    for head, soft in ((hc.HeadConfig(epochs=2), hc.SoftPseudoConfig(rounds=1)),
+                       (hc.HeadConfig(epochs=2), hc.SoftPseudoConfig(rounds=1, soft_weight=0.5)),
+                       (hc.HeadConfig(epochs=2, recording_norm=True), hc.SoftPseudoConfig(rounds=1))):
+        hf.train_head_model(dataset, _config([0]), head, tmp_path / "m", method="soft_pseudo", soft=soft,
                             table=table, progress=False)
-        seen.append(json.loads(state.read_text())["fingerprint"])
+        seen.append(json.loads(fingerprint.read_text())["weights_hash"])
     assert len(set(seen)) == 3  # each setting trained its own fold, none reused

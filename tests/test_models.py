@@ -161,7 +161,7 @@ def test_unknown_choices_list_valid_ones():
     with pytest.raises(ParameterError, match="attention.*parallel"):
         _config(attention="squeeze")
     with pytest.raises(ParameterError, match="backbone.*small_cnn"):
-        build_backbone("birdnet", SHAPE)  # a valid run choice (rfcxlib.embeddings.heads), not a CNN backbone
+        build_backbone("birdnet", SHAPE)  # a valid run choice (rfcxlib.embeddings.head_folds), not a CNN backbone
 
 
 def test_weights_errors(tmp_path):

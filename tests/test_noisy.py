@@ -8,23 +8,23 @@ import pytest
 import tensorflow as tf
 
 from rfcxlib.training import losses
-from rfcxlib.noisy import methods as noisy
+from rfcxlib.noisy import coteaching, pseudo_labels, toy
 from rfcxlib.errors import ParameterError
 
 
 def test_keep_rate_schedule():
-    rates = [noisy.keep_rate(t, tau=0.4, t_k=10) for t in (0, 5, 10, 50)]
+    rates = [coteaching.keep_rate(t, tau=0.4, t_k=10) for t in (0, 5, 10, 50)]
     np.testing.assert_allclose(rates, [1.0, 0.8, 0.6, 0.6])
     with pytest.raises(ParameterError, match=r"'tau' = 1.2.*\[0, 1\)"):
-        noisy.keep_rate(0, tau=1.2, t_k=10)
+        coteaching.keep_rate(0, tau=1.2, t_k=10)
     with pytest.raises(ParameterError, match=r"'t_k' = 0"):
-        noisy.keep_rate(0, tau=0.2, t_k=0)
+        coteaching.keep_rate(0, tau=0.2, t_k=0)
 
 
 @pytest.mark.parametrize("kind", ["symmetric", "pairflip"])
 def test_inject_label_noise(kind):
     clean = np.repeat(np.arange(10), 100)
-    noisy_labels = noisy.inject_label_noise(clean, num_classes=10, noise_rate=0.45, kind=kind, seed=3)
+    noisy_labels = toy.inject_label_noise(clean, num_classes=10, noise_rate=0.45, kind=kind, seed=3)
     flipped = noisy_labels != clean
     assert flipped.sum() == 450
     if kind == "pairflip":
@@ -32,20 +32,20 @@ def test_inject_label_noise(kind):
     else:
         assert len(np.unique((noisy_labels[flipped] - clean[flipped]) % 10)) == 9
     np.testing.assert_array_equal(
-        noisy_labels, noisy.inject_label_noise(clean, num_classes=10, noise_rate=0.45, kind=kind, seed=3))
+        noisy_labels, toy.inject_label_noise(clean, num_classes=10, noise_rate=0.45, kind=kind, seed=3))
     with pytest.raises(ParameterError, match=r"unknown noise kind 'uniform'.*'pairflip'"):
-        noisy.inject_label_noise(clean, num_classes=10, noise_rate=0.2, kind="uniform")
+        toy.inject_label_noise(clean, num_classes=10, noise_rate=0.2, kind="uniform")
     with pytest.raises(ParameterError, match=r"'noise_rate' = 1.0"):
-        noisy.inject_label_noise(clean, num_classes=10, noise_rate=1.0)
+        toy.inject_label_noise(clean, num_classes=10, noise_rate=1.0)
 
 
 @pytest.mark.parametrize("kind,rate,margin", [("symmetric", 0.5, 0.15), ("pairflip", 0.45, 0.10)])
 def test_coteaching_beats_standard_training_under_label_noise(kind, rate, margin):
     """Han et al.'s setting in small: standard training memorises the noisy labels and its clean
     test accuracy falls; co-teaching's selected samples are mostly clean and it keeps its accuracy."""
-    task = noisy.make_noisy_task(noise_rate=rate, kind=kind, seed=0)
-    standard = noisy.train_single_label(task, method="standard", epochs=40, seed=0)
-    coteach = noisy.train_single_label(task, method="coteaching", epochs=40, tau=rate, seed=0)
+    task = toy.make_noisy_task(noise_rate=rate, kind=kind, seed=0)
+    standard = toy.train_single_label(task, method="standard", epochs=40, seed=0)
+    coteach = toy.train_single_label(task, method="coteaching", epochs=40, tau=rate, seed=0)
     print(f"{kind} {rate:.0%}: standard {standard['final_test_accuracy']:.3f}, "
           f"co-teaching {coteach['final_test_accuracy']:.3f}")
     assert coteach["final_test_accuracy"] > standard["final_test_accuracy"] + margin
@@ -55,12 +55,12 @@ def test_coteaching_beats_standard_training_under_label_noise(kind, rate, margin
 
 
 def test_single_label_training_is_deterministic():
-    task = noisy.make_noisy_task(n_train=512, n_test=256, noise_rate=0.3, seed=1)
-    a = noisy.train_single_label(task, method="coteaching", epochs=3, tau=0.3, t_k=2, seed=5)
-    b = noisy.train_single_label(task, method="coteaching", epochs=3, tau=0.3, t_k=2, seed=5)
+    task = toy.make_noisy_task(n_train=512, n_test=256, noise_rate=0.3, seed=1)
+    a = toy.train_single_label(task, method="coteaching", epochs=3, tau=0.3, t_k=2, seed=5)
+    b = toy.train_single_label(task, method="coteaching", epochs=3, tau=0.3, t_k=2, seed=5)
     assert a["test_accuracy"] == b["test_accuracy"]
     with pytest.raises(ParameterError, match=r"unknown single-label method 'mentornet'"):
-        noisy.train_single_label(task, method="mentornet", epochs=1)
+        toy.train_single_label(task, method="mentornet", epochs=1)
 
 
 # --------------------------------------------------------------------------- multi-label mode
@@ -69,11 +69,11 @@ def test_select_unknown_cells_per_species():
     # species 1: every cell unknown
     cell_losses = tf.constant([[9.0, 0.5], [0.1, 0.4], [0.3, 0.3], [2.0, 0.2], [1.0, 0.1]])
     mask = tf.constant([[1.0, 0.0], [1.0, 0.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
-    keep = noisy.select_unknown_cells(cell_losses, mask, 0.7).numpy()
+    keep = coteaching.select_unknown_cells(cell_losses, mask, 0.7).numpy()
     # species 0: floor(0.7 * 3) = 2 smallest unknown (rows 2, 4); species 1: floor(3.5) = 3 (rows 2, 3, 4)
     np.testing.assert_array_equal(keep, [[0, 0], [0, 0], [1, 1], [0, 1], [1, 1]])
-    np.testing.assert_array_equal(noisy.select_unknown_cells(cell_losses, mask, 1.0).numpy(), 1 - mask.numpy())
-    np.testing.assert_array_equal(noisy.select_unknown_cells(cell_losses, mask, 0.0).numpy(), 0)
+    np.testing.assert_array_equal(coteaching.select_unknown_cells(cell_losses, mask, 1.0).numpy(), 1 - mask.numpy())
+    np.testing.assert_array_equal(coteaching.select_unknown_cells(cell_losses, mask, 0.0).numpy(), 0)
 
 
 def test_coteaching_loss_spans_masked_to_naive_bce(rng):
@@ -81,9 +81,9 @@ def test_coteaching_loss_spans_masked_to_naive_bce(rng):
     mask = np.maximum(y, (rng.random((6, 24)) > 0.6).astype(np.float32))
     targets = losses.pack_targets(y, mask)
     logits = rng.normal(size=(6, 24)).astype(np.float32)
-    np.testing.assert_allclose(noisy.coteaching_loss(targets, logits, np.ones_like(y)).numpy(),
+    np.testing.assert_allclose(coteaching.coteaching_loss(targets, logits, np.ones_like(y)).numpy(),
                                losses.naive_bce(targets, logits).numpy(), rtol=1e-5)
-    np.testing.assert_allclose(noisy.coteaching_loss(targets, logits, np.zeros_like(y)).numpy(),
+    np.testing.assert_allclose(coteaching.coteaching_loss(targets, logits, np.zeros_like(y)).numpy(),
                                losses.masked_bce(targets, logits).numpy(), rtol=1e-5)
 
 
@@ -108,7 +108,7 @@ def test_coteach_fit_trains_two_models(rng):
     a, b = model(), model()
     assert not np.allclose(a.get_weights()[0], b.get_weights()[0])
     seen = []
-    history = noisy.coteach_fit(a, b, batches, epochs=4, tau=0.5, t_k=2, learning_rate=0.05,
+    history = coteaching.coteach_fit(a, b, batches, epochs=4, tau=0.5, t_k=2, learning_rate=0.05,
                                 on_epoch_end=lambda epoch, logs: seen.append(epoch) or {"extra": epoch * 2},
                                 progress=False)
     assert seen == [0, 1, 2, 3] and [h["extra"] for h in history] == [0, 2, 4, 6]
@@ -118,9 +118,9 @@ def test_coteach_fit_trains_two_models(rng):
         assert h["keep_rate"] - 0.1 <= h["kept_unknown"] <= h["keep_rate"]
     assert history[-1]["loss_a"] < history[0]["loss_a"] and history[-1]["loss_b"] < history[0]["loss_b"]
     with pytest.raises(ParameterError, match="'epochs' = 0"):
-        noisy.coteach_fit(a, b, batches, epochs=0)
+        coteaching.coteach_fit(a, b, batches, epochs=0)
     with pytest.raises(ParameterError, match="yielded no batch"):
-        noisy.coteach_fit(a, b, [], epochs=1, progress=False)
+        coteaching.coteach_fit(a, b, [], epochs=1, progress=False)
 
 
 # --------------------------------------------------------------------------- pseudo-labels
@@ -140,7 +140,7 @@ def test_pseudo_label_rows_skip_known_cells_and_use_species_bands(tiny_dataset):
     windows = pd.DataFrame({"recording_id": [rid, other, other], "start_s": [max(0.0, tp.t_min - 1.0), 0.0, 3.0]})
     scores = np.zeros((3, 24), np.float32)
     scores[:, s] = [0.99, 0.95, 0.5]  # known TP window, unknown and confident, unknown but unsure
-    rows = noisy.pseudo_label_rows(ds, windows, scores, crop_s=4.0, threshold=0.9)
+    rows = pseudo_labels.pseudo_label_rows(ds, windows, scores, crop_s=4.0, threshold=0.9)
     assert len(rows) == 1
     row = rows.iloc[0]
     assert (row.recording_id, row.species_id, row.t_min, row.t_max) == (other, s, 0.0, 4.0)
@@ -149,7 +149,7 @@ def test_pseudo_label_rows_skip_known_cells_and_use_species_bands(tiny_dataset):
     extended = ds.with_rows(tp=rows[list(ds.tp.columns)])
     y, mask = extended.window_targets(other, 0.0, 4.0)
     assert y[s] == 1 and mask[s] == 1 and len(extended.tp) == len(ds.tp) + 1
-    quality = noisy.pseudo_label_quality(ds, rows)
+    quality = pseudo_labels.pseudo_label_quality(ds, rows)
     assert quality["rows"] == 1 and quality["correct"] in (0, 1)
 
 
@@ -161,7 +161,7 @@ def test_pseudo_label_quality_counts_calls_from_the_synthetic_list(tiny_dataset)
                            "songtype_id": 1, "t_min": hidden.t_min, "f_min": 0.0, "t_max": hidden.t_max,
                            "f_max": 1000.0}])
     wrong = right.assign(species_id=(hidden.species_id + 1) % 24, t_min=0.0, t_max=0.01)
-    quality = noisy.pseudo_label_quality(ds, pd.concat([right, wrong], ignore_index=True))
+    quality = pseudo_labels.pseudo_label_quality(ds, pd.concat([right, wrong], ignore_index=True))
     assert quality["rows"] == 2 and quality["correct"] == 1 and quality["precision"] == 0.5
     assert quality["unlabelled_calls_found"] >= 1
 
@@ -169,9 +169,9 @@ def test_pseudo_label_quality_counts_calls_from_the_synthetic_list(tiny_dataset)
 def test_pseudo_label_rows_reject_bad_input(tiny_dataset):
     windows = pd.DataFrame({"recording_id": tiny_dataset.train_ids[:2], "start_s": [0.0, 0.0]})
     with pytest.raises(ParameterError, match=r"'threshold' = 1.5"):
-        noisy.pseudo_label_rows(tiny_dataset, windows, np.zeros((2, 24)), crop_s=4.0, threshold=1.5)
+        pseudo_labels.pseudo_label_rows(tiny_dataset, windows, np.zeros((2, 24)), crop_s=4.0, threshold=1.5)
     with pytest.raises(ParameterError, match=r"scores of shape \(3, 24\): expected \(2, 24\)"):
-        noisy.pseudo_label_rows(tiny_dataset, windows, np.zeros((3, 24)), crop_s=4.0)
+        pseudo_labels.pseudo_label_rows(tiny_dataset, windows, np.zeros((3, 24)), crop_s=4.0)
 
 
 # --------------------------------------------------------------------------- figures

@@ -3,6 +3,7 @@ training contract's files, is scored the same way, and an interrupted comparison
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -10,7 +11,7 @@ import pandas as pd
 import pytest
 
 from rfcxlib.data import tables as data
-from rfcxlib.noisy import runs as noisy_runs
+from rfcxlib.noisy import compare, coteaching, pseudo_labels
 from rfcxlib.training import train
 from rfcxlib.config import RunConfig
 from rfcxlib.errors import DataError, ParameterError
@@ -37,7 +38,7 @@ def tiny_dataset(tiny_data_dir):
 def comparison(tiny_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("noisy")
     config = RunConfig.from_params(CONFIG)
-    results = noisy_runs.compare_methods(tiny_dataset, config, out, seeds=[0], build_fn=tiny_model,
+    results = compare.compare_methods(tiny_dataset, config, out, seeds=[0], build_fn=tiny_model,
                                          pseudo_threshold=0.3, results_csv=out / "results.csv",
                                          progress=False)
     return out, config, results
@@ -46,12 +47,12 @@ def comparison(tiny_dataset, tmp_path_factory):
 @pytest.mark.slow
 def test_every_method_writes_the_training_contract(comparison, tiny_dataset):
     out, config, results = comparison
-    assert list(results["method"]) == list(noisy_runs.METHODS)
+    assert list(results["method"]) == list(compare.CNN_METHODS)
     assert results[["val_lwlrap", "test_lwlrap"]].apply(lambda s: s.between(0, 1)).all().all()
     pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv"), results, check_dtype=False)
-    _, valid_ids = noisy_runs.fold_split(tiny_dataset, config, 0)
+    _, valid_ids = train.fold_split(tiny_dataset, config, 0)
     y_valid, mask_valid = tiny_dataset.targets_matrix(valid_ids)
-    for method in noisy_runs.METHODS:
+    for method in compare.CNN_METHODS:
         folder = out / f"{method}-seed0"
         for name in ("config.json", "history.csv", "metrics.json", "model.keras"):
             assert (folder / name).exists(), (method, name)
@@ -75,7 +76,7 @@ def test_every_method_writes_the_training_contract(comparison, tiny_dataset):
 def test_an_interrupted_comparison_resumes_without_training_again(comparison, tiny_dataset):
     out, config, results = comparison
     stamp = (out / "masked_bce-seed0" / "metrics.json").stat().st_mtime_ns
-    again = noisy_runs.compare_methods(tiny_dataset, config, out, methods=["naive_bce", "masked_bce"],
+    again = compare.compare_methods(tiny_dataset, config, out, methods=["naive_bce", "masked_bce"],
                                        seeds=[0], build_fn=tiny_model, progress=False)
     assert (out / "masked_bce-seed0" / "metrics.json").stat().st_mtime_ns == stamp
     assert (again["train_s"] < 1.0).all()
@@ -85,16 +86,16 @@ def test_an_interrupted_comparison_resumes_without_training_again(comparison, ti
 def test_rerun_reuses_unchanged_methods_and_retrains_changed_ones(tiny_dataset, tmp_path, monkeypatch):
     config = RunConfig.from_params({**CONFIG, "steps_per_epoch": 2})
     runs = []
-    real = noisy_runs._run_one
-    monkeypatch.setattr(noisy_runs, "_run_one", lambda method, *a, **k: (runs.append(method), real(method, *a, **k)))
+    real = train.train_model
+    monkeypatch.setattr(train, "train_model", lambda *a, **k: (runs.append(k["extra"]["method"]), real(*a, **k))[1])
     kw = dict(methods=["naive_bce", "coteaching"], seeds=[0], build_fn=tiny_model, progress=False)
-    first = noisy_runs.compare_methods(tiny_dataset, config, tmp_path, **kw)
+    first = compare.compare_methods(tiny_dataset, config, tmp_path, **kw)
     assert runs == ["naive_bce", "coteaching"]
-    noisy_runs.compare_methods(tiny_dataset, config, tmp_path, **kw)  # unchanged: nothing trains
+    compare.compare_methods(tiny_dataset, config, tmp_path, **kw)  # unchanged: nothing trains
     assert runs == ["naive_bce", "coteaching"]
-    noisy_runs.compare_methods(tiny_dataset, config, tmp_path, tau=0.3, **kw)  # co-teaching's own setting
+    compare.compare_methods(tiny_dataset, config, tmp_path, tau=0.3, **kw)  # co-teaching's own setting
     assert runs[2:] == ["coteaching"]
-    changed = noisy_runs.compare_methods(tiny_dataset, config.replace(learning_rate=1e-2), tmp_path, **kw)
+    changed = compare.compare_methods(tiny_dataset, config.replace(learning_rate=1e-2), tmp_path, **kw)
     assert runs[3:] == ["naive_bce", "coteaching"], "a changed learning rate trains every method again"
     assert not np.allclose(changed["test_lwlrap"], first["test_lwlrap"])
     cfg = (tmp_path / "naive_bce-seed0" / "config.json").read_text()
@@ -107,13 +108,13 @@ def test_coteaching_trains_through_the_shared_loop_loads_and_resumes(tiny_datase
     real_fit = train.fit_fold
     monkeypatch.setattr(train, "fit_fold", lambda *a, **k: (folds.append(k["objective"].name), real_fit(*a, **k))[1])
     kw = dict(tau=0.3, t_k=2, build_fn=tiny_model, progress=False)
-    whole = noisy_runs.train_coteaching(tiny_dataset, config, tmp_path / "whole", **kw)
+    whole = coteaching.train_coteaching(tiny_dataset, config, tmp_path / "whole", **kw)
     assert folds == ["coteaching(tau=0.3,t_k=2)"]  # train.py's one fold loop, co-teaching's objective
 
     with pytest.raises(KeyboardInterrupt), killed_as_epoch_starts(3):
-        noisy_runs.train_coteaching(tiny_dataset, config, tmp_path / "resumed", **kw)
+        coteaching.train_coteaching(tiny_dataset, config, tmp_path / "resumed", **kw)
     assert json.loads((tmp_path / "resumed" / "fold0" / "state.json").read_text())["epochs_done"] == 2
-    resumed = noisy_runs.train_coteaching(tiny_dataset, config, tmp_path / "resumed", **kw)
+    resumed = coteaching.train_coteaching(tiny_dataset, config, tmp_path / "resumed", **kw)
 
     a, b = (pd.read_csv(tmp_path / name / "history.csv") for name in ("whole", "resumed"))
     np.testing.assert_allclose(b.keep_rate, [1.0, 0.85, 0.7])
@@ -131,11 +132,30 @@ def test_coteaching_trains_through_the_shared_loop_loads_and_resumes(tiny_datase
         assert any(k.startswith("w1_") for k in arrays.files) and any(k.startswith("o1_") for k in arrays.files)
 
 
+def test_pseudo_label_rounds_reuse_their_folds_only_under_their_settings(tiny_dataset, tmp_path, monkeypatch):
+    config = RunConfig.from_params({**CONFIG, "steps_per_epoch": 2, "checkpoint": "last"})
+    fits = []
+    real_fit = train.fit_fold
+    monkeypatch.setattr(train, "fit_fold", lambda *a, **k: (fits.append(Path(a[3]).parent.name), real_fit(*a, **k))[1])
+    kw = dict(rounds=1, build_fn=tiny_model, progress=False)
+    first = pseudo_labels.pseudo_label_rounds(tiny_dataset, config, tmp_path / "p", threshold=0.3, **kw)
+    assert fits == ["round0", "p"]
+    again = pseudo_labels.pseudo_label_rounds(tiny_dataset, config, tmp_path / "p", threshold=0.3, **kw)
+    assert fits == ["round0", "p"] and again == first  # the same settings: every fold reused
+    rows = pd.read_csv(tmp_path / "p" / "pseudo_labels.csv")["new_rows"].sum()
+    pseudo_labels.pseudo_label_rounds(tiny_dataset, config, tmp_path / "p", threshold=0.999, **kw)
+    assert rows != pd.read_csv(tmp_path / "p" / "pseudo_labels.csv")["new_rows"].sum()
+    assert fits[2:] == ["p"], "other pseudo-labels train the last round again, on the same base"
+    pseudo_labels.pseudo_label_rounds(tiny_dataset, config.replace(learning_rate=1e-2), tmp_path / "p",
+                                      threshold=0.999, **kw)
+    assert fits[3:] == ["round0", "p"], "a changed learning rate trains the base and the round again"
+
+
 def test_summarize_means_stds_and_baseline_gap():
     results = pd.DataFrame({"method": ["naive_bce"] * 2 + ["masked_bce"] * 2, "seed": [0, 1, 0, 1],
                             "val_lwlrap": [0.9, 0.8, 0.7, 0.7], "test_lwlrap": [0.5, 0.7, 0.8, 0.9],
                             "train_s": [1.0, 3.0, 2.0, 2.0]})
-    table = noisy_runs.summarize(results)
+    table = compare.summarize(results)
     assert list(table.index) == ["naive_bce", "masked_bce"]
     assert table.loc["masked_bce", "test_mean"] == pytest.approx(0.85)
     assert table.loc["naive_bce", "test_std"] == pytest.approx(np.std([0.5, 0.7], ddof=1), abs=1e-4)
@@ -146,13 +166,13 @@ def test_summarize_means_stds_and_baseline_gap():
 def test_bad_parameters_raise(tiny_dataset, tmp_path):
     config = RunConfig.from_params(CONFIG)
     with pytest.raises(ParameterError, match=r"unknown noisy-label method 'mixmatch'.*'coteaching'"):
-        noisy_runs.compare_methods(tiny_dataset, config, tmp_path, methods=["mixmatch"], build_fn=tiny_model)
+        compare.compare_methods(tiny_dataset, config, tmp_path, methods=["mixmatch"], build_fn=tiny_model)
     with pytest.raises(ParameterError, match=r"'seeds' = \[\]"):
-        noisy_runs.compare_methods(tiny_dataset, config, tmp_path, seeds=[], build_fn=tiny_model)
+        compare.compare_methods(tiny_dataset, config, tmp_path, seeds=[], build_fn=tiny_model)
     with pytest.raises(ParameterError, match=r"'pseudo_rounds' = 0"):
-        noisy_runs.pseudo_label_rounds(tiny_dataset, config, tmp_path, rounds=0, build_fn=tiny_model)
+        pseudo_labels.pseudo_label_rounds(tiny_dataset, config, tmp_path, rounds=0, build_fn=tiny_model)
     with pytest.raises(DataError, match=r"metrics.json is missing"):
-        noisy_runs.evaluate_model_dir(tmp_path)
+        compare.evaluate_model_dir(tmp_path)
 
 
 @pytest.mark.slow

@@ -1,7 +1,7 @@
 """Label methods on embedding heads beyond one loss: co-teaching, pseudo-labels, soft pseudo-labels.
 
 - **Co-teaching** (:func:`fit_coteaching`): two heads exchange their small-loss unknown cells
-  (:func:`rfcxlib.noisy.methods.coteach_fit`).
+  (:func:`rfcxlib.noisy.coteaching.coteach_fit`).
 
 The two pseudo-label methods start from a head trained on the fold's training windows with the
 given ``loss`` (masked BCE by default: TP = 1, FP = 0, unknown cells ignored) and only ever relabel
@@ -10,7 +10,7 @@ scored on them alone.
 
 - **Pseudo-labels** (the seed's recipe, :func:`fit_pseudo_labels`): every window and unknown
   species the base head scores above ``threshold`` becomes a TP row
-  (:func:`rfcxlib.noisy.methods.pseudo_label_rows`); a new head trains on the extended labels. The seed
+  (:func:`rfcxlib.noisy.pseudo_labels.pseudo_label_rows`); a new head trains on the extended labels. The seed
   trained its base on TP crops with every other species read as absent (``naive_bce``), which
   teaches the base to stay silent on unlabelled calls; masked BCE does not.
 - **Soft pseudo-label rounds** (the 2nd place's recipe, ``soft_pseudo``, :func:`fit_soft_pseudo`;
@@ -23,71 +23,43 @@ scored on them alone.
   over all cells with those targets and weights: :func:`rfcxlib.training.losses.masked_bce` on the packed
   ``[target | weight]``, which with every weight 1 is plain mean BCE on soft targets.
 
-The heads, folds and model folders are those of :mod:`rfcxlib.embeddings.heads`
-(``train_head_model(method="pseudo_labels" | "soft_pseudo")``, ``compare_methods``).
+The settings of the soft rounds are :class:`rfcxlib.embeddings.head_config.SoftPseudoConfig`; the
+heads are those of :mod:`rfcxlib.embeddings.head_fit`; the folds and model folders those of
+:func:`rfcxlib.embeddings.head_folds.train_head_model` (``method="coteaching" | "pseudo_labels" |
+"soft_pseudo"``), which :func:`rfcxlib.noisy.compare.compare_methods` runs for notebook 05.
+
+Tests: tests/test_head_methods.py, tests/test_embeddings.py
 """
 from __future__ import annotations
 
 import dataclasses
-import math
-from dataclasses import asdict, dataclass
 from typing import Optional, Sequence
 
 import numpy as np
 
-from rfcxlib.embeddings import heads as embedding_heads, birdnet as embeddings
-from rfcxlib.inference import windows as inference
-from rfcxlib.noisy import methods as noisy
 from rfcxlib.config import check
+from rfcxlib.embeddings import birdnet
+from rfcxlib.embeddings.head_config import HeadConfig, SoftPseudoConfig
+from rfcxlib.embeddings.head_fit import build_head, fit_head, head_logits, mixup_batches
+from rfcxlib.embeddings.head_targets import training_windows, window_targets
 from rfcxlib.errors import ParameterError
-
-
-@dataclass(frozen=True)
-class SoftPseudoConfig:
-    """Settings of soft pseudo-label rounds; validated on creation (errors name notebook 05's
-    parameters ``soft_rounds``, ``soft_row_keep``, ``soft_weight``, ``soft_temperature``)."""
-
-    rounds: int = 3  # heads trained after the base, each on the soft targets of the one before
-    row_keep: float = 0.5  # probability that a TP/FP row stays a hard label in a round
-    soft_weight: float = 1.0  # loss weight of a soft cell (a known cell weighs 1; 0: masked BCE)
-    temperature: float = 1.0  # soft target sigmoid(logit / temperature); below 1 sharpens
-
-    def __post_init__(self):
-        check(isinstance(self.rounds, (int, np.integer)) and not isinstance(self.rounds, bool)
-              and self.rounds >= 1, "soft_rounds", self.rounds, "an integer >= 1")
-        check(0 < self.row_keep <= 1, "soft_row_keep", self.row_keep, "a probability in (0, 1]")
-        check(math.isfinite(self.soft_weight) and self.soft_weight >= 0, "soft_weight", self.soft_weight,
-              "a finite weight >= 0")
-        check(math.isfinite(self.temperature) and self.temperature > 0, "soft_temperature", self.temperature,
-              "a finite temperature > 0")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-#: notebook 05's parameter ▶ field of :class:`SoftPseudoConfig`
-PARAMETERS = {"soft_rounds": "rounds", "soft_row_keep": "row_keep", "soft_weight": "soft_weight",
-              "soft_temperature": "temperature"}
-
-
-def from_params(params: dict) -> SoftPseudoConfig:
-    """:class:`SoftPseudoConfig` from notebook parameters (``soft_*``); defaults for the others."""
-    return SoftPseudoConfig(**{field: params[name] for name, field in PARAMETERS.items() if name in params})
+from rfcxlib.inference import windows as inference
+from rfcxlib.noisy import coteaching, pseudo_labels
 
 
 # --------------------------------------------------------------------------- co-teaching
-def fit_coteaching(x, targets, config: embedding_heads.HeadConfig, *, seed: int = 0, tau: float = 0.1,
+def fit_coteaching(x, targets, config: HeadConfig, *, seed: int = 0, tau: float = 0.1,
                    t_k: Optional[int] = None, validate=None) -> tuple:
-    """Co-teach two heads (:func:`rfcxlib.noisy.methods.coteach_fit`); returns head A and the history."""
-    model_a = embedding_heads.build_head(x, config, seed)
-    model_b = embedding_heads.build_head(x, config, seed + 10_000)
+    """Co-teach two heads (:func:`rfcxlib.noisy.coteaching.coteach_fit`); returns head A and the history."""
+    model_a = build_head(x, config, seed)
+    model_b = build_head(x, config, seed + 10_000)
     rng = np.random.default_rng([seed, 7])
 
     class Epochs:  # each iteration is one epoch of shuffled (and, with p_mixup, mixed) batches
         def __iter__(self):
-            return embedding_heads.mixup_batches(x, targets, config, rng)
+            return mixup_batches(x, targets, config, rng)
 
-    rows = noisy.coteach_fit(model_a, model_b, Epochs(), epochs=config.epochs, tau=tau,
+    rows = coteaching.coteach_fit(model_a, model_b, Epochs(), epochs=config.epochs, tau=tau,
                              t_k=t_k or max(1, config.epochs // 2), learning_rate=config.learning_rate,
                              progress=False, on_epoch_end=(lambda e, logs: validate(model_a)) if validate else None)
     keys = ("val_loss", "val_lwlrap")
@@ -96,8 +68,8 @@ def fit_coteaching(x, targets, config: embedding_heads.HeadConfig, *, seed: int 
 
 
 # --------------------------------------------------------------------------- pseudo-labels
-def fit_pseudo_labels(dataset, table: embeddings.WindowTable, train_ids: Sequence[str],
-                      head: embedding_heads.HeadConfig, *, loss: str = "masked_bce", seed: int = 0,
+def fit_pseudo_labels(dataset, table: birdnet.WindowTable, train_ids: Sequence[str],
+                      head: HeadConfig, *, loss: str = "masked_bce", seed: int = 0,
                       threshold: float = 0.9, validate=None):
     """Base head with ``loss``, confident unknown windows of ``train_ids`` ▶ TP rows, a new head.
 
@@ -105,18 +77,18 @@ def fit_pseudo_labels(dataset, table: embeddings.WindowTable, train_ids: Sequenc
     -------
     (keras.Model, history, note): the retrained head, its per-epoch history and
     ``{"pseudo_rows", "pseudo_correct", "pseudo_precision", "pseudo_unlabelled_calls_found"}``
-    (the last three on synthetic data only, :func:`rfcxlib.noisy.methods.pseudo_label_quality`).
+    (the last three on synthetic data only, :func:`rfcxlib.noisy.pseudo_labels.pseudo_label_quality`).
     """
-    x, t = embedding_heads.training_windows(dataset, table, train_ids)
-    model, _ = embedding_heads.fit_head(x, t, head, loss=loss, seed=seed, validate=validate)
+    x, t = training_windows(dataset, table, train_ids)
+    model, _ = fit_head(x, t, head, loss=loss, seed=seed, validate=validate)
     pool = table.subset(train_ids)
-    scores = inference.sigmoid(embedding_heads.window_logits(model, pool))
-    rows = noisy.pseudo_label_rows(dataset, pool.windows, scores, threshold=threshold,
-                                   crop_s=embeddings.get_embedder(head.embedder).window_s)
+    scores = inference.sigmoid(head_logits(model, pool))
+    rows = pseudo_labels.pseudo_label_rows(dataset, pool.windows, scores, threshold=threshold,
+                                   crop_s=birdnet.get_embedder(head.embedder).window_s)
     extended = dataset.with_rows(tp=rows[list(dataset.tp.columns)]) if len(rows) else dataset
-    x, t = embedding_heads.training_windows(extended, table, train_ids)
-    model, history = embedding_heads.fit_head(x, t, head, loss=loss, seed=seed + 1, validate=validate)
-    quality = noisy.pseudo_label_quality(dataset, rows) or {}
+    x, t = training_windows(extended, table, train_ids)
+    model, history = fit_head(x, t, head, loss=loss, seed=seed + 1, validate=validate)
+    quality = pseudo_labels.pseudo_label_quality(dataset, rows) or {}
     return model, history, {"pseudo_rows": len(rows),
                             **{f"pseudo_{k}": v for k, v in quality.items() if k != "rows"}}
 
@@ -141,7 +113,7 @@ def soft_targets(known: np.ndarray, logits: np.ndarray, *, soft_weight: float = 
     Parameters
     ----------
     known : np.ndarray [shape=(n, 2 * S)]
-        ``[y | mask]`` of the hard labels (:func:`rfcxlib.embeddings.heads.window_targets`).
+        ``[y | mask]`` of the hard labels (:func:`rfcxlib.embeddings.head_targets.window_targets`).
     logits : np.ndarray [shape=(n, S)]
         The previous head's logits of the same windows.
     soft_weight, temperature : float
@@ -161,7 +133,7 @@ def soft_targets(known: np.ndarray, logits: np.ndarray, *, soft_weight: float = 
     return np.concatenate([mask * y + (1 - mask) * p, mask + (1 - mask) * soft_weight], axis=1).astype(np.float32)
 
 
-def round_targets(dataset, table: embeddings.WindowTable, train_ids: Sequence[str], model, *,
+def round_targets(dataset, table: birdnet.WindowTable, train_ids: Sequence[str], model, *,
                   soft: SoftPseudoConfig, seed: int, round_index: int):
     """The training set of soft round ``round_index``: every window of ``train_ids`` in ``table``,
     its targets (:func:`soft_targets` of ``model``'s logits, the hard labels of the rows this
@@ -175,8 +147,8 @@ def round_targets(dataset, table: embeddings.WindowTable, train_ids: Sequence[st
     """
     pool = table.subset(train_ids)
     sampled = sample_rows(dataset, train_ids, keep_prob=soft.row_keep, seed=[seed, round_index])
-    known = embedding_heads.window_targets(sampled, pool)
-    targets = soft_targets(known, embedding_heads.window_logits(model, pool), soft_weight=soft.soft_weight,
+    known = window_targets(sampled, pool)
+    targets = soft_targets(known, head_logits(model, pool), soft_weight=soft.soft_weight,
                            temperature=soft.temperature)
     ids, s = set(train_ids), dataset.num_species
     ours = [int(t.recording_id.isin(ids).sum()) for t in (dataset.tp, dataset.fp, sampled.tp, sampled.fp)]
@@ -186,8 +158,8 @@ def round_targets(dataset, table: embeddings.WindowTable, train_ids: Sequence[st
                            "soft_mean": float(targets[:, :s][unknown].mean()) if unknown.any() else float("nan")}
 
 
-def fit_soft_pseudo(dataset, table: embeddings.WindowTable, train_ids: Sequence[str],
-                    head: embedding_heads.HeadConfig, *, loss: str = "masked_bce", seed: int = 0,
+def fit_soft_pseudo(dataset, table: birdnet.WindowTable, train_ids: Sequence[str],
+                    head: HeadConfig, *, loss: str = "masked_bce", seed: int = 0,
                     soft: Optional[SoftPseudoConfig] = None, validate=None):
     """A base head with ``loss`` on the labelled windows, then ``soft.rounds`` heads on soft
     targets (:func:`round_targets`), each new from its own seed; the last one is returned.
@@ -198,12 +170,12 @@ def fit_soft_pseudo(dataset, table: embeddings.WindowTable, train_ids: Sequence[
     rounds), and per round the fraction of rows kept and the mean soft target.
     """
     soft = soft or SoftPseudoConfig()
-    x, t = embedding_heads.training_windows(dataset, table, train_ids)
-    model, rows = embedding_heads.fit_head(x, t, head, loss=loss, seed=seed, validate=validate)
+    x, t = training_windows(dataset, table, train_ids)
+    model, rows = fit_head(x, t, head, loss=loss, seed=seed, validate=validate)
     history, log = [{**r, "round": 0} for r in rows], []
     for r in range(1, soft.rounds + 1):
         pool, targets, info = round_targets(dataset, table, train_ids, model, soft=soft, seed=seed, round_index=r)
-        model, rows = embedding_heads.fit_head(pool.x.astype(np.float32), targets, head, loss="masked_bce",
+        model, rows = fit_head(pool.x.astype(np.float32), targets, head, loss="masked_bce",
                                                seed=seed + 1000 * r, validate=validate)
         history += [{**row, "round": r, "epoch": r * head.epochs + row["epoch"]} for row in rows]
         log.append(info)

@@ -63,14 +63,14 @@ def _member(scorer, model, hop_s: float, folder: Path, fmt: str, tmp: Path) -> d
     """Write one member's file under ``folder/members`` and return its metadata entry."""
     import tensorflow as tf
 
-    from rfcxlib.embeddings import heads as embedding_heads
+    from rfcxlib.embeddings import head_folds
 
     name = model.name.replace("/", "__")
     samples = int(round(scorer.window_s * scorer.sr))
     entry = {"name": model.name, "family": scorer.family, "window_s": scorer.window_s,
              "window_samples": samples, "hop_s": hop_s, "output": "logits"}
     if scorer.family == "birdnet":
-        head, heads = embedding_heads.load_heads(model.path, model.config)
+        head, heads = head_folds.load_heads(model.path, model.config)
         e = embeddings.get_embedder(head.embedder)
         module, n, inputs = _head_module(heads, e.dim), e.dim, "embedding"
         entry.update(folds=len(heads), input="embedding", embedder=head.embedder)

@@ -9,6 +9,7 @@ one line, e.g. ``scorers.SCORERS["birdnet"] = build_birdnet_scorer``, where the 
 """
 from __future__ import annotations
 
+import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,14 +128,8 @@ def build_cnn_scorer(model_dir: Path, config: dict, name: str) -> WindowScorer:
                         logits=lambda y: np.asarray(run(tf.constant(y, tf.float32)), np.float32))
 
 
-def build_birdnet_scorer(model_dir: Path, config: dict, name: str) -> WindowScorer:
-    """A head on BirdNET V2.4 embeddings (:mod:`rfcxlib.embeddings.heads`; CC BY-NC-SA 4.0)."""
-    from rfcxlib.embeddings.heads import build_window_scorer
-
-    return build_window_scorer(model_dir, config, name)
-
-
-SCORERS: dict[str, Callable[[Path, dict, str], WindowScorer]] = {"birdnet": build_birdnet_scorer}
+SCORERS: dict[str, Callable[[Path, dict, str], WindowScorer]] = {
+    "birdnet": lambda *args: importlib.import_module("rfcxlib.embeddings.scorer").build_scorer(*args)}
 
 
 def _backbone(config: dict):

@@ -80,7 +80,7 @@ def coteaching_check(histories: dict, *, fig=None, noise: str = ""):
     Parameters
     ----------
     histories : dict
-        ``{method: history}`` with the histories of :func:`rfcxlib.noisy.methods.train_single_label`.
+        ``{method: history}`` with the histories of :func:`rfcxlib.noisy.toy.train_single_label`.
     noise : str
         Describes the injected noise in the title (e.g. ``"50% symmetric"``).
 

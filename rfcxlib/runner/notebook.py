@@ -163,9 +163,9 @@ def config_of(notebook: str, params: Mapping[str, Any], rules: Optional[Rules] =
     values.update(rules.fixed)
     config = RunConfig.from_notebook(values)
     if config.model.backbone == "birdnet":
-        from rfcxlib.embeddings import heads as embedding_heads  # TensorFlow: only for a notebook that asks for it
+        from rfcxlib.embeddings import head_config  # only for a notebook that asks for it
 
-        embedding_heads.from_params(params)
+        head_config.head_from_params(params)
     return config
 
 

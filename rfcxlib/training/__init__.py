@@ -1,1 +1,1 @@
-"""Training a model over its folds: steps, losses, fingerprints of finished folds, several workers."""
+"""Training a model over its folds: steps, losses, fingerprints of finished results, several workers."""
