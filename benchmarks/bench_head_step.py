@@ -12,8 +12,9 @@ weights:
   (:func:`rfcxlib.embeddings.head_fit.fit_head`).
 
 For each number of windows (``--windows``; the ``tiny`` data set's folds train on about 200
-windows, ``mini``'s on a few thousand) every loop runs ``--epochs`` epochs ``--repeats`` times
-after one warm-up epoch; the result is the median seconds per epoch, with the load average.
+windows, ``mini``'s on a few thousand) every loop runs one warm-up epoch (tracing), then the loops
+take turns, ``--repeats`` times in a rotating order, each running the same ``--epochs`` epochs of
+batches; the result is the median seconds per epoch of each loop, with the load average.
 
 Usage::
 
@@ -90,22 +91,22 @@ def measure(windows: int, epochs: int, repeats: int) -> dict:
     targets = np.concatenate([rng.random((windows, 24)) < 0.1, rng.random((windows, 24)) < 0.3], axis=1)
     targets = targets.astype(np.float32)
     config = head_config.HeadConfig()
-    out = {}
+    runs, batches_rng = {}, np.random.default_rng(1)
     for name, make in LOOPS.items():
         model = head_fit.build_head(x, config, seed=0)
-        optimizer = steps.make_optimizer(config.learning_rate, model)
-        run = make(model, optimizer, losses.get_loss("masked_bce"))
-        batches_rng = np.random.default_rng(1)
-        run(list(head_fit.mixup_batches(x, targets, config, batches_rng)), config.batch_size)  # warm-up: tracing
-        times = []
-        for _ in range(repeats):
-            epoch_batches = [list(head_fit.mixup_batches(x, targets, config, batches_rng)) for _ in range(epochs)]
+        runs[name] = make(model, steps.make_optimizer(config.learning_rate, model), losses.get_loss("masked_bce"))
+        runs[name](list(head_fit.mixup_batches(x, targets, config, batches_rng)), config.batch_size)  # tracing
+    times = {name: [] for name in LOOPS}
+    for r in range(repeats):  # the loops take turns, in a rotating order, so a change of load hits all alike
+        epoch_batches = [list(head_fit.mixup_batches(x, targets, config, batches_rng)) for _ in range(epochs)]
+        order = list(LOOPS)[r % len(LOOPS):] + list(LOOPS)[:r % len(LOOPS)]
+        for name in order:
             start = time.perf_counter()
             for batches in epoch_batches:
-                run(batches, config.batch_size)
-            times.append((time.perf_counter() - start) / epochs)
-        out[name] = {"s_per_epoch": round(statistics.median(times), 5), "runs": [round(t, 5) for t in times]}
-    return out
+                runs[name](batches, config.batch_size)
+            times[name].append((time.perf_counter() - start) / epochs)
+    return {name: {"s_per_epoch": round(statistics.median(t), 5), "runs": [round(v, 5) for v in t]}
+            for name, t in times.items()}
 
 
 def main(argv=None) -> int:

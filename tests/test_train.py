@@ -46,7 +46,7 @@ MIRRORED = textwrap.dedent("""
     tf.config.set_logical_device_configuration(tf.config.list_physical_devices("CPU")[0],
         [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
     import keras
-    from rfcxlib.training import losses, steps, train
+    from rfcxlib.training import distribute, losses, steps
 
     def fit(strategy):
         keras.utils.set_random_seed(0)
