@@ -13,6 +13,8 @@ changed file or setting is embedded again, an interrupted run resumes where it s
 
 Adding another model (e.g. Perch, for a user who has its TFLite file) is one entry of
 :data:`EMBEDDERS`; the rest of the package reads only ``window_s``, ``sr`` and ``dim``.
+
+Tests: tests/test_embeddings.py
 """
 from __future__ import annotations
 

@@ -18,6 +18,8 @@ Several workers (``TF_CONFIG``):
   folder; the others write into a temporary folder, removed afterwards, that starts as a copy of
   the chief's folder sent over the cluster (:func:`writer_folder`), so no folder needs to be
   shared between machines and every worker resumes from the chief's checkpoints.
+
+Tests: tests/test_multi_worker.py, tests/test_train.py
 """
 from __future__ import annotations
 
