@@ -1,0 +1,6 @@
+"""``python -m rfcxlib.cli``: the ``rfcx`` command."""
+import sys
+
+from rfcxlib.cli import main
+
+sys.exit(main())
