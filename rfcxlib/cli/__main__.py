@@ -1,4 +1,7 @@
-"""``python -m rfcxlib.cli``: the ``rfcx`` command."""
+"""``python -m rfcxlib.cli``: the ``rfcx`` command.
+
+Tests: tests/test_cli.py
+"""
 import sys
 
 from rfcxlib.cli import main
