@@ -152,7 +152,8 @@ def test_bundle_readme_and_wheel_dataset(bundle, wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert "rfcxlib/__init__.py" in names
     assert {f"rfcxlib/kaggle/{m}.py" for m in ("__init__", "environment", "kernel", "wheels",
-                                               "bundle", "cli")} <= set(names)
+                                               "bundle")} <= set(names)
+    assert {"rfcxlib/cli/__init__.py", "rfcxlib/cli/kaggle.py"} <= set(names)
     assert not any("__pycache__" in n for n in names)
     assert wheel.name == f"rfcxlib-{__version__}-py3-none-any.whl"
 

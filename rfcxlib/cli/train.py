@@ -22,7 +22,7 @@ def handle(args: argparse.Namespace) -> int:
     fold of the configuration; the chief prints the metrics as one JSON line."""
     from rfcxlib.training import distribute
 
-    strategy = distribute.init_strategy()
+    strategy = distribute.init_strategy()  # before the modules below build anything
     from rfcxlib.config import RunConfig
     from rfcxlib.data.tables import load_dataset
     from rfcxlib.runner.profiles import parse_value
