@@ -1,5 +1,6 @@
-"""The names of the RFCx data layout (DESIGN.md), defined here once and imported everywhere else:
-the number of species and the columns of the annotation tables and of the submission.
+"""The names of the RFCx data layout (docs/ARCHITECTURE.md), defined here once and imported
+everywhere else: the number of species and the columns of the annotation tables and of the
+submission.
 
 It imports nothing, so ``import rfcxlib`` stays cheap.
 """

@@ -1,4 +1,4 @@
-"""Checks of a data folder in the RFCx layout, and the ``rfcx validate`` command.
+"""Checks of a data folder in the RFCx layout: what ``rfcx validate`` runs.
 
 :func:`inspect_folder` gathers every problem it finds (it never stops at the first); the
 loader (:func:`rfcxlib.data.tables.load_dataset`) raises them as one :class:`DataError`, and
@@ -6,7 +6,6 @@ loader (:func:`rfcxlib.data.tables.load_dataset`) raises them as one :class:`Dat
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Optional
 
@@ -308,17 +307,3 @@ def format_report(report: dict) -> str:
         f"problems: {len(problems)}",
     ]
     return "\n".join(lines + [f"  - {p}" for p in problems])
-
-
-def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("data_dir", help="folder in the RFCx layout")
-    p.add_argument("--sr", type=int, default=48000, help="expected sample rate in Hz (0: any)")
-    p.add_argument("--headers-only", action="store_true", help="read FLAC headers, do not decode")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def cli_main(args) -> int:
-    report = validate(args.data_dir, sr=args.sr or None, decode=not args.headers_only,
-                      progress=not args.no_progress)
-    print(format_report(report))
-    return 1 if report["problems"] else 0

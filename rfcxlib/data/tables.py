@@ -3,10 +3,10 @@
 :func:`load_dataset` reads the tables and the FLAC headers (fast) and returns a :class:`Dataset`;
 :func:`validate` (``rfcx validate DIR``) also decodes every recording and reports every problem.
 
-Partial labels (DESIGN.md): for a window of a training recording, a TP row of a species that
-overlaps the window makes that species present (``y = 1, mask = 1``), an FP row makes it absent
-(``y = 0, mask = 1``), and every other species is unknown (``mask = 0``). A TP row wins over an
-FP row of the same species.
+Partial labels (the targets of docs/ARCHITECTURE.md): for a window of a training recording, a TP
+row of a species that overlaps the window makes that species present (``y = 1, mask = 1``), an FP
+row makes it absent (``y = 0, mask = 1``), and every other species is unknown (``mask = 0``). A TP
+row wins over an FP row of the same species.
 """
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from rfcxlib.data.checks import (  # noqa: F401  (re-exported: rfcx validate lives here)
-    COLUMNS, NUM_SPECIES, _normalise, check_annotations, cli_main, configure_parser, inspect_folder,
-    read_annotations, summarise, validate)
+from rfcxlib.data.checks import (  # noqa: F401  (re-exported)
+    COLUMNS, NUM_SPECIES, _normalise, check_annotations, inspect_folder, read_annotations, summarise,
+    validate)
 from rfcxlib.errors import DataError, ParameterError
 
 SPLITS = ("train", "test")

@@ -24,11 +24,8 @@ and ``species.csv`` when the data set has a species name table.
 """
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -347,41 +344,3 @@ def predict(source, paths: Sequence, out_dir, *, threshold: float = 0.5, precisi
         table = pd.DataFrame({"species_id": list(names), "name": list(names.values())})
         write_text_atomic(out / "species.csv", table.to_csv(index=False))
     return report
-
-
-# --------------------------------------------------------------------------- CLI
-def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("source", metavar="RUN_OR_MODEL_DIR", help="a run folder (models/*/, ensembled) or one model folder")
-    p.add_argument("paths", metavar="PATH", nargs="+", help="audio files or folders (searched recursively)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--threshold", type=float, default=0.5, help="detection threshold for every species "
-                   "(with --precision: for species that cannot be fitted); default 0.5")
-    p.add_argument("--precision", type=float, default=None, help="fit one threshold per species on the "
-                   "out-of-fold scores for this target precision (saved as thresholds.json with the run)")
-    p.add_argument("--hop-s", type=float, default=None, help="seconds between window starts, for every "
-                   "model (default: each model's own inference hop, as its test scores were made)")
-    p.add_argument("--batch-size", type=int, default=16, help="windows scored at a time")
-    p.add_argument("--data-dir", default=None, help="RFCx-layout data folder for the species' bands "
-                   "(and species.csv names); default: the data set the models were trained on")
-    p.add_argument("--strict", action="store_true", help="stop at the first unreadable file")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-def cli_main(args: argparse.Namespace) -> int:
-    try:
-        report = predict(args.source, args.paths, args.out, threshold=args.threshold, precision=args.precision,
-                         hop_s=args.hop_s, strict=args.strict, data_dir=args.data_dir,
-                         batch_size=args.batch_size, progress=not args.no_progress)
-    except DataError as exc:  # a file or folder that cannot be used: status 1 (2 is a usage error)
-        if getattr(args, "debug", False):
-            traceback.print_exc()
-        print(f"rfcx predict: error: {exc}", file=sys.stderr)
-        return 1
-    counts = report["counts"]
-    print(f"{counts['done']} file(s) scored, {counts['skipped']} skipped; outputs in {args.out}")
-    for entry in report["files"]:
-        if entry["status"] == "skipped":
-            print(f"  skipped: {entry['reason']}")  # the reason names the file
-        elif "warning" in entry:
-            print(f"  {entry['file']}: {entry['warning']}")
-    return 0
