@@ -15,6 +15,7 @@ import pandas as pd
 import soundfile as sf
 from tqdm.auto import tqdm
 
+from rfcxlib.audio.header import audio_info
 from rfcxlib.errors import DataError
 from rfcxlib.layout import ANNOTATION_COLUMNS as COLUMNS
 from rfcxlib.layout import NUM_SPECIES, SUBMISSION_COLUMNS
@@ -139,16 +140,16 @@ def _audio_ids(root: Path, split: str, problems: list, required: bool) -> list[s
 def _check_header(path: Path, sr: Optional[int], decode: bool, problems: list) -> Optional[tuple]:
     """``(frames, samplerate)`` of a recording, or None (a problem is recorded)."""
     try:
-        info = sf.info(str(path))
-    except Exception as exc:  # libsndfile raises several types; all mean "not a readable file"
-        problems.append(f"{path}: unreadable audio file ({str(exc).strip()}); expected a FLAC recording")
+        info = audio_info(path, allow_empty=True)
+    except DataError as exc:
+        problems.append(f"{exc}; expected a FLAC recording")
         return None
     ok = True
     if info.channels != 1:
         problems.append(f"{path}: {info.channels} channels; expected mono (1 channel)")
         ok = False
-    if sr is not None and info.samplerate != sr:
-        problems.append(f"{path}: sample rate {info.samplerate} Hz; expected {sr} Hz "
+    if sr is not None and info.sr != sr:
+        problems.append(f"{path}: sample rate {info.sr} Hz; expected {sr} Hz "
                         "(or allow any rate with sr=None and resample)")
         ok = False
     if info.frames <= 0:
@@ -163,7 +164,7 @@ def _check_header(path: Path, sr: Optional[int], decode: bool, problems: list) -
         if n != info.frames:
             problems.append(f"{path}: decoded {n} frames, header says {info.frames}; the file is truncated")
             return None
-    return (info.frames, info.samplerate) if ok else None
+    return (info.frames, info.sr) if ok else None
 
 
 def check_decodable(path, n: int = 4096) -> Optional[str]:

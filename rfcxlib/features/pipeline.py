@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from rfcxlib import NUM_SPECIES
 from rfcxlib.audio import decode as audio
+from rfcxlib.audio.header import audio_info
 from rfcxlib.features import augment, background_mix, logmel as features, image_channels
 from rfcxlib.data import tables as data
 from rfcxlib.config import AugmentConfig, RunConfig
@@ -280,8 +281,7 @@ def valid_crops(dataset, recording_ids: Sequence[str], config: Optional[RunConfi
                                                         kind="stable", ignore_index=True)
     durations = dict(getattr(dataset, "durations", None) or {})
     for rid in set(rows["recording_id"]) - set(durations):
-        file_sr, n_samples, _ = audio.audio_info(dataset.path(rid))
-        durations[rid] = n_samples / file_sr
+        durations[rid] = audio_info(dataset.path(rid)).duration_s
     starts = [audio.crop_start(t0, t1, crop_s=c.audio.crop_s, duration_s=durations[rid])
               for rid, t0, t1 in rows[["recording_id", "t_min", "t_max"]].itertuples(index=False, name=None)]
     return rows.assign(start_s=starts)
