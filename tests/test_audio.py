@@ -285,3 +285,21 @@ def test_audio_info_reads_the_header_or_names_the_file(tmp_path):
     with pytest.raises(DataError, match=r"empty\.wav: holds no audio samples \(frames=0\)"):
         audio_info(empty)
     assert audio_info(empty, allow_empty=True).frames == 0
+
+
+def test_the_sample_rate_is_written_once():
+    """48 kHz is ``rfcxlib.layout.SAMPLE_RATE``; no other module of rfcxlib writes the number, but
+    BirdNET's embedder, whose network takes 48 kHz input whatever the data's rate."""
+    import ast
+    from pathlib import Path
+
+    import rfcxlib
+    from rfcxlib.layout import SAMPLE_RATE
+
+    root = Path(rfcxlib.__file__).parent
+    found = sorted(str(p.relative_to(root)) for p in root.rglob("*.py")
+                   for node in ast.walk(ast.parse(p.read_text()))
+                   if isinstance(node, ast.Constant) and node.value in (48000, 48000.0)
+                   and not isinstance(node.value, bool))
+    assert SAMPLE_RATE == 48000
+    assert found == ["embeddings/birdnet.py", "layout.py"]

@@ -29,6 +29,7 @@ from rfcxlib.inference import member_windows
 from rfcxlib.config import AudioConfig, check
 from rfcxlib.errors import DataError, ParameterError, unknown_choice
 from rfcxlib.runs import write_bytes_atomic
+from rfcxlib.layout import SAMPLE_RATE
 
 INT16_SCALE = 32768.0
 
@@ -167,7 +168,7 @@ def crop_start(t_min: float, t_max: float, *, crop_s: float, duration_s: float,
     return float(min(max(start, 0.0), max(duration_s - crop_s, 0.0)))
 
 
-def load_crop(path, *, t_min: float, t_max: float, crop_s: float, sr: int = 48000,
+def load_crop(path, *, t_min: float, t_max: float, crop_s: float, sr: int = SAMPLE_RATE,
               rng: Optional[np.random.Generator] = None) -> tuple[np.ndarray, float]:
     """Decode ``crop_s`` seconds around the box ``[t_min, t_max]`` of a recording (centred, or at a
     random offset with ``rng``): returns ``(y (round(crop_s * sr),), start_s)``."""
@@ -220,7 +221,7 @@ class AudioCache:
 
     MODES = ("memory", "disk", "none")
 
-    def __init__(self, *, sr: int = 48000, resample: bool = True, mode: str = "memory",
+    def __init__(self, *, sr: int = SAMPLE_RATE, resample: bool = True, mode: str = "memory",
                  backend: Optional[str] = None, directory=None):
         if mode not in self.MODES:
             raise unknown_choice("audio cache mode", mode, self.MODES)

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from rfcxlib.audio.header import audio_info
 from rfcxlib.errors import DataError
 from rfcxlib.layout import ANNOTATION_COLUMNS as COLUMNS
-from rfcxlib.layout import NUM_SPECIES, SUBMISSION_COLUMNS
+from rfcxlib.layout import NUM_SPECIES, SAMPLE_RATE, SUBMISSION_COLUMNS
 ASSUMED_DURATION_S = 60.0  # for boxes of recordings that are not on disk (tables-only loading)
 _TIME_TOL_S = 0.01  # rounding slack for boxes that end at the recording's end
 _MAX_LISTED = 10  # lines listed per kind of problem
@@ -240,7 +240,7 @@ def _check_test_tables(root: Path, test_files: list, problems: list, require_aud
     return test_ids, truth
 
 
-def inspect_folder(data_dir, *, sr: Optional[int] = 48000, require_audio: bool = True,
+def inspect_folder(data_dir, *, sr: Optional[int] = SAMPLE_RATE, require_audio: bool = True,
                    decode: bool = False, progress: bool = False) -> tuple[dict, list[str]]:
     """Check a data folder; return ``(parts, problems)`` where ``parts`` are the
     :class:`rfcxlib.data.tables.Dataset` fields and ``problems`` a list of messages (empty: all good).
@@ -287,7 +287,7 @@ def summarise(tp: pd.DataFrame, fp: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def validate(data_dir, *, sr: Optional[int] = 48000, decode: bool = True, progress: bool = True,
+def validate(data_dir, *, sr: Optional[int] = SAMPLE_RATE, decode: bool = True, progress: bool = True,
              require_audio: bool = True) -> dict:
     """Full check of a data folder: ``{"problems": [...], "parts": {...}, "species": DataFrame}``."""
     parts, problems = inspect_folder(data_dir, sr=sr, require_audio=require_audio, decode=decode,
@@ -313,7 +313,7 @@ def format_report(report: dict) -> str:
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("data_dir", help="folder in the RFCx layout")
-    p.add_argument("--sr", type=int, default=48000, help="expected sample rate in Hz (0: any)")
+    p.add_argument("--sr", type=int, default=SAMPLE_RATE, help="expected sample rate in Hz (0: any)")
     p.add_argument("--headers-only", action="store_true", help="read FLAC headers, do not decode")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 

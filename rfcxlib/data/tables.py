@@ -22,6 +22,7 @@ from rfcxlib.data.checks import (  # noqa: F401  (re-exported: rfcx validate liv
     COLUMNS, NUM_SPECIES, _normalise, check_annotations, cli_main, configure_parser, inspect_folder,
     read_annotations, summarise, validate)
 from rfcxlib.errors import DataError, ParameterError
+from rfcxlib.layout import SAMPLE_RATE
 
 SPLITS = ("train", "test")
 #: A row counts for a window when at least this share of its box lies inside the window ...
@@ -190,7 +191,7 @@ class Dataset:
         return dataclasses.replace(self, tp=tables["tp"], fp=tables["fp"])
 
 
-def load_dataset(data_dir, *, sr: Optional[int] = 48000, require_audio: bool = True) -> Dataset:
+def load_dataset(data_dir, *, sr: Optional[int] = SAMPLE_RATE, require_audio: bool = True) -> Dataset:
     """Read and check a data folder in the RFCx layout (tables and FLAC headers; no decoding).
 
     Parameters

@@ -26,6 +26,7 @@ import tensorflow as tf
 from rfcxlib.features import image_channels
 from rfcxlib.config import FeatureConfig, check
 from rfcxlib.errors import ParameterError
+from rfcxlib.layout import SAMPLE_RATE
 
 LOG_EPS = 1e-4
 
@@ -359,7 +360,7 @@ class LogMel(keras.layers.Layer):
     """Raw audio ``(batch, n)`` -> log-mel ``(batch, frames, n_mels)``, or the model image
     ``(batch, H, W, C)`` with ``image=True``: the features computed on the accelerator."""
 
-    def __init__(self, sr: int = 48000, config: Optional[dict] = None, image: bool = False, **kwargs):
+    def __init__(self, sr: int = SAMPLE_RATE, config: Optional[dict] = None, image: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.sr = int(sr)
         self.feature_config = FeatureConfig(**(config or {}))

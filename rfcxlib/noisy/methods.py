@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from rfcxlib.training import losses, steps
 from rfcxlib.data.tables import species_bands
 from rfcxlib.errors import ParameterError, unknown_choice
+from rfcxlib.layout import SAMPLE_RATE
 
 NOISE_KINDS = ("symmetric", "pairflip")
 
@@ -317,7 +318,7 @@ def _species_boxes(dataset) -> dict:
     """Per species: (songtype, f_min, f_max) typical of its rows: the band of
     :func:`rfcxlib.data.tables.species_bands`, the songtype most frequent in its TP rows (else its FP
     rows); the full band and songtype 1 for a species without rows."""
-    bands, nyquist, out = species_bands(dataset.tp, dataset.fp), (dataset.sample_rate or 48000) / 2, {}
+    bands, nyquist, out = species_bands(dataset.tp, dataset.fp), (dataset.sample_rate or SAMPLE_RATE) / 2, {}
     for s in range(dataset.num_species):
         rows = dataset.tp[dataset.tp.species_id == s]
         rows = rows if len(rows) else dataset.fp[dataset.fp.species_id == s]

@@ -18,7 +18,7 @@ from matplotlib.ticker import MaxNLocator
 from rfcxlib.data import tables as data
 from rfcxlib.features import logmel as features
 from rfcxlib.config import FeatureConfig
-from rfcxlib.layout import NUM_SPECIES
+from rfcxlib.layout import NUM_SPECIES, SAMPLE_RATE
 from rfcxlib.plots.features import specshow
 
 TP_COLOR = "#2ca02c"
@@ -182,7 +182,7 @@ def _box(ax, t0, t1, f0, f1, label, kind, config, ls="-"):
 
 
 def spectrogram_with_boxes(S, *, tp: pd.DataFrame, fp: pd.DataFrame,
-                           unlabelled: Optional[pd.DataFrame] = None, sr: int = 48000,
+                           unlabelled: Optional[pd.DataFrame] = None, sr: int = SAMPLE_RATE,
                            config: Optional[FeatureConfig] = None, start_s: float = 0.0,
                            title: str = "", ax=None, legend: bool = True, cmap: str = "gray",
                            floor_percentile: float = 50.0):
