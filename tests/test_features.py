@@ -159,7 +159,6 @@ def test_feature_figures_draw(signals):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import pandas as pd
 
     from rfcxlib.plots import features as fplots
 
@@ -172,8 +171,8 @@ def test_feature_figures_draw(signals):
     ax = fplots.specshow(S, sr=SR, title="chirp")
     labels = [t.get_text() for t in ax.get_yticklabels()]
     assert "1k" in labels and "8k" in labels
-    bands = pd.DataFrame({"species_id": [0, 13], "f_min": [5906.0, 94.0], "f_max": [8250.0, 1406.0]})
-    fplots.plot_species_bands(S, bands, sr=SR)
+    ax = fplots.plot_species_bands(S, {0: (5906.0, 8250.0), 13: (94.0, 1406.0)}, sr=SR)
+    assert [t.get_text() for t in ax.texts] == ["s0", "s13"]
     image = features.to_image(S)
     masked = image.numpy().copy()
     masked[:, 10:20] = 0.0

@@ -218,30 +218,6 @@ def load_dataset(data_dir, *, sr: Optional[int] = SAMPLE_RATE, require_audio: bo
     return Dataset(**parts)
 
 
-def species_bands(tp: pd.DataFrame, fp: Optional[pd.DataFrame] = None) -> pd.DataFrame:
-    """The frequency band of each species: the median ``f_min`` and ``f_max`` of its TP rows, or
-    of its FP rows when it has no TP row (a template detector drew both, so a species' boxes
-    share one band).
-
-    Parameters
-    ----------
-    tp, fp : pd.DataFrame
-        Annotation tables with ``species_id``, ``f_min`` and ``f_max`` columns.
-
-    Returns
-    -------
-    pd.DataFrame [index ``species_id``, columns ``f_min``, ``f_max`` in Hz]
-        One row per species with rows, sorted by species; species without rows are absent.
-    """
-    tables = [t for t in (tp, fp) if t is not None and len(t)]
-    if not tables:
-        return pd.DataFrame({"f_min": [], "f_max": []}, index=pd.Index([], dtype=np.int64, name="species_id"))
-    bands = [t.assign(species_id=t.species_id.astype(np.int64)).groupby("species_id")[["f_min", "f_max"]]
-             .median().astype(np.float64) for t in tables]
-    out = bands[0] if len(bands) == 1 else bands[0].combine_first(bands[1])  # TP rows win
-    return out.sort_index()
-
-
 def make_folds(dataset: Dataset, n_folds: int = 5, seed: int = 0) -> pd.Series:
     """Assign the labelled training recordings to ``n_folds`` folds.
 

@@ -305,7 +305,7 @@ def predict(source, paths: Sequence, out_dir, *, threshold: float = 0.5, precisi
     predictor, models = load_predictor(source, hop_s=hop_s, batch_size=batch_size)
     cut, described = resolve_thresholds(source, models, predictor, threshold=threshold, precision=precision,
                                         out_dir=out)
-    bands, bands_from = raven.species_bands(source, models, data_dir=data_dir)
+    bands, bands_from = raven.box_bands(source, models, data_dir=data_dir)
     names = raven.species_names(source, models, data_dir=data_dir)
     files = collect_files(paths)
     report = {"source": str(source), "models": [{"name": s.name, "family": s.family, "window_s": s.window_s,

@@ -138,17 +138,18 @@ def plot_variants(spectrograms: dict, *, sr: int = SAMPLE_RATE, configs: Optiona
 
 
 def plot_species_bands(S, bands, *, sr: int = SAMPLE_RATE, config: Optional[FeatureConfig] = None, ax=None):
-    """A log-mel spectrogram with each species' band (rows ``species_id, f_min, f_max``) marked."""
+    """A log-mel spectrogram with each species' band marked: ``bands`` ``{species: (f_min_hz,
+    f_max_hz)}`` (:func:`rfcxlib.features.bands.species_bands`)."""
     c = config or FeatureConfig()
     ax = specshow(S, sr=sr, config=c, ax=ax or _axes(None, figsize=(11, 5)), colorbar=False,
                   title="species frequency bands on the mel axis (from the annotation boxes)")
     centers = features.mel_band_centers(c)
     x_end = ax.get_xlim()[1]
-    for k, row in enumerate(bands.itertuples(index=False)):
-        lo, hi = np.interp([row.f_min, row.f_max], centers, np.arange(c.n_mels))
+    for k, (species, (f_min_hz, f_max_hz)) in enumerate(sorted(bands.items())):
+        lo, hi = np.interp([f_min_hz, f_max_hz], centers, np.arange(c.n_mels))
         x = x_end * (0.02 + 0.96 * k / max(len(bands), 1))
         ax.plot([x, x], [lo, hi], color=plt.cm.tab20(k % 20), lw=3, solid_capstyle="butt")
-        ax.text(x, hi + 1, f"s{row.species_id}", color="white", fontsize=7, ha="center", va="bottom")
+        ax.text(x, hi + 1, f"s{species}", color="white", fontsize=7, ha="center", va="bottom")
     return ax
 
 
