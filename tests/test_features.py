@@ -39,8 +39,17 @@ def test_matches_librosa_melspectrogram(signals, mel_scale):
     np.testing.assert_allclose(np.log1p(ours), np.log1p(ref), atol=1e-4)
     fb = librosa.filters.mel(sr=SR, n_fft=2048, n_mels=128, fmin=40.0, fmax=15000.0,
                              htk=mel_scale == "htk", norm=None if mel_scale == "htk" else "slaney")
-    np.testing.assert_allclose(features._config_filterbank(SR, config), fb, atol=1e-7)
+    np.testing.assert_allclose(features.config_filterbank(sr=SR, config=config), fb, atol=1e-7)
 
+
+
+def test_band_limited_filterbank_keeps_every_non_zero_bin():
+    config = FeatureConfig()
+    fb = features.config_filterbank(sr=SR, config=config)
+    (lo, hi), weights = features.band_limited_filterbank(sr=SR, config=config)
+    assert weights.shape == (hi - lo, config.n_mels) and (lo, hi) == (2, 640)  # 638 of the 1025 bins
+    np.testing.assert_array_equal(weights.T, fb[:, lo:hi])
+    assert not fb[:, :lo].any() and not fb[:, hi:].any()
 
 def test_default_mel_range_covers_every_species_band():
     c = FeatureConfig()

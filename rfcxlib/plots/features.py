@@ -103,7 +103,7 @@ def plot_filterbank(*, sr: int = SAMPLE_RATE, config: Optional[FeatureConfig] = 
     """The triangular mel filters on a log-frequency axis; every ``every``-th filter in colour, the
     range outside ``fmin``-``fmax`` shaded, and ``band_hz`` (the species' span) marked."""
     c = config or FeatureConfig()
-    fb = features._config_filterbank(sr, c)
+    fb = features.config_filterbank(sr=sr, config=c)
     hz = np.linspace(0, sr / 2, fb.shape[1])[1:]
     ax = _axes(ax, figsize=(10, 3.5))
     for i, row in enumerate(fb):
