@@ -194,7 +194,7 @@ def to_pcm16(y: np.ndarray) -> np.ndarray:
     return np.clip(np.round(np.asarray(y) * INT16_SCALE), -32768, 32767).astype(np.int16)
 
 
-def compact(y: np.ndarray) -> np.ndarray:
+def _compact(y: np.ndarray) -> np.ndarray:
     """``y`` as int16 PCM when that holds it exactly (16-bit recordings at their own rate), else
     ``y`` as float32 (resampled or 24-bit recordings): half the memory where it costs nothing."""
     y = np.asarray(y, np.float32)
@@ -251,21 +251,21 @@ class AudioCache:
         return load_audio(path, sr=self.sr, resample=self.resample, backend=self.backend)[0]
 
     def stored(self, path) -> np.ndarray:
-        """The stored recording at ``sr``: ``(n,)`` int16 PCM or float32 (:func:`compact`; a
+        """The stored recording at ``sr``: ``(n,)`` int16 PCM or float32 (:func:`_compact`; a
         memory map in ``"disk"`` mode)."""
         path = Path(path)
         key = str(path)
         if key in self._arrays:
             return self._arrays[key]
         if self.mode == "none":
-            return compact(self._decode(path))
+            return _compact(self._decode(path))
         if self.mode == "memory":
-            self._arrays[key] = compact(self._decode(path))
+            self._arrays[key] = _compact(self._decode(path))
             return self._arrays[key]
         target = self._disk_path(path)
         if not target.exists():
             buffer = io.BytesIO()
-            np.save(buffer, compact(self._decode(path)))
+            np.save(buffer, _compact(self._decode(path)))
             write_bytes_atomic(target, buffer.getvalue())
         self._arrays[key] = np.load(target, mmap_mode="r")
         return self._arrays[key]
