@@ -20,6 +20,7 @@ from rfcxlib.inference import windows as inference, predict, raven, thresholds
 from rfcxlib.training import train
 from rfcxlib.config import RunConfig
 from rfcxlib.errors import DataError, ParameterError
+from rfcxlib.features.bands import species_bands
 from rfcxlib.audio.streaming import audio_blocks, cut_windows
 
 TINY = dict(backbone="small_cnn", head="attention_v1", attention="cbam", base_units=8, n_mels=32,
@@ -96,7 +97,7 @@ def test_a_band_mode_model_scores_each_species_on_its_band_here_too(tiny, tiny_d
     folder = tmp_path / "run" / "models" / "banded"
     train.train_model(tiny, config, folder, progress=False)
     bands = json.loads((folder / "bands.json").read_text())["bands_hz"]
-    assert {int(s): tuple(b) for s, b in bands.items()} == inference.species_bands(tiny)
+    assert {int(s): tuple(b) for s, b in bands.items()} == species_bands(tiny.tp, tiny.fp)
     predictor, _ = predict.load_predictor(folder)
     rid = tiny.test_ids[0]
     probs = predictor.score_file(tiny.path(rid, "test")).scores
@@ -218,7 +219,7 @@ def test_species_names_and_bands_from_another_data_folder(run_dir, tiny, tmp_pat
     assert (by_id.loc[0, "Low Freq (Hz)"], by_id.loc[0, "High Freq (Hz)"]) == (40.0, 15000.0)  # no rows
     assert pd.read_csv(out / "species.csv").name.tolist()[:2] == ["bird 0", "bird 1"]
     tp.drop(columns=["f_max"]).to_csv(folder / "train_tp.csv", index=False)
-    with pytest.raises(DataError, match=r"train_tp.csv: lacks the columns \['f_max'\]"):
+    with pytest.raises(DataError, match=r"train_tp.csv: missing column\(s\) \['f_max'\]"):
         predict.predict(run_dir, [tiny.path(tiny.test_ids[0], "test")], out, data_dir=folder, progress=False)
 
 

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 
+from rfcxlib.layout import SAMPLE_RATE
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("data_dir", help="folder in the RFCx layout")
-    p.add_argument("--sr", type=int, default=48000, help="expected sample rate in Hz (0: any)")
+    p.add_argument("--sr", type=int, default=SAMPLE_RATE, help="expected sample rate in Hz (0: any)")
     p.add_argument("--headers-only", action="store_true", help="read FLAC headers, do not decode")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 

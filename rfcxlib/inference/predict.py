@@ -42,7 +42,8 @@ from rfcxlib.layout import SPECIES_COLUMNS
 from rfcxlib.ensemble.model_scores import gather_models, stack_models
 from rfcxlib.runs import read_json, write_json_atomic, write_text_atomic
 from rfcxlib.inference.scorers import SCORERS, WindowScorer, build_scorer, has_scorer  # noqa: F401  (API)
-from rfcxlib.audio.streaming import audio_blocks, collect_files, cut_windows, file_info
+from rfcxlib.audio.header import audio_info
+from rfcxlib.audio.streaming import audio_blocks, collect_files, cut_windows
 
 
 # --------------------------------------------------------------------------- the predictor
@@ -133,7 +134,7 @@ class Predictor:
 
     def score_file(self, path: Path, on_seconds: Optional[Callable[[float], None]] = None) -> FileScores:
         """Window rows and clip scores of one file (:mod:`rfcxlib.inference.member_windows`'s rule)."""
-        native, frames, channels = file_info(path)
+        native, frames, channels = audio_info(path)
         duration_s = frames / native
         windows = [s.window_s for s in self.scorers]
         starts = [member_windows.window_starts(duration_s, w, h) for w, h in zip(windows, self.hops)]
@@ -271,7 +272,7 @@ class _CsvAppender:
 def _score_one(predictor: Predictor, rid: str, path: Path, *, cut, bands, names, out: Path, bar):
     """``(report entry, window rows, clip scores)`` of one file; raises :class:`DataError`."""
     started = time.time()
-    native, frames, _ = file_info(path)
+    native, frames, _ = audio_info(path)
     bar.reset(total=round(frames / native, 1))
     scored = predictor.score_file(path, on_seconds=bar.update)
     start_s, info = scored.start_s, scored.info
@@ -301,7 +302,7 @@ def predict(source, paths: Sequence, out_dir, *, threshold: float = 0.5, precisi
     predictor, models = load_predictor(source, hop_s=hop_s, batch_size=batch_size)
     cut, described = resolve_thresholds(source, models, predictor, threshold=threshold, precision=precision,
                                         out_dir=out)
-    bands, bands_from = raven.species_bands(source, models, data_dir=data_dir)
+    bands, bands_from = raven.box_bands(source, models, data_dir=data_dir)
     names = raven.species_names(source, models, data_dir=data_dir)
     files = collect_files(paths)
     report = {"source": str(source), "models": [{"name": s.name, "family": s.family, "window_s": s.window_s,

@@ -9,7 +9,6 @@ one line, e.g. ``scorers.SCORERS["birdnet"] = build_birdnet_scorer``, where the 
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -17,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from rfcxlib.errors import DataError, unknown_choice
+from rfcxlib.features import bands
 
 
 @dataclass
@@ -64,16 +64,12 @@ def band_masks(model_dir, cfg):
 
     if not cfg.inference.band_mode:
         return None
-    path = Path(model_dir) / pipeline.BANDS_FILE
-    try:
-        return pipeline.masks_of_bands(json.loads(path.read_text())["bands_hz"], cfg)
-    except FileNotFoundError:
-        raise DataError(f"{path}: missing; the model scores each species on its frequency band "
-                        "(band_mode) and this file holds the bands: train it again with this "
-                        "version, or set band_mode false in its config.json") from None
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise DataError(f"{path}: unreadable ({exc}); expected {{\"bands_hz\": {{species: "
-                        "[f_min, f_max]}} as train_model writes it") from None
+    path = bands.bands_file(model_dir)
+    if path is None:
+        raise DataError(f"{Path(model_dir) / bands.BANDS_FILE}: missing; the model scores each species "
+                        "on its frequency band (band_mode) and this file holds the bands: train it "
+                        "again with this version, or set band_mode false in its config.json")
+    return pipeline.masks_of_bands(bands.read_bands(path), cfg)
 
 
 def model_logits(nets, masks=None, *, per_fold: bool = False, freq_channel: bool = False):

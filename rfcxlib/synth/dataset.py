@@ -44,12 +44,12 @@ from rfcxlib.synth import sounds as snd
 from rfcxlib.errors import ParameterError
 from rfcxlib.kaggle import kaggle_data_dir
 from rfcxlib.layout import ANNOTATION_COLUMNS as COLUMNS
-from rfcxlib.layout import SPECIES_COLUMNS
+from rfcxlib.layout import SAMPLE_RATE, SPECIES_COLUMNS
 from rfcxlib.runs import write_json_atomic, write_text_atomic
 from rfcxlib.synth.plan import (PROFILES, Recording, check_profile, make_plan,  # noqa: F401  (API)
                                  prepare)
 
-SR = 48000
+SR = SAMPLE_RATE
 VERSION = 7  # bump when the output changes: cached data sets of other versions are rebuilt
 FLOOR_DB = -20.0  # real backgrounds: a call's SNR is taken against at least this flat floor
 

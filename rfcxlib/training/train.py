@@ -44,7 +44,7 @@ from rfcxlib import metrics
 from rfcxlib.data import tables as data
 from rfcxlib.training import distribute, fingerprints, losses, steps
 from rfcxlib.inference import windows as inference
-from rfcxlib.features import pipeline
+from rfcxlib.features import bands, pipeline
 from rfcxlib.config import RunConfig
 from rfcxlib.training.distribute import init_strategy, select_strategy  # noqa: F401  (this module's interface)
 from rfcxlib.errors import DataError
@@ -284,7 +284,7 @@ def train_model(dataset, config: RunConfig, model_dir, *, loss: Optional[str] = 
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "config.json", {**config.to_dict(), "notebook": extra or {}})
         if config.inference.band_mode:  # the bands it scores with, for rfcx predict and export
-            write_json_atomic(out / pipeline.BANDS_FILE, {"bands_hz": pipeline.species_bands(dataset)})
+            bands.write_bands(out, bands.species_bands(dataset.tp, dataset.fp))
         oof, test, history = [], [], []
         for fold in config.train.train_folds:
             folder, source = out / f"fold{fold}", (sources or {}).get(fold)
