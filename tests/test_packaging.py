@@ -24,7 +24,7 @@ def _pins(lines):
 def test_environment_yml_and_pyproject_pin_the_same_versions():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    declared = project["dependencies"] + extras["test"] + extras["birdnet"]
+    declared = project["dependencies"] + extras["test"] + extras["birdnet"] + extras["beam"]
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
     assert _pins(declared) == _pins(pip_section)
