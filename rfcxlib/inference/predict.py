@@ -30,6 +30,7 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -46,6 +47,7 @@ from rfcxlib.ensemble.model_scores import gather_models, stack_models
 from rfcxlib.runs import read_json, write_json_atomic, write_text_atomic
 from rfcxlib.inference.scorers import SCORERS, WindowScorer, build_scorer, has_scorer  # noqa: F401  (API)
 from rfcxlib.audio.streaming import audio_blocks, collect_files, cut_windows, file_info
+from rfcxlib.beam_io import add_runner_options
 
 
 # --------------------------------------------------------------------------- the predictor
@@ -225,7 +227,7 @@ def resolve_thresholds(source: Path, models: list, predictor: Predictor, *, thre
 
 
 # --------------------------------------------------------------------------- predict
-def _unique_ids(files: list[Path]) -> list[str]:
+def unique_ids(files: list[Path]) -> list[str]:
     seen: dict[str, int] = {}
     out = []
     for p in files:
@@ -271,7 +273,7 @@ class _CsvAppender:
         self.tmp.unlink(missing_ok=True)
 
 
-def _score_one(predictor: Predictor, rid: str, path: Path, *, cut, bands, names, out: Path, bar):
+def score_one(predictor: Predictor, rid: str, path: Path, *, cut, bands, names, out: Path, bar):
     """``(report entry, window rows, clip scores)`` of one file; raises :class:`DataError`."""
     started = time.time()
     native, frames, _ = file_info(path)
@@ -318,10 +320,10 @@ def predict(source, paths: Sequence, out_dir, *, threshold: float = 0.5, precisi
     bar_files = tqdm(total=len(files), desc="files", unit="file", disable=not progress)
     bar_audio = tqdm(total=0, desc="audio", unit="s", disable=not progress, leave=False)
     try:
-        for rid, path in zip(_unique_ids(files), files):
+        for rid, path in zip(unique_ids(files), files):
             try:
-                entry, rows, clip = _score_one(predictor, rid, path, cut=cut, bands=bands, names=names,
-                                               out=out, bar=bar_audio)
+                entry, rows, clip = score_one(predictor, rid, path, cut=cut, bands=bands, names=names,
+                                              out=out, bar=bar_audio)
             except DataError as exc:
                 if strict:
                     raise DataError(f"{exc} (--strict: stopped at this file)") from None
@@ -365,13 +367,19 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
                    "(and species.csv names); default: the data set the models were trained on")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable file")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_runner_options(p)
 
 
 def cli_main(args: argparse.Namespace) -> int:
+    run = predict
+    if getattr(args, "runner", None) is not None:  # on Apache Beam: rfcxlib.inference.beam
+        from rfcxlib.inference import beam
+
+        run = partial(beam.predict, runner=args.runner)
     try:
-        report = predict(args.source, args.paths, args.out, threshold=args.threshold, precision=args.precision,
-                         hop_s=args.hop_s, strict=args.strict, data_dir=args.data_dir,
-                         batch_size=args.batch_size, progress=not args.no_progress)
+        report = run(args.source, args.paths, args.out, threshold=args.threshold, precision=args.precision,
+                     hop_s=args.hop_s, strict=args.strict, data_dir=args.data_dir,
+                     batch_size=args.batch_size, progress=not args.no_progress)
     except DataError as exc:  # a file or folder that cannot be used: status 1 (2 is a usage error)
         if getattr(args, "debug", False):
             traceback.print_exc()

