@@ -53,7 +53,6 @@ class Finish(beam.DoFn):
 
     def process(self, indexed):
         self._finish([result for _, result in sorted(indexed, key=lambda pair: pair[0])])
-        yield len(indexed)
 
 
 def run(items: Sequence, *, setup: Callable[[], Any], process: Callable[[Any, Any], Any],

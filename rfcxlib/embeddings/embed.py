@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from rfcxlib.audio import decode as audio
 from rfcxlib.beam_io import BeamFiles, LocalFiles, add_runner_options, is_url, require_beam
@@ -77,7 +78,7 @@ def embed_recording(model: birdnet.EmbeddingModel, location: str, *, hop_s: floa
         with files.local_copy(location) as local:
             starts, emb = birdnet.embed_audio(model, local, hop_s=hop_s)
         files.write_bytes(target, npz_bytes(starts_s=starts, embeddings=emb))
-    except (DataError, OSError) as exc:
+    except DataError as exc:  # unreadable audio; an output that cannot be written stops the run
         reason = str(exc) if local is None else str(exc).replace(str(local), location)
         if location not in reason:
             reason = f"{location}: {reason}"
@@ -101,8 +102,6 @@ def embed_in_process(paths: Sequence, *, embedder: str = "birdnet_v24", hop_s: f
                      root=None, workers: Optional[int] = None, progress: bool = True) -> dict:
     """Embed every recording of ``paths`` (files or folders) into the cache under ``root``
     (default ``$RFCX_CACHE_DIR``) with ``workers`` interpreters in threads; returns the report."""
-    from tqdm.auto import tqdm
-
     files, root = LocalFiles(), str(root or audio.cache_root())
     locations = files.list_audio(paths)
     model = birdnet.EmbeddingModel(embedder, workers=workers)
@@ -143,7 +142,7 @@ def embed_on_beam(paths: Sequence, *, runner: Sequence[str], embedder: str = "bi
     BEAM_OPTION, ...]``): one recording per element, one interpreter per worker; files and
     the cache root may be URLs. Returns the report, read back from ``report.json``."""
     require_beam()
-    from rfcxlib import beam_pipeline
+    from rfcxlib import beam_pipeline  # imports apache_beam, which this module does without
 
     files = BeamFiles()
     root = str(root or audio.cache_root())

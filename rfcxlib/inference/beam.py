@@ -66,10 +66,11 @@ def _score_item(worker: _Worker, item: tuple, *, cut, bands, names, out: str) ->
         with files.local_copy(location) as local, tempfile.TemporaryDirectory() as tmp:
             entry, rows, clip = score_one(worker.predictor, rid, local, cut=cut, bands=bands, names=names,
                                           out=Path(tmp), bar=tqdm(disable=True))
-            files.write_bytes(files.join(out, entry["raven"]), (Path(tmp) / entry["raven"]).read_bytes())
-    except (DataError, OSError) as exc:
+            table = (Path(tmp) / entry["raven"]).read_bytes()
+    except DataError as exc:  # unreadable audio; an output that cannot be written stops the run
         reason = str(exc) if local is None else str(exc).replace(str(local), location)
         return {"entry": {"file": location, "recording_id": rid, "status": "skipped", "reason": reason}}
+    files.write_bytes(files.join(out, entry["raven"]), table)
     entry["file"] = rows["file"] = location
     part = files.join(out, PARTS, f"{rid}.csv")
     text = rows.to_csv(header=False, index=False, float_format="%.6f", lineterminator="\n")
@@ -94,8 +95,7 @@ def _write_outputs(results: list, *, out: str, header: dict, names: Optional[dic
         if names:
             table = pd.DataFrame({"species_id": list(names), "name": list(names.values())})
             files.write_bytes(files.join(out, "species.csv"), table.to_csv(index=False).encode())
-    files.delete([r["part"] for r in done])
-    files.delete([files.join(out, PARTS)] if not is_url(out) else [])
+    files.delete([r["part"] for r in done] if is_url(out) else [files.join(out, PARTS)])
     entries = [r["entry"] for r in results]
     counts = {s: sum(e["status"] == s for e in entries) for s in ("done", "skipped")}
     files.write_bytes(files.join(out, "report.json"), _json({**header, "files": entries, "counts": counts}))
@@ -116,7 +116,7 @@ def predict(source, paths: Sequence, out_dir, *, runner: Sequence[str], threshol
         tables are then not written; ``report.json`` lists every file).
     """
     require_beam()  # before the models are loaded
-    from rfcxlib import beam_pipeline
+    from rfcxlib import beam_pipeline  # imports apache_beam, which this module does without
 
     files = BeamFiles()
     source, out = str(source), str(out_dir) if is_url(out_dir) else os.path.abspath(out_dir)
