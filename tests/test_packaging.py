@@ -41,7 +41,8 @@ def test_top_level_layout():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["validate", "--help"], ["predict", "--help"], ["export", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["validate", "--help"], ["predict", "--help"], ["export", "--help"],
+                                  ["embed", "--help"]])
 def test_the_cli_starts_without_tensorflow(argv):
     """``rfcx --help`` and the light subcommands import only their own module: no TensorFlow."""
     code = textwrap.dedent(f"""
