@@ -28,6 +28,7 @@ COMMANDS = {
     "predict": "score field recordings: clip scores, window scores, Raven selection tables",
     "export": "export a CNN, BirdNET heads or a run's ensemble as SavedModel or TFLite",
     "train": "train one model over its folds (several workers: TF_CONFIG on each)",
+    "embed": "embed folders of audio into the embedding cache (in process, or on Apache Beam)",
 }
 
 

@@ -24,6 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(and species.csv names); default: the data set the models were trained on")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable file")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    from rfcxlib.beam_io import add_runner_options
+
+    add_runner_options(p)  # last: what follows --runner RUNNER goes to Beam
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -32,6 +35,12 @@ def handle(args: argparse.Namespace) -> int:
     from rfcxlib.errors import DataError
     from rfcxlib.inference.predict import predict
 
+    if getattr(args, "runner", None) is not None:  # on Apache Beam
+        from functools import partial
+
+        from rfcxlib.inference import beam
+
+        predict = partial(beam.predict, runner=args.runner)
     try:
         report = predict(args.source, args.paths, args.out, threshold=args.threshold, precision=args.precision,
                          hop_s=args.hop_s, strict=args.strict, data_dir=args.data_dir,

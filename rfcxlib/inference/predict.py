@@ -223,7 +223,7 @@ def resolve_thresholds(source: Path, models: list, predictor: Predictor, *, thre
 
 
 # --------------------------------------------------------------------------- predict
-def _unique_ids(files: list[Path]) -> list[str]:
+def unique_ids(files: list[Path]) -> list[str]:
     seen: dict[str, int] = {}
     out = []
     for p in files:
@@ -269,7 +269,7 @@ class _CsvAppender:
         self.tmp.unlink(missing_ok=True)
 
 
-def _score_one(predictor: Predictor, rid: str, path: Path, *, cut, bands, names, out: Path, bar):
+def score_one(predictor: Predictor, rid: str, path: Path, *, cut, bands, names, out: Path, bar):
     """``(report entry, window rows, clip scores)`` of one file; raises :class:`DataError`."""
     started = time.time()
     native, frames, _ = audio_info(path)
@@ -316,10 +316,10 @@ def predict(source, paths: Sequence, out_dir, *, threshold: float = 0.5, precisi
     bar_files = tqdm(total=len(files), desc="files", unit="file", disable=not progress)
     bar_audio = tqdm(total=0, desc="audio", unit="s", disable=not progress, leave=False)
     try:
-        for rid, path in zip(_unique_ids(files), files):
+        for rid, path in zip(unique_ids(files), files):
             try:
-                entry, rows, clip = _score_one(predictor, rid, path, cut=cut, bands=bands, names=names,
-                                               out=out, bar=bar_audio)
+                entry, rows, clip = score_one(predictor, rid, path, cut=cut, bands=bands, names=names,
+                                              out=out, bar=bar_audio)
             except DataError as exc:
                 if strict:
                     raise DataError(f"{exc} (--strict: stopped at this file)") from None
