@@ -2,7 +2,7 @@
 (``"rfcxlib.embeddings.scorer:build_scorer"``): a head model folder ▶ a
 :class:`rfcxlib.inference.scorers.WindowScorer` (:func:`rfcxlib.embeddings.heads.build_window_scorer`).
 
-Tested in ``tests/test_predict.py`` and ``tests/test_legacy_run.py``.
+Tests: tests/test_predict.py
 """
 from rfcxlib.embeddings.heads import build_window_scorer as build_scorer
 

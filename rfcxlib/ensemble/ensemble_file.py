@@ -10,7 +10,7 @@ Notebook 06 writes it into the run folder (:func:`write_ensemble`); ``rfcx predi
      "choice", "holdout_lwlrap", "split_by",       what notebook 06 reports beside them
      "n_splits", "oof_lwlrap", "table"}            (rfcxlib.ensemble.combine.EnsembleFit.to_dict); not read
 
-Tested in ``tests/test_ensemble.py``.
+Tests: tests/test_ensemble.py
 """
 from __future__ import annotations
 

@@ -8,6 +8,8 @@ its name, ``"package.module:function"``, imported on first use (:func:`scorer_bu
 registers itself with one line, e.g. ``SCORERS["birdnet"] = "rfcxlib.embeddings.scorer:build_scorer"``,
 and nothing here imports the families. The builder returns a ``WindowScorer`` whose ``logits`` maps
 ``(n, round(window_s * sr))`` windows to ``(n, 24)`` logits.
+
+Tests: tests/test_predict.py
 """
 from __future__ import annotations
 

@@ -15,6 +15,8 @@ threshold (status ``"no_positives"``).
 ``rfcx predict`` (:func:`resolve_thresholds`) fits them for ``--precision`` and saves them as the run's
 ``thresholds.json``; without ``--precision`` or ``--threshold`` it uses that file when it was fitted
 for the ensemble it scores with (the same models, method and weights).
+
+Tests: tests/test_predict.py
 """
 from __future__ import annotations
 
