@@ -13,8 +13,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", metavar="RUN_OR_MODEL_DIR", help="a run folder (models/*/, ensembled) or one model folder")
     p.add_argument("paths", metavar="PATH", nargs="+", help="audio files or folders (searched recursively)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--threshold", type=float, default=0.5, help="detection threshold for every species "
-                   "(with --precision: for species that cannot be fitted); default 0.5")
+    p.add_argument("--threshold", type=float, default=None, help="detection threshold for every species "
+                   "(with --precision: for species that cannot be fitted); default: the run's thresholds.json "
+                   "when it was fitted for these models, else 0.5")
     p.add_argument("--precision", type=float, default=None, help="fit one threshold per species on the "
                    "out-of-fold scores for this target precision (saved as thresholds.json with the run)")
     p.add_argument("--hop-s", type=float, default=None, help="seconds between window starts, for every "

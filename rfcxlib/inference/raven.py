@@ -8,6 +8,8 @@ or ``s<id>``), ``Species ID``, ``Score`` (the highest window score inside the bo
 ``f_min``-``f_max`` of the species' TP rows in the training tables (:func:`box_bands`).
 BirdNET-Analyzer and OpenSoundscape write the same layout; Raven
 opens it with *File ▶ Open Selection Table*.
+
+Tests: tests/test_predict.py
 """
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from rfcxlib import NUM_SPECIES
 from rfcxlib.features import image_channels, pipeline
+from rfcxlib.inference import member_windows
 from rfcxlib.config import RunConfig
 from rfcxlib.errors import ParameterError
 from rfcxlib.layout import SPECIES_COLUMNS
@@ -97,7 +98,8 @@ def predict_clips(model, dataset, recording_ids: Sequence[str], config: RunConfi
 
 
 def sigmoid(z) -> np.ndarray:
-    return (1.0 / (1.0 + np.exp(-np.asarray(z, np.float64)))).astype(np.float32)
+    """Probabilities as float32 (:func:`rfcxlib.inference.member_windows.sigmoid`)."""
+    return member_windows.sigmoid(z).astype(np.float32)
 
 
 def scores_frame(recording_ids: Sequence[str], scores: np.ndarray) -> pd.DataFrame:
