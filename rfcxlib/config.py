@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from rfcxlib.errors import ParameterError, unknown_choice
+from rfcxlib.layout import SAMPLE_RATE
 
 
 # The names a run may choose; the modules that implement them (rfcxlib.models, rfcxlib.training.losses)
@@ -58,7 +59,7 @@ class DataConfig:
 class AudioConfig:
     """Decoding and cropping. ``sr`` is the rate every recording is brought to."""
 
-    sr: int = 48000
+    sr: int = SAMPLE_RATE
     resample: bool = True  # recordings at another rate are resampled; False -> DataError
     crop_s: float = 6.0  # training / inference window length in seconds
     audio_backend: str = "soundfile"  # decoder: "soundfile" (libsndfile), "tfio", "tf" (WAV only)

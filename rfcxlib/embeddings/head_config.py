@@ -6,7 +6,7 @@ validated on creation, with errors that name the notebook parameters (``head_*``
 :func:`head_from_params` and :func:`soft_from_params` read them from notebook parameters, so that
 ``rfcx run`` checks a notebook's head before anything runs.
 
-Tests: tests/test_embeddings.py, tests/test_head_methods.py
+Tests: tests/test_head_methods.py
 """
 from __future__ import annotations
 

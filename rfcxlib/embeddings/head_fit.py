@@ -9,8 +9,9 @@ between two steps of a batch-64 head whose steps take a millisecond each. Mixup 
 and targets per batch (:func:`mixup_batches`). A clip's logits are the maximum over its windows
 (:func:`head_clip_logits`).
 
-Tests: tests/test_embeddings.py, tests/test_head_methods.py; timing against a head's own loop:
-benchmarks/bench_head_step.py
+Its timing against a head's own loop: benchmarks/bench_head_step.py.
+
+Tests: tests/test_embeddings.py
 """
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ head (:func:`rfcxlib.embeddings.scorer.build_scorer`).
 
 Embedding model: BirdNET V2.4, CC BY-NC-SA 4.0 (see :mod:`rfcxlib.embeddings.birdnet`).
 
-Tests: tests/test_embeddings.py, tests/test_head_methods.py
+Tests: tests/test_embeddings.py
 """
 from __future__ import annotations
 

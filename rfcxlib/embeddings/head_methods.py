@@ -28,7 +28,7 @@ heads are those of :mod:`rfcxlib.embeddings.head_fit`; the folds and model folde
 :func:`rfcxlib.embeddings.head_folds.train_head_model` (``method="coteaching" | "pseudo_labels" |
 "soft_pseudo"``), which :func:`rfcxlib.noisy.compare.compare_methods` runs for notebook 05.
 
-Tests: tests/test_head_methods.py, tests/test_embeddings.py
+Tests: tests/test_head_methods.py
 """
 from __future__ import annotations
 

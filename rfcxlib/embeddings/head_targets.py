@@ -5,7 +5,7 @@ a TP box, ``mask`` 1 where a TP or FP box of the species overlaps the window. Ev
 overlaps a box is a training example (:func:`training_windows`); the windows every ``hop_s`` give
 each box several time offsets.
 
-Tests: tests/test_embeddings.py, tests/test_head_methods.py
+Tests: tests/test_head_methods.py
 """
 from __future__ import annotations
 

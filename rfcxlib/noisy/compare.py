@@ -17,7 +17,7 @@ A finished run is never trained again under the settings that made it and always
 a CNN method's folder records the method's fingerprint (:func:`method_fingerprint`,
 :func:`rfcxlib.training.fingerprints.prepare`), a head's folds their own.
 
-Tests: tests/test_noisy_runs.py, tests/test_head_methods.py
+Tests: tests/test_noisy_runs.py
 """
 from __future__ import annotations
 

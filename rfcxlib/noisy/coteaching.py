@@ -15,7 +15,7 @@ absent. :func:`coteaching_objective` is that exchange as an objective of the sha
 embedding heads) or over an RFCx data set's folds by :func:`train_coteaching` (the CNNs). The
 paper's single-label setting, used to check the method: :mod:`rfcxlib.noisy.toy`.
 
-Tests: tests/test_noisy.py, tests/test_noisy_runs.py
+Tests: tests/test_noisy.py
 """
 from __future__ import annotations
 

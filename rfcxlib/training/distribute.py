@@ -19,7 +19,7 @@ Several workers (``TF_CONFIG``):
   the chief's folder sent over the cluster (:func:`writer_folder`), so no folder needs to be
   shared between machines and every worker resumes from the chief's checkpoints.
 
-Tests: tests/test_multi_worker.py, tests/test_train.py
+Tests: tests/test_multi_worker.py
 """
 from __future__ import annotations
 

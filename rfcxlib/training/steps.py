@@ -8,7 +8,7 @@ sum of its per-example losses over the global batch size), so the gradients the 
 over replicas are those one device computes on the whole batch. An :class:`Objective` says what
 the networks minimise.
 
-Tests: tests/test_train.py (the step under MirroredStrategy), tests/test_noisy.py
+Tests: tests/test_train.py
 """
 from __future__ import annotations
 
