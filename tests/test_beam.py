@@ -182,7 +182,7 @@ def test_beam_embeddings_equal_the_in_process_ones_bitwise(recordings, tmp_path)
     report = embed_on_beam([recordings], runner=TWO_PROCESSES, root=root)
     assert report["counts"] == {"done": 3, "cached": 0, "skipped": 1}
     broken = next(e for e in report["files"] if e["status"] == "skipped")
-    assert broken["file"].endswith("broken.flac") and "broken.flac: cannot decode the audio" in broken["reason"]
+    assert broken["file"].endswith("broken.flac") and "broken.flac: unreadable audio file" in broken["reason"]
     model = birdnet.EmbeddingModel("birdnet_v24", workers=1)
     for path, rows in zip(good, np.split(table.x, np.cumsum([8, 8]))):
         mine = birdnet.cache_path(model, path, 1.0)
@@ -243,7 +243,7 @@ def test_rfcx_predict_on_beam_writes_the_in_process_tables(tmp_path, capsys):
     report = json.loads((out / "report.json").read_text())
     assert report["counts"] == {"done": 2, "skipped": 1} and report["runner"][0] == "DirectRunner"
     assert [e["recording_id"] for e in report["files"]] == ["broken", "site_a", "site_b"]
-    assert "broken.flac: not a readable audio file" in report["files"][0]["reason"]
+    assert "broken.flac: unreadable audio file" in report["files"][0]["reason"]
     assert report["weights"] == json.loads((inproc / "report.json").read_text())["weights"]
     assert sorted(p.name for p in out.iterdir()) == ["clip_scores.csv", "raven", "report.json", "windows.csv"]
     with pytest.raises(DataError, match=r"broken\.flac.*--strict: no tables written"):

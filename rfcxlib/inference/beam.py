@@ -29,8 +29,8 @@ from tqdm.auto import tqdm
 
 from rfcxlib.beam_io import BeamFiles, is_url, require_beam
 from rfcxlib.errors import DataError
-from rfcxlib.inference import raven
-from rfcxlib.inference.predict import WINDOW_COLUMNS, load_predictor, resolve_thresholds, score_one, unique_ids
+from rfcxlib.inference import raven, thresholds
+from rfcxlib.inference.predict import WINDOW_COLUMNS, load_predictor, report_header, score_one, unique_ids
 from rfcxlib.layout import SPECIES_COLUMNS
 
 PARTS = ".windows-parts"  # one file of window rows per recording, gathered into windows.csv at the end
@@ -101,7 +101,7 @@ def _write_outputs(results: list, *, out: str, header: dict, names: Optional[dic
     files.write_bytes(files.join(out, "report.json"), _json({**header, "files": entries, "counts": counts}))
 
 
-def predict(source, paths: Sequence, out_dir, *, runner: Sequence[str], threshold: float = 0.5,
+def predict(source, paths: Sequence, out_dir, *, runner: Sequence[str], threshold: Optional[float] = None,
             precision: Optional[float] = None, hop_s: Optional[float] = None, strict: bool = False,
             data_dir=None, batch_size: int = 16, progress: bool = True) -> dict:
     """:func:`rfcxlib.inference.predict.predict` as an Apache Beam pipeline on ``runner``
@@ -124,24 +124,20 @@ def predict(source, paths: Sequence, out_dir, *, runner: Sequence[str], threshol
     try:
         local = Path(staged or source)
         predictor, models = load_predictor(local, hop_s=hop_s, batch_size=batch_size)
-        cut, described = resolve_thresholds(local, models, predictor, threshold=threshold, precision=precision,
-                                            out_dir=None if is_url(out) else Path(out))
+        cut, described = thresholds.resolve_thresholds(local, models, weights=predictor.weights,
+                                                       method=predictor.method, threshold=threshold,
+                                                       precision=precision, out_dir=None if is_url(out) else Path(out))
         if staged is not None and "path" in described:  # fitted on the copy: kept with the outputs
             described["path"] = files.join(out, Path(described["path"]).name)
             files.write_bytes(described["path"], (staged / Path(described["path"]).name).read_bytes())
-        bands, bands_from = raven.species_bands(local, models, data_dir=data_dir)
+        bands, bands_from = raven.box_bands(local, models, data_dir=data_dir)
         names = raven.species_names(local, models, data_dir=data_dir)
     finally:
         if staged is not None:
             shutil.rmtree(staged, ignore_errors=True)
     locations = files.list_audio(paths)
     ids = unique_ids([PurePosixPath(p) if is_url(p) else Path(p) for p in locations])
-    header = {"source": source, "models": [{"name": s.name, "family": s.family, "window_s": s.window_s, "hop_s": h}
-                                           for s, h in zip(predictor.scorers, predictor.hops)],
-              "weights": predictor.weights.round(6).tolist(), "method": predictor.method,
-              "sr": predictor.sr, "window_s": predictor.window_s, "hop_s": predictor.hop_s,
-              "thresholds": {**described, "values": cut.round(6).tolist()}, "bands_from": bands_from,
-              "notes": predictor.notes, "runner": list(runner)}
+    header = {**report_header(source, predictor, cut, described, bands_from), "runner": list(runner)}
     beam_pipeline.run(list(zip(ids, locations)), setup=partial(_Worker, source, hop_s, int(batch_size)),
                       process=partial(_score_item, cut=cut, bands=bands, names=names, out=out),
                       finish=partial(_write_outputs, out=out, header=header, names=names, strict=strict),

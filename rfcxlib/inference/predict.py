@@ -275,6 +275,17 @@ def score_one(predictor: Predictor, rid: str, path: Path, *, cut, bands, names, 
     return entry, rows, scored.clip
 
 
+def report_header(source, predictor: Predictor, cut: np.ndarray, described: dict, bands_from: str) -> dict:
+    """What ``report.json`` says before its files: the models, how they are combined, the
+    thresholds and where the bands came from (also the Beam path's, :mod:`rfcxlib.inference.beam`)."""
+    return {"source": str(source), "models": [{"name": s.name, "family": s.family, "window_s": s.window_s,
+                                               "hop_s": h} for s, h in zip(predictor.scorers, predictor.hops)],
+            "weights": predictor.weights.round(6).tolist(), "method": predictor.method,
+            "sr": predictor.sr, "window_s": predictor.window_s, "hop_s": predictor.hop_s,
+            "thresholds": {**described, "values": cut.round(6).tolist()}, "bands_from": bands_from,
+            "notes": predictor.notes + ([described["note"]] if "note" in described else [])}
+
+
 def predict(source, paths: Sequence, out_dir, *, threshold: Optional[float] = None, precision: Optional[float] = None,
             hop_s: Optional[float] = None, strict: bool = False, data_dir=None, batch_size: int = 16,
             progress: bool = True) -> dict:
@@ -297,12 +308,7 @@ def predict(source, paths: Sequence, out_dir, *, threshold: Optional[float] = No
     bands, bands_from = raven.box_bands(source, models, data_dir=data_dir)
     names = raven.species_names(source, models, data_dir=data_dir)
     files = collect_files(paths)
-    report = {"source": str(source), "models": [{"name": s.name, "family": s.family, "window_s": s.window_s,
-                                                 "hop_s": h} for s, h in zip(predictor.scorers, predictor.hops)],
-              "weights": predictor.weights.round(6).tolist(), "method": predictor.method,
-              "sr": predictor.sr, "window_s": predictor.window_s, "hop_s": predictor.hop_s,
-              "thresholds": {**described, "values": cut.round(6).tolist()}, "bands_from": bands_from,
-              "notes": predictor.notes + ([described["note"]] if "note" in described else []),
+    report = {**report_header(source, predictor, cut, described, bands_from),
               "files": [], "counts": {"done": 0, "skipped": 0}}
     clips = []
     windows = _CsvAppender(out / "windows.csv", WINDOW_COLUMNS)
