@@ -20,6 +20,7 @@ COMMANDS = {
     "predict": ("rfcxlib.inference.predict", "score field recordings: clip scores, window scores, Raven selection tables"),
     "export": ("rfcxlib.inference.deploy", "export a CNN, BirdNET heads or a run's ensemble as SavedModel or TFLite"),
     "train": ("rfcxlib.training.train", "train one model over its folds (several workers: TF_CONFIG on each)"),
+    "review": ("rfcxlib.review.cli", "a review queue of a run's queries (Raven tables, clips) and --import of its answers"),
 }
 
 

@@ -338,11 +338,18 @@ def configure_parser(p) -> None:
     p.add_argument("--kernel", default="", help="Jupyter kernel (default: rfcx, else python3)")
     p.add_argument("--dry-run", action="store_true", help="print the steps and their "
                    "parameters, execute nothing")
+    p.add_argument("--extra-labels", default="", metavar="DIR", help="a labels folder (added_tp.csv, "
+                   "added_fp.csv: rfcx review's answers) trained on with the original rows: the "
+                   "notebooks' extra_labels parameter")
 
 
 def cli_main(args) -> int:
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    series = prepare(profile=args.profile, run_id=args.run_id, overrides=dict(args.parameter),
+    if args.extra_labels and not Path(args.extra_labels).is_dir():
+        raise DataError(f"--extra-labels {args.extra_labels}: no such folder; expected a labels folder "
+                        "with added_tp.csv and/or added_fp.csv")
+    extra = {"extra_labels": json.dumps(str(Path(args.extra_labels).resolve()))} if args.extra_labels else {}
+    series = prepare(profile=args.profile, run_id=args.run_id, overrides={**dict(args.parameter), **extra},
                      data_dir=args.data_dir, sweep=args.sweep, select=args.notebooks,
                      folder=args.notebooks_dir, kernel=args.kernel, generate=not args.dry_run,
                      check_weights=not args.dry_run)
