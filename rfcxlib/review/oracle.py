@@ -15,15 +15,20 @@ Tested in ``tests/test_review.py``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pandas as pd
 
 from rfcxlib.data.tables import MIN_OVERLAP_FRAC, MIN_OVERLAP_S
-from rfcxlib.errors import DataError
+from rfcxlib.errors import DataError, unknown_choice
 from rfcxlib.review.answers import read_answers_csv
 from rfcxlib.review.queries import query_id
 from rfcxlib.synth import dataset as synth
+
+
+#: How notebook 08 answers: a person in the widget, the synthetic truth, or a CSV of answers.
+ANSWER_WITH = ("widget", "oracle", "csv")
 
 
 class TruthOracle:
@@ -68,3 +73,15 @@ class TableOracle:
     def answer(self, queries: pd.DataFrame) -> list:
         """The answer of every query found in the table, None for the others."""
         return [self._answers.get(str(q)) for q in queries.query_id]
+
+
+def answerer(answer_with: str, *, data_dir, answers_csv: str = "") -> Optional["TruthOracle | TableOracle"]:
+    """What answers in notebook 08: None for ``"widget"`` (a person), :class:`TruthOracle` of
+    ``data_dir`` for ``"oracle"``, :class:`TableOracle` of ``answers_csv`` for ``"csv"``."""
+    if answer_with not in ANSWER_WITH:
+        raise unknown_choice("answer_with", answer_with, ANSWER_WITH)
+    if answer_with == "oracle":
+        return TruthOracle(data_dir)
+    if answer_with == "csv":
+        return TableOracle(answers_csv)
+    return None

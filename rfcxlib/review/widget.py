@@ -43,11 +43,10 @@ class ReviewWidget:
         self.queries = queries.reset_index(drop=True)
         self.dataset, self.store, self.annotator, self.pad_s = dataset, store, annotator, pad_s
         self.names = names or {}
-        done = store.answered()
-        self.position = next((i for i, q in enumerate(self.queries.query_id) if q not in done), len(self.queries))
+        self.position = self._first_unanswered()
         self.title = widgets.HTML()
         self.image = widgets.Image(format="png", layout=widgets.Layout(max_width="900px"))
-        self.player = widgets.Output()
+        self.player = widgets.HTML()  # the player's HTML (not an Output widget: papermill runs it headless)
         self.buttons = {answer: widgets.Button(description=answer, button_style=style, tooltip=tip)
                         for answer, style, tip in (("present", "success", "the species calls in the window"),
                                                    ("absent", "danger", "the species does not call in the window"),
@@ -62,6 +61,15 @@ class ReviewWidget:
     def _ipython_display_(self):
         display(self.box)
 
+    def _first_unanswered(self) -> int:
+        done = self.store.answered()
+        return next((i for i, q in enumerate(self.queries.query_id) if q not in done), len(self.queries))
+
+    def refresh(self) -> None:
+        """Show the first query not yet answered (after answers given elsewhere)."""
+        self.position = self._first_unanswered()
+        self.show()
+
     @property
     def current(self) -> Optional[pd.Series]:
         return self.queries.iloc[self.position] if self.position < len(self.queries) else None
@@ -73,10 +81,10 @@ class ReviewWidget:
                              f"{self.store.folder}: {counts['present']} present, {counts['absent']} absent, "
                              f"{counts['skip']} skipped</small>")
         q = self.current
-        self.player.clear_output()
         if q is None:
             self.title.value = "<b>All queries are answered.</b> Run the next cells to retrain the heads."
             self.image.value = b""
+            self.player.value = ""
             for b in self.buttons.values():
                 b.disabled = True
             return
@@ -91,8 +99,7 @@ class ReviewWidget:
         fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
         plt.close(fig)
         self.image.value = buffer.getvalue()
-        with self.player:
-            display(Audio(data=y, rate=sr))
+        self.player.value = Audio(data=y, rate=sr)._repr_html_()
         for b in self.buttons.values():
             b.disabled = False
 
@@ -102,5 +109,4 @@ class ReviewWidget:
         if q is None:
             return
         self.store.add(self.queries.iloc[[self.position]], [answer], annotator=self.annotator)
-        self.position += 1
-        self.show()
+        self.refresh()
