@@ -348,7 +348,7 @@ def cli_main(args) -> int:
     if args.extra_labels and not Path(args.extra_labels).is_dir():
         raise DataError(f"--extra-labels {args.extra_labels}: no such folder; expected a labels folder "
                         "with added_tp.csv and/or added_fp.csv")
-    extra = {"extra_labels": json.dumps(str(Path(args.extra_labels).resolve()))} if args.extra_labels else {}
+    extra = {"extra_labels": str(Path(args.extra_labels).resolve())} if args.extra_labels else {}
     series = prepare(profile=args.profile, run_id=args.run_id, overrides={**dict(args.parameter), **extra},
                      data_dir=args.data_dir, sweep=args.sweep, select=args.notebooks,
                      folder=args.notebooks_dir, kernel=args.kernel, generate=not args.dry_run,
