@@ -410,6 +410,16 @@ def test_notebook_08_runs_headless_with_the_oracle(tiny_data_dir, tmp_path):
     assert len(added.tp) + len(added.fp) == len(load_dataset(tiny_data_dir).tp) + len(load_dataset(tiny_data_dir).fp) + 4
 
 
+def _frame(raw) -> dict:
+    """A kernel message from a websocket frame: text JSON, or a binary frame (a message with
+    buffers, such as an image widget's value): buffer count, offsets, the JSON, the buffers."""
+    if isinstance(raw, str):
+        return json.loads(raw)
+    n = int.from_bytes(raw[:4], "big")
+    offsets = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(n)]
+    return json.loads(raw[offsets[0]:offsets[1] if n > 1 else len(raw)])
+
+
 def _execute_widgets(ws, code: str, timeout_s: float = 300) -> dict:
     """Run ``code`` on a kernel websocket; returns errors, the widget models opened and the views displayed."""
     msg_id = uuid.uuid4().hex
@@ -423,7 +433,7 @@ def _execute_widgets(ws, code: str, timeout_s: float = 300) -> dict:
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         ws.settimeout(max(deadline - time.time(), 0.1))
-        msg = json.loads(ws.recv())
+        msg = _frame(ws.recv())
         if msg.get("parent_header", {}).get("msg_id") != msg_id:
             continue
         kind, content = msg["msg_type"], msg["content"]
