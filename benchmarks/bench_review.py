@@ -87,7 +87,7 @@ def report(result: dict) -> str:
         lines.append(f"{r['strategy']:>13} {r['answers']:>7} {r['test_lwlrap_mean']:>9.4f} ± {r['test_lwlrap_std']:.4f} "
                      f"{r['present_mean']:>8.1f} {r['round_s_mean']:>8.1f}")
     for v in result["versus_random"]:
-        verdict = "better than random" if v["better"] else "no better than random"
+        verdict = {True: "better than random", False: "no better than random", None: "one seed: no verdict"}[v["better"]]
         lines.append(f"{v['strategy']} at {v['answers']} answers: {v['minus_random']:+.4f} against random ({verdict})")
     h = result["headline"]
     lines.append(f"headline at {h['answers']} answers: best {h['best_strategy']} {h['best']}, random {h['random']}, "

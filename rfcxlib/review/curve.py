@@ -119,7 +119,7 @@ def summarise(curve: pd.DataFrame) -> pd.DataFrame:
 
 def verdicts(summary: pd.DataFrame, baseline: str = "random") -> pd.DataFrame:
     """Each strategy against ``baseline`` at every number of answers > 0: the difference of the means
-    and ``better`` (the difference exceeds both strategies' std)."""
+    and ``better`` (the difference exceeds both strategies' std; None with fewer than two seeds)."""
     base = summary[summary.strategy == baseline].set_index("answers")
     rows = []
     for r in summary[(summary.strategy != baseline) & (summary.answers > 0)].itertuples(index=False):
@@ -128,7 +128,7 @@ def verdicts(summary: pd.DataFrame, baseline: str = "random") -> pd.DataFrame:
         b = base.loc[r.answers]
         diff = r.test_lwlrap_mean - b.test_lwlrap_mean
         rows.append({"strategy": r.strategy, "answers": int(r.answers), "minus_random": round(float(diff), 4),
-                     "better": bool(diff > max(r.test_lwlrap_std, b.test_lwlrap_std))})
+                     "better": bool(diff > max(r.test_lwlrap_std, b.test_lwlrap_std)) if r.seeds >= 2 else None})
     return pd.DataFrame(rows, columns=["strategy", "answers", "minus_random", "better"])
 
 
