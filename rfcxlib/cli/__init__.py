@@ -29,6 +29,7 @@ COMMANDS = {
     "export": "export a CNN, BirdNET heads or a run's ensemble as SavedModel or TFLite",
     "train": "train one model over its folds (several workers: TF_CONFIG on each)",
     "embed": "embed folders of audio into the embedding cache (in process, or on Apache Beam)",
+    "review": "a review queue of a run's queries (Raven tables, clips) and --import of its answers",
 }
 
 

@@ -27,14 +27,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kernel", default="", help="Jupyter kernel (default: rfcx, else python3)")
     p.add_argument("--dry-run", action="store_true", help="print the steps and their "
                    "parameters, execute nothing")
+    p.add_argument("--extra-labels", default="", metavar="DIR", help="a labels folder (added_tp.csv, "
+                   "added_fp.csv: rfcx review's answers) trained on with the original rows: the "
+                   "notebooks' extra_labels parameter")
 
 
 def handle(args: argparse.Namespace) -> int:
     """Runs the series (or, with ``--dry-run``, prints its steps and checks them, writing nothing)."""
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    from pathlib import Path
+
+    from rfcxlib.errors import DataError
     from rfcxlib.runner import series
 
-    plan = series.prepare(profile=args.profile, run_id=args.run_id, overrides=dict(args.parameter),
+    if args.extra_labels and not Path(args.extra_labels).is_dir():
+        raise DataError(f"--extra-labels {args.extra_labels}: no such folder; expected a labels folder "
+                        "with added_tp.csv and/or added_fp.csv")
+    extra = {"extra_labels": str(Path(args.extra_labels).resolve())} if args.extra_labels else {}
+    plan = series.prepare(profile=args.profile, run_id=args.run_id, overrides={**dict(args.parameter), **extra},
                           data_dir=args.data_dir, sweep=args.sweep, select=args.notebooks,
                           folder=args.notebooks_dir, kernel=args.kernel, generate=not args.dry_run,
                           check_weights=not args.dry_run)

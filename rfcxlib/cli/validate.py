@@ -16,6 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sr", type=int, default=SAMPLE_RATE, help="expected sample rate in Hz (0: any)")
     p.add_argument("--headers-only", action="store_true", help="read FLAC headers, do not decode")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--extra-labels", default=None, metavar="DIR", help="also check a labels folder "
+                   "(added_tp.csv, added_fp.csv: rfcx review's answers)")
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -23,6 +25,6 @@ def handle(args: argparse.Namespace) -> int:
     from rfcxlib.data import checks
 
     report = checks.validate(args.data_dir, sr=args.sr or None, decode=not args.headers_only,
-                             progress=not args.no_progress)
+                             progress=not args.no_progress, extra_labels=args.extra_labels)
     print(checks.format_report(report))
     return 1 if report["problems"] else 0

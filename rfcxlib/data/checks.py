@@ -203,6 +203,26 @@ def _check_references(name: str, df: pd.DataFrame, durations: dict, require_audi
     return problems
 
 
+#: A labels folder (rfcx review, ``--extra-labels``): rows added to train_tp.csv / train_fp.csv.
+ADDED_FILES = {"tp": "added_tp.csv", "fp": "added_fp.csv"}
+
+
+def check_added_labels(folder, durations: dict) -> list[str]:
+    """Problems of a labels folder's ``added_tp.csv`` and ``added_fp.csv`` (either may be absent),
+    checked as the original tables are; a row must name a training recording of ``durations``
+    (recording id -> seconds) and end within it. See :mod:`rfcxlib.data.extra_labels`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return [f"extra labels {str(folder)!r}: folder not found; expected a folder with "
+                f"{ADDED_FILES['tp']} and/or {ADDED_FILES['fp']}"]
+    problems: list[str] = []
+    for name in ADDED_FILES.values():
+        df = _read_csv(folder / name, problems, required=False)
+        found = check_annotations(df, str(folder / name)) if df is not None else []
+        problems += found or ([] if df is None else _check_references(str(folder / name), df, durations, True))
+    return problems
+
+
 def _check_test_tables(root: Path, test_files: list, problems: list, require_audio: bool):
     sub = _read_csv(root / "sample_submission.csv", problems, required=require_audio)
     test_ids = list(test_files)
@@ -240,11 +260,13 @@ def _check_test_tables(root: Path, test_files: list, problems: list, require_aud
 
 
 def inspect_folder(data_dir, *, sr: Optional[int] = SAMPLE_RATE, require_audio: bool = True,
-                   decode: bool = False, progress: bool = False) -> tuple[dict, list[str]]:
+                   decode: bool = False, progress: bool = False,
+                   extra_labels=None) -> tuple[dict, list[str]]:
     """Check a data folder; return ``(parts, problems)`` where ``parts`` are the
     :class:`rfcxlib.data.tables.Dataset` fields and ``problems`` a list of messages (empty: all good).
 
     ``decode=True`` decodes every recording (finds truncated files); otherwise only headers are read.
+    ``extra_labels``: a labels folder checked too (:func:`check_added_labels`).
     """
     root = Path(data_dir)
     if not root.is_dir():
@@ -270,6 +292,8 @@ def inspect_folder(data_dir, *, sr: Optional[int] = SAMPLE_RATE, require_audio: 
                 train_dur.update({r: ASSUMED_DURATION_S for r in files["train"] if r not in durations})
             problems += _check_references(str(root / name), tables[key], train_dur, require_audio)
     test_ids, truth = _check_test_tables(root, files["test"], problems, require_audio)
+    if extra_labels:
+        problems += check_added_labels(extra_labels, {r: durations.get(r, ASSUMED_DURATION_S) for r in files["train"]})
     parts = dict(root=root, tp=tables["tp"], fp=tables["fp"], train_ids=files["train"], test_ids=test_ids,
                  ground_truth=truth, durations=durations,
                  sample_rate=rates.pop() if len(rates) == 1 else None)
@@ -287,10 +311,11 @@ def summarise(tp: pd.DataFrame, fp: pd.DataFrame) -> pd.DataFrame:
 
 
 def validate(data_dir, *, sr: Optional[int] = SAMPLE_RATE, decode: bool = True, progress: bool = True,
-             require_audio: bool = True) -> dict:
-    """Full check of a data folder: ``{"problems": [...], "parts": {...}, "species": DataFrame}``."""
+             require_audio: bool = True, extra_labels=None) -> dict:
+    """Full check of a data folder (and of a labels folder ``extra_labels``):
+    ``{"problems": [...], "parts": {...}, "species": DataFrame}``."""
     parts, problems = inspect_folder(data_dir, sr=sr, require_audio=require_audio, decode=decode,
-                                     progress=progress)
+                                     progress=progress, extra_labels=extra_labels)
     return {"problems": problems, "parts": parts, "species": summarise(parts["tp"], parts["fp"])}
 
 

@@ -21,6 +21,7 @@ import pandas as pd
 from rfcxlib.data.checks import (  # noqa: F401  (re-exported)
     COLUMNS, NUM_SPECIES, _normalise, check_annotations, inspect_folder, read_annotations, summarise,
     validate)
+from rfcxlib.data.extra_labels import with_extra_labels
 from rfcxlib.errors import DataError, ParameterError
 from rfcxlib.layout import SAMPLE_RATE
 
@@ -191,7 +192,8 @@ class Dataset:
         return dataclasses.replace(self, tp=tables["tp"], fp=tables["fp"])
 
 
-def load_dataset(data_dir, *, sr: Optional[int] = SAMPLE_RATE, require_audio: bool = True) -> Dataset:
+def load_dataset(data_dir, *, sr: Optional[int] = SAMPLE_RATE, require_audio: bool = True,
+                 extra_labels=None) -> Dataset:
     """Read and check a data folder in the RFCx layout (tables and FLAC headers; no decoding).
 
     Parameters
@@ -204,6 +206,9 @@ def load_dataset(data_dir, *, sr: Optional[int] = SAMPLE_RATE, require_audio: bo
     require_audio : bool
         False reads the tables alone (folders of recordings may be absent; boxes are checked
         against 60 s recordings).
+    extra_labels : path-like, optional
+        A labels folder (``added_tp.csv``, ``added_fp.csv``: :mod:`rfcxlib.data.extra_labels`)
+        whose rows are added to the TP and FP tables.
 
     Raises
     ------
@@ -215,7 +220,7 @@ def load_dataset(data_dir, *, sr: Optional[int] = SAMPLE_RATE, require_audio: bo
         head = problems[:10]
         more = f"\n... and {len(problems) - 10} more problems" if len(problems) > 10 else ""
         raise DataError(f"{len(problems)} problem(s) in {data_dir}:\n" + "\n".join(head) + more)
-    return Dataset(**parts)
+    return with_extra_labels(Dataset(**parts), extra_labels) if extra_labels else Dataset(**parts)
 
 
 def make_folds(dataset: Dataset, n_folds: int = 5, seed: int = 0) -> pd.Series:

@@ -72,6 +72,7 @@ RULES = {
     "05_noisy_labels": Rules(fixed={"channels": 1, "log": "log_eps", "checkpoint": "last"}, trains=True),
     "06_ensembling": Rules(),
     "07_field_detections": Rules(),
+    "08_review": Rules(),
 }
 
 
@@ -220,7 +221,7 @@ def start(notebook: str, namespace: MutableMapping[str, Any], *, rules: Optional
     strategy = training_strategy() if rules.trains else None
     root = find_data(config)
     sr = None if rules.any_rate and config.audio.resample else config.audio.sr
-    dataset = data.load_dataset(root, sr=sr)
+    dataset = data.load_dataset(root, sr=sr, extra_labels=params.get("extra_labels") or None)
     run = runs.open_run(params["run_dir"])
     session = Session(notebook, params, config, root, dataset, run, strategy)
     session.note()
