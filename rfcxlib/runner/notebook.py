@@ -68,8 +68,7 @@ RULES = {
     "02_spectrograms": Rules(tied={"win_length": "n_fft"}),  # one STFT window per FFT
     "03_augmentations": Rules(fixed=EVERY_AUGMENTATION, own=("seed",)),  # seed: of the figures
     "04_training": Rules(trains=True),
-    # the last epoch of every method: none is tuned on validation
-    "05_noisy_labels": Rules(fixed={"channels": 1, "log": "log_eps", "checkpoint": "last"}, trains=True),
+    "05_noisy_labels": Rules(trains=True),
     "06_ensembling": Rules(),
     "07_field_detections": Rules(),
 }
