@@ -16,7 +16,7 @@ from rfcxlib.config import RunConfig
 from rfcxlib.data import tables as data
 from rfcxlib.runner import notebook, profiles
 from rfcxlib.synth import sounds as synth_sounds
-from rfcxlib.runner.series import Step, discover, notebooks_dir
+from rfcxlib.runner.plan import Step, discover, notebooks_dir
 from rfcxlib.runner.step_configs import step_config
 
 BASE = {"data_dir": "", "run_dir": "", "profile": "tiny", "data_seed": 0}

@@ -13,7 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from rfcxlib.runner import profiles, series
+from rfcxlib.runner import console, profiles, series
 from rfcxlib.reports import summary
 from rfcxlib.errors import DataError, ParameterError
 
@@ -108,6 +108,12 @@ def _rfcx(*args, env=None, **kwargs) -> subprocess.CompletedProcess:
 
 def _env(tmp_path) -> dict:
     return {**os.environ, "RFCX_OUTPUTS": str(tmp_path / "outputs"), "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def test_durations_read_in_seconds_then_minutes():
+    assert console.format_duration(12.34) == "12.3 s"
+    assert console.format_duration(433.0) == "7 min 13 s"
+    assert console.strip_ansi("\x1b[0;31mValueError\x1b[0m: bad") == "ValueError: bad"
 
 
 def test_parse_value_reads_yaml_scalars_like_papermill():
