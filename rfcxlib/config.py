@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from rfcxlib.atomic import write_text_atomic
 from rfcxlib.errors import ParameterError, unknown_choice
 
 
@@ -365,8 +366,6 @@ class RunConfig:
         return RunConfig.from_params(merged)
 
     def save(self, path) -> Path:
-        from rfcxlib.runs import write_text_atomic  # runs needs NumPy; config needs the standard library only
-
         return write_text_atomic(path, json.dumps(self.to_dict(), indent=2, sort_keys=False))
 
     @classmethod

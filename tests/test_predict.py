@@ -423,7 +423,7 @@ def test_one_hour_recording_streams_in_bounded_memory(run_dir, tiny, tmp_path):
 def test_notebook_07_runs_on_the_run(run_dir, tiny_data_dir, tmp_path):
     import papermill
 
-    from rfcxlib.runs import project_root
+    from rfcxlib.paths import project_root
 
     notebook = project_root() / "notebooks" / "07_field_detections.ipynb"
     papermill.execute_notebook(str(notebook), str(tmp_path / "07.ipynb"), kernel_name="python3",

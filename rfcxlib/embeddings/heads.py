@@ -43,7 +43,8 @@ from rfcxlib.inference import windows as inference
 from rfcxlib.noisy import runs as noisy_runs
 from rfcxlib.config import RunConfig, check, check_choice
 from rfcxlib.errors import DataError, ParameterError, unknown_choice
-from rfcxlib.runs import read_json, save_keras_atomic, save_npz_atomic, write_json_atomic, write_text_atomic
+from rfcxlib.layout import CONFIG_FILE
+from rfcxlib.atomic import read_json, save_keras_atomic, save_npz_atomic, write_json_atomic, write_text_atomic
 from rfcxlib.training.train import fold_split, write_scores
 
 METHODS = ("loss", "coteaching", "pseudo_labels", "soft_pseudo")
@@ -280,7 +281,7 @@ def train_head_model(dataset, config: RunConfig, head: HeadConfig, model_dir, *,
             **({"soft": soft.to_dict()} if method == "soft_pseudo" else {})}
     extra = {"family": "birdnet", "embedder": head.embedder, "licence": embeddings.get_embedder(head.embedder).licence,
              **info, **(extra or {})}
-    write_json_atomic(model_dir / "config.json", {**config.to_dict(), "head": head.to_dict(), "notebook": extra})
+    write_json_atomic(model_dir / CONFIG_FILE, {**config.to_dict(), "head": head.to_dict(), "notebook": extra})
     oof, test, history, notes = [], [], [], {}
     made_by = {"data": fingerprints.data_digest(dataset, test=True), "config": config.to_dict(),
                "head": head.key(), "info": info, "windows": windows}

@@ -22,7 +22,7 @@ from rfcxlib import NUM_SPECIES
 from rfcxlib.data import tables as data
 from rfcxlib.synth import dataset as synth
 from rfcxlib.errors import DataError, ParameterError
-from rfcxlib.runs import write_json_atomic, write_text_atomic
+from rfcxlib.atomic import write_json_atomic, write_text_atomic
 
 RAVEN_COLUMNS = ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)",
                  "High Freq (Hz)", "Species", "Species ID", "Score", "Windows"]

@@ -22,7 +22,7 @@ import numpy as np
 from rfcxlib import NUM_SPECIES
 from rfcxlib.config import check
 from rfcxlib.errors import DataError
-from rfcxlib.runs import read_json, write_json_atomic
+from rfcxlib.atomic import read_json, write_json_atomic
 
 FILE_NAME = "thresholds.json"
 

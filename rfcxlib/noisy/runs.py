@@ -21,8 +21,9 @@ from rfcxlib.inference import windows as inference
 from rfcxlib.noisy import methods as noisy
 from rfcxlib.features import pipeline
 from rfcxlib.config import RunConfig
+from rfcxlib.layout import CONFIG_FILE
 from rfcxlib.errors import DataError, ParameterError, unknown_choice
-from rfcxlib.runs import read_json, write_json_atomic, write_text_atomic
+from rfcxlib.atomic import read_json, write_json_atomic, write_text_atomic
 
 LOSS_METHODS = tuple(losses.LOSSES)
 METHODS = LOSS_METHODS + ("coteaching", "pseudo_labels")
@@ -46,7 +47,7 @@ def write_scores(model_dir, dataset, config: RunConfig, oof: list[tuple], test_l
                  history: pd.DataFrame, extra: Optional[dict] = None) -> dict:
     """:func:`rfcxlib.training.train.write_scores` plus the model's ``config.json``; ``oof`` holds
     ``(fold, recording_ids, logits)`` per trained fold."""
-    write_json_atomic(Path(model_dir) / "config.json", {**config.to_dict(), "notebook": extra or {}})
+    write_json_atomic(Path(model_dir) / CONFIG_FILE, {**config.to_dict(), "notebook": extra or {}})
     return train.write_scores(model_dir, dataset, oof, test_logits, history, extra=extra)
 
 

@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, MutableMapping, Optional
 
-from rfcxlib import runs
 from rfcxlib.data import tables as data
 from rfcxlib.synth import dataset as synth
 from rfcxlib.config import AugmentConfig, RunConfig
 from rfcxlib.errors import ParameterError, unknown_choice
 from rfcxlib.runner.profiles import coerce
+from rfcxlib.runner.run_dir import RunDir, open_run
 
 #: Every notebook declares these: where the data and the run folder are.
 REQUIRED = ("data_dir", "run_dir", "profile", "data_seed")
@@ -88,7 +88,7 @@ class Session:
     root : Path
         The data folder.
     dataset : rfcxlib.data.tables.Dataset
-    run : rfcxlib.runs.RunDir
+    run : rfcxlib.runner.run_dir.RunDir
     strategy : tf.distribute.Strategy or None
         A training notebook's distribution strategy (the one training uses); None for the others.
     """
@@ -98,7 +98,7 @@ class Session:
     config: RunConfig
     root: Path
     dataset: data.Dataset
-    run: runs.RunDir
+    run: RunDir
     strategy: Optional[Any] = None
 
     def note(self, **values) -> Path:
@@ -220,7 +220,7 @@ def start(notebook: str, namespace: MutableMapping[str, Any], *, rules: Optional
     root = find_data(config)
     sr = None if rules.any_rate and config.audio.resample else config.audio.sr
     dataset = data.load_dataset(root, sr=sr)
-    run = runs.open_run(params["run_dir"])
+    run = open_run(params["run_dir"])
     session = Session(notebook, params, config, root, dataset, run, strategy)
     session.note()
     print(f"data: {root}\nrun:  {run.path}\n{dataset}")

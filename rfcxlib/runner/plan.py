@@ -15,7 +15,7 @@ from typing import Optional
 
 from rfcxlib.errors import DataError, ParameterError, unknown_choice
 from rfcxlib.runner.profiles import check_names, coerce
-from rfcxlib.runs import project_root
+from rfcxlib.paths import project_root
 
 
 def notebooks_dir() -> Path:

@@ -19,7 +19,7 @@ from typing import Any, Optional
 import yaml
 
 from rfcxlib.errors import DataError, ParameterError, unknown_choice
-from rfcxlib.runs import project_root
+from rfcxlib.paths import project_root
 
 SWEEP_NOTEBOOK = "04"
 

@@ -32,23 +32,25 @@ import traceback
 from pathlib import Path
 from typing import Optional
 
+from rfcxlib.atomic import read_json, update_json_atomic, write_json_atomic
 from rfcxlib.embeddings import birdnet as embeddings
 from rfcxlib.runner import execute, preflight, step_configs
 from rfcxlib.reports import summary
 from rfcxlib.synth import dataset as synth
 from rfcxlib.errors import DataError, ParameterError, RfcxError, RunFailed
+from rfcxlib.layout import CONFIG_FILE, LOCK_FILE, METRICS_FILE, SERIES_FILE, SUMMARY_FILE
 from rfcxlib.runner.console import format_duration, say
 from rfcxlib.runner.execute import kernel_name
 from rfcxlib.runner.failures import SeriesFailed, advice
 from rfcxlib.runner.plan import Step, discover, notebooks_dir, plan_steps
 from rfcxlib.runner.profiles import declared_parameters, load_profile, load_sweep, of_prefix, resolve
-from rfcxlib.runs import RunLock, check_writable, open_run, read_json, update_json_atomic, write_json_atomic
+from rfcxlib.runner.run_dir import RunLock, check_writable, open_run
 
 
 # ----------------------------------------------------------------------------- the run
 
-STATE_FILE = "series.json"
-_SHARED = {STATE_FILE, "run.lock", "metrics.json", "config.json", "summary.html"}
+#: The run's shared bookkeeping: no step's products.
+_SHARED = {SERIES_FILE, LOCK_FILE, METRICS_FILE, CONFIG_FILE, SUMMARY_FILE}
 
 
 class Series:
@@ -56,10 +58,10 @@ class Series:
 
     def __init__(self, run, steps: list[Step], kernel: str, meta: dict):
         self.run, self.steps, self.kernel, self.meta = run, steps, kernel, meta
-        self.state_path = run.path / STATE_FILE
+        self.state_path = run.path / SERIES_FILE
         try:
             self.state = read_json(self.state_path, default={}) or {}
-        except (OSError, ValueError) as exc:
+        except (OSError, DataError) as exc:
             raise RunFailed(f"{self.state_path}: unreadable ({exc}); move it away to run "
                             "everything again") from None
         self.state.setdefault("steps", {})
@@ -242,7 +244,7 @@ def _synthetic(profile: str, seed: int, generate: bool, log) -> Path:
 def write_run_config(series: Series) -> Path:
     """Merge the series' resolved parameters into ``config.json`` under ``"series"`` (the
     notebooks write their own sections there too)."""
-    path = series.run.path / "config.json"
+    path = series.run.path / CONFIG_FILE
     section = {**series.meta, "steps": [
         {"key": s.key, "notebook": s.notebook.name, "output": str(s.output),
          "parameters": s.parameters} for s in series.steps]}
@@ -251,7 +253,7 @@ def write_run_config(series: Series) -> Path:
 
 
 def run_series(series: Series, log=say, debug: bool = False) -> int:
-    """Execute a prepared series under the run folder's lock (:class:`rfcxlib.runs.RunLock`);
+    """Execute a prepared series under the run folder's lock (:class:`rfcxlib.runner.run_dir.RunLock`);
     writes ``config.json`` and ``summary.html``. Returns 0 when it completes; on a failure
     (a notebook that raised, a full or unwritable disk, data that do not fit the settings, an
     interrupt) it marks ``series.json`` failed with the reason, writes ``summary.html`` with
@@ -308,7 +310,7 @@ def _run_locked(series: Series, log, debug: bool) -> int:
 def _metrics(series: Series) -> dict:
     try:
         return series.run.metrics() or {}
-    except (OSError, ValueError):
+    except (OSError, DataError):
         return {}
 
 
@@ -319,7 +321,7 @@ def _write_records(series: Series, summary) -> str:
         series._save()
         write_run_config(series)
     except OSError as exc:
-        print(f"({STATE_FILE} could not be updated: {exc.strerror or exc})", file=sys.stderr)
+        print(f"({SERIES_FILE} could not be updated: {exc.strerror or exc})", file=sys.stderr)
     try:
         return str(summary.write_summary(series.run.path))
     except OSError:

@@ -48,18 +48,14 @@ from rfcxlib.errors import ParameterError
 from rfcxlib.kaggle import kaggle_data_dir
 from rfcxlib.layout import ANNOTATION_COLUMNS as COLUMNS
 from rfcxlib.layout import SPECIES_COLUMNS
-from rfcxlib.runs import write_json_atomic, write_text_atomic
+from rfcxlib.atomic import AtomicFile, replace_folder, write_json_atomic, write_text_atomic
+from rfcxlib.paths import cache_root
 from rfcxlib.synth.plan import (PROFILES, Recording, check_profile, make_plan,  # noqa: F401  (API)
                                  prepare)
 
 SR = 48000
 VERSION = 7  # bump when the output changes: cached data sets of other versions are rebuilt
 FLOOR_DB = -20.0  # real backgrounds: a call's SNR is taken against at least this flat floor
-
-
-def cache_root() -> Path:
-    """``$RFCX_CACHE_DIR`` or ``~/.cache/rfcx``."""
-    return Path(os.environ.get("RFCX_CACHE_DIR") or Path.home() / ".cache" / "rfcx")
 
 
 _TEMPLATES: dict = {}
@@ -117,9 +113,8 @@ def render_recording(rec: Recording, *, seed: int, rec_seed: int) -> np.ndarray:
 
 
 def _write_flac(path: Path, y: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    sf.write(tmp, y, SR, format="FLAC", subtype="PCM_16")
-    os.replace(tmp, path)
+    with AtomicFile(path, "wb") as f:
+        sf.write(f, y, SR, format="FLAC", subtype="PCM_16")
 
 
 def _render_job(job) -> str:
@@ -329,9 +324,7 @@ def ensure_dataset(profile: str = "mini", seed: int = 0, *, progress: bool = Tru
                 profile, seed, VERSION):
             shutil.rmtree(partial)  # left by another version of the generator: start afresh
         generate(partial, profile=profile, seed=seed, progress=progress, **extra)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(partial, final)
+        replace_folder(partial, final)
     return final
 
 
