@@ -194,12 +194,12 @@ def test_default_folders_and_their_overrides(tmp_path, monkeypatch):
     y, sr = sf.read(next((out / "test").glob("*.flac")))
     assert sr == 48000 and y.size == 4 * 48000
     # the cached data set: its folder carries the key, and a second call reuses it
-    cached = synth.ensure_dataset("field", 0, settings=small, progress=False, kaggle=False)
+    cached = synth.ensure_dataset("field", 0, settings=small, progress=False)
     assert cached == synth.dataset_dir("field", 0, settings=small)
     assert cached.name.startswith("field-seed0-") and synth.is_complete(cached)
     assert (cached / "sites.csv").read_text() == (out / "sites.csv").read_text()
     mtime = (cached / "sites.csv").stat().st_mtime_ns
-    assert synth.ensure_dataset("field", 0, settings=small, progress=False, kaggle=False) == cached
+    assert synth.ensure_dataset("field", 0, settings=small, progress=False) == cached
     assert (cached / "sites.csv").stat().st_mtime_ns == mtime
 
 

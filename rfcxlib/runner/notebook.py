@@ -26,8 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, MutableMapping, Optional
 
-from rfcxlib.data import tables as data
-from rfcxlib.synth import dataset as synth
+from rfcxlib.data import source, tables as data
 from rfcxlib.config import AugmentConfig, RunConfig
 from rfcxlib.errors import ParameterError, unknown_choice
 from rfcxlib.runner.profiles import coerce
@@ -169,10 +168,11 @@ def config_of(notebook: str, params: Mapping[str, Any], rules: Optional[Rules] =
 
 
 def find_data(config: RunConfig) -> Path:
-    """``data_dir``, else the synthetic data set of ``profile`` / ``data_seed`` (generated on
-    first use and cached; inside a Kaggle kernel, the competition data)."""
+    """``data_dir``, else (inside a Kaggle kernel) the competition data, else the synthetic data
+    set of ``profile`` / ``data_seed``, generated on first use and cached
+    (:func:`rfcxlib.data.source.find_data`)."""
     d = config.data
-    return Path(d.data_dir) if d.data_dir else Path(synth.ensure_dataset(d.profile, d.data_seed))
+    return source.find_data(d.data_dir, profile=d.profile, seed=d.data_seed)
 
 
 def training_strategy():

@@ -36,7 +36,7 @@ from rfcxlib.atomic import read_json, update_json_atomic, write_json_atomic
 from rfcxlib.embeddings import birdnet as embeddings
 from rfcxlib.runner import execute, preflight, step_configs
 from rfcxlib.reports import summary
-from rfcxlib.synth import dataset as synth
+from rfcxlib.data import source
 from rfcxlib.errors import DataError, ParameterError, RfcxError, RunFailed
 from rfcxlib.layout import CONFIG_FILE, LOCK_FILE, METRICS_FILE, SERIES_FILE, SUMMARY_FILE
 from rfcxlib.runner.console import format_duration, say
@@ -217,8 +217,8 @@ def prepare(*, profile: str = "mini", run_id: str = "", overrides: Optional[dict
     step_configs.check_steps(steps, weights=check_weights)
     if root is None:
         values = next((s.parameters for s in steps if "profile" in s.parameters), common)
-        root = _synthetic(str(values.get("profile", "mini")), int(values.get("data_seed", 0)),
-                          generate, log)
+        root = _default_data(str(values.get("profile", "mini")), int(values.get("data_seed", 0)),
+                             generate, log)
         for step in steps:
             if "data_dir" in step.parameters:
                 step.parameters["data_dir"] = str(root)
@@ -230,13 +230,14 @@ def prepare(*, profile: str = "mini", run_id: str = "", overrides: Optional[dict
     return Series(run, steps, meta["kernel"], meta)
 
 
-def _synthetic(profile: str, seed: int, generate: bool, log) -> Path:
-    """The cached synthetic data set (generated on first use)."""
+def _default_data(profile: str, seed: int, generate: bool, log) -> Path:
+    """The data of a run without ``--data-dir`` (:func:`rfcxlib.data.source.find_data`): the
+    cached synthetic data set (generated on first use), or the competition data on Kaggle."""
     if not generate:
-        return synth.dataset_dir(profile, seed)
+        return source.find_data(profile=profile, seed=seed, generate=False)
     started = time.time()
     log(f"data: synthetic profile {profile!r}, seed {seed} (generated once, then cached)")
-    root = Path(synth.ensure_dataset(profile, seed))
+    root = source.find_data(profile=profile, seed=seed)
     log(f"data: {root} ready in {format_duration(time.time() - started)}")
     return root
 

@@ -45,7 +45,6 @@ from tqdm.auto import tqdm
 from rfcxlib.synth import backgrounds as sbg
 from rfcxlib.synth import sounds as snd
 from rfcxlib.errors import ParameterError
-from rfcxlib.kaggle import kaggle_data_dir
 from rfcxlib.layout import ANNOTATION_COLUMNS as COLUMNS
 from rfcxlib.layout import SPECIES_COLUMNS
 from rfcxlib.atomic import AtomicFile, replace_folder, write_json_atomic, write_text_atomic
@@ -290,8 +289,7 @@ def is_complete(path) -> bool:
 
 
 def ensure_dataset(profile: str = "mini", seed: int = 0, *, progress: bool = True,
-                   kaggle: bool = True, backgrounds=None, test_backgrounds=None,
-                   settings=None) -> Path:
+                   backgrounds=None, test_backgrounds=None, settings=None) -> Path:
     """The synthetic data set of ``profile`` and ``seed``, generated on first use.
 
     It lives under ``$RFCX_CACHE_DIR/synth/<profile>-seed<seed>/`` (default cache:
@@ -301,14 +299,10 @@ def ensure_dataset(profile: str = "mini", seed: int = 0, *, progress: bool = Tru
     in a ``.partial`` folder beside it (resumed if a previous attempt was interrupted) and renamed
     into place when complete; a lock keeps two processes from building it at once.
 
-    Inside a Kaggle kernel (``/kaggle/input`` exists) the attached competition data is returned
-    instead (:func:`rfcxlib.kaggle.kaggle_data_dir`); ``kaggle=False`` turns that off.
+    A run that may use real data (a data folder, the competition data on Kaggle) finds its data
+    through :func:`rfcxlib.data.source.find_data`.
     """
     check_profile(profile)
-    if kaggle:
-        found = kaggle_data_dir()
-        if found is not None:
-            return found
     extra = dict(backgrounds=backgrounds, test_backgrounds=test_backgrounds, settings=settings)
     final = dataset_dir(profile, seed, **extra)
     if is_complete(final):
