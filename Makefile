@@ -23,7 +23,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,birdnet]'
+	$(BIN)/python -m pip install --quiet -e '.[test,birdnet,beam]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name rfcx --display-name "Python (rfcx)" >/dev/null
 	touch $(STAMP)
 

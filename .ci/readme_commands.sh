@@ -39,6 +39,12 @@ recording=$(find "$data/test" -name '*.flac' | sort | head -1)
 say python "$work/ensemble/run_exported.py" "$recording" --detections "$work/detections.csv" "> $work/clip_scores.csv"
 python "$work/ensemble/run_exported.py" "$recording" --detections "$work/detections.csv" > "$work/clip_scores.csv"
 test "$(wc -l < "$work/clip_scores.csv")" = 2
+# the README's "Beyond one machine": on the DirectRunner (two worker processes), then in this process
+beam=(--runner DirectRunner --direct_num_workers 2 --direct_running_mode multi_processing)
+run rfcx embed "$data/test" --cache-dir "$work/cache" "${beam[@]}"
+run rfcx embed "$data/test" --cache-dir "$work/cache" --no-progress   # every recording already cached
+run rfcx predict "$RFCX_OUTPUTS/smoke" "$data/test" --out "$work/beam-detections" "${beam[@]}"
+test "$(wc -l < "$work/beam-detections/clip_scores.csv")" = "$(( $(find "$data/test" -name '*.flac' | wc -l) + 1 ))"
 run rfcx kaggle bundle notebooks/04_training.ipynb --out "$work/kaggle_bundle" \
     --id your-name/rfcx-training -p epochs 20 --gpu
 test -f "$work/kaggle_bundle/kernel-metadata.json"

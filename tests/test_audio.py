@@ -5,6 +5,9 @@ import pytest
 import soundfile as sf
 
 from rfcxlib.audio import decode as audio
+from rfcxlib.audio import resampling
+from rfcxlib.audio.header import AudioInfo, audio_info
+from rfcxlib.audio.streaming import BLOCK_S, audio_blocks
 from rfcxlib.config import AudioConfig
 from rfcxlib.errors import DataError, ParameterError
 
@@ -83,13 +86,13 @@ def test_bad_files_raise_data_error_naming_the_file(tmp_path, signal_files):
         audio.load_audio(truncated)
     garbage = tmp_path / "garbage.flac"
     garbage.write_bytes(b"not audio at all" * 20)
-    with pytest.raises(DataError, match=r"garbage\.flac: cannot decode"):
+    with pytest.raises(DataError, match=r"garbage\.flac: unreadable audio file"):
         audio.load_audio(garbage)
-    with pytest.raises(DataError, match=r"missing\.flac: audio file does not exist"):
+    with pytest.raises(DataError, match=r"missing\.flac: no such file"):
         audio.load_audio(tmp_path / "missing.flac")
     empty = tmp_path / "empty.wav"
     sf.write(empty, np.zeros(0, np.float32), SR)
-    with pytest.raises(DataError, match=r"empty\.wav: the file holds no audio"):
+    with pytest.raises(DataError, match=r"empty\.wav: holds no audio samples"):
         audio.load_audio(empty)
 
 
@@ -131,8 +134,8 @@ def test_window_starts_end_aligned():
 
 def test_memory_cache_decodes_once(signal_files, signals):
     cache = audio.AudioCache(mode="memory")
-    a = cache.pcm(signal_files["tone"])
-    assert a.dtype == np.int16 and cache.pcm(signal_files["tone"]) is a and len(cache) == 1
+    a = cache.stored(signal_files["tone"])
+    assert a.dtype == np.int16 and cache.stored(signal_files["tone"]) is a and len(cache) == 1
     np.testing.assert_allclose(cache.get(signal_files["tone"]), signals["tone"], atol=1.0 / 32768)
     piece = cache.crop(signal_files["tone"], start_s=0.5, crop_s=1.0)
     np.testing.assert_allclose(piece, signals["tone"][SR // 2:SR // 2 + SR], atol=1.0 / 32768)
@@ -197,4 +200,106 @@ def test_real_recordings_decode_and_resample(real_data):
     with pytest.raises(DataError, match=r"Segment_07-snippet\.wav: sample rate 32000 Hz, expected 48000 Hz"):
         audio.load_audio(snippet, sr=SR, resample=False)
     y44, _ = audio.load_audio(real_data / "spinetail" / "spinetail.wav", sr=SR)
-    assert len(y44) == int(np.ceil(861799 * 160 / 147))  # 44.1 kHz -> 48 kHz is 160/147
+    assert len(y44) == round(861799 * 160 / 147)  # 44.1 kHz -> 48 kHz is 160/147
+
+
+# --------------------------------------------------------------------------- one resampler
+def _field_file(folder, *, sr: int, fmt: str, duration_s: float, channels: int = 1):
+    """A 16-bit file at ``sr`` holding a 2 kHz tone, a 0.5-8 kHz chirp and noise (one per channel)."""
+    t = np.arange(int(round(duration_s * sr))) / sr
+    gen = np.random.default_rng(sr)
+    y = 0.3 * np.sin(2 * np.pi * 2000.0 * t) + 0.2 * np.sin(2 * np.pi * (500.0 * t + 625.0 * t**2))
+    y = np.stack([y + 0.05 * gen.standard_normal(t.size) for _ in range(channels)], axis=1)
+    path = folder / f"field{sr}-{channels}ch.{fmt}"
+    sf.write(path, y.astype(np.float32), sr, subtype="PCM_16")
+    return path
+
+
+@pytest.mark.parametrize("sr,fmt,duration_s,channels", [
+    (44100, "flac", 7.3, 1), (32000, "wav", 7.3, 1), (44100, "wav", 6.0, 2), (32000, "flac", 6.0, 2)])
+def test_training_and_predict_see_the_same_samples_at_any_rate(tmp_path, sr, fmt, duration_s, channels):
+    """A recording at 44.1 or 32 kHz decoded for training (load_audio, the audio cache in each mode)
+    and streamed block by block for rfcx predict (blocks of 2 s: the last one partial or empty)
+    gives the same samples at 48 kHz."""
+    path = _field_file(tmp_path, sr=sr, fmt=fmt, duration_s=duration_s, channels=channels)
+    trained, out_sr = audio.load_audio(path, sr=SR)
+    assert out_sr == SR and len(trained) == round(duration_s * sr * SR / sr)
+    assert _peak_hz(trained, SR) == pytest.approx(2000.0, abs=1.0)
+    for block_s in (2.0, BLOCK_S):
+        streamed = np.concatenate(list(audio_blocks(path, sr=SR, block_s=block_s)))
+        assert streamed.shape == trained.shape
+        assert np.abs(streamed - trained).max() <= 1e-6
+    for mode in ("memory", "disk", "none"):
+        cache = audio.AudioCache(mode=mode, directory=tmp_path / "cache")
+        assert np.abs(cache.get(path) - trained).max() <= 1e-6
+        crop = cache.crop(path, start_s=1.25, crop_s=3.0)
+        assert np.abs(crop - trained[int(1.25 * SR):int(4.25 * SR)]).max() <= 1e-6
+    assert np.load(next((tmp_path / "cache").glob("*.npy"))).dtype == np.float32  # kept whole
+
+
+def test_resampling_lengths_identity_and_bad_rates(rng):
+    y = rng.standard_normal(4410).astype(np.float32)
+    assert len(resampling.resample(y, orig_sr=44100, target_sr=SR)) == 4800
+    assert len(resampling.resample(y[:1001], orig_sr=32000, target_sr=SR)) == 1502  # round(1501.5)
+    np.testing.assert_array_equal(resampling.resample(y, orig_sr=SR, target_sr=SR), y)
+    assert resampling.resample_stream(orig_sr=SR, target_sr=SR) is None
+    with pytest.raises(ParameterError, match=r"orig_sr/target_sr.*\(0, 48000\).*positive rates"):
+        resampling.resample(y, orig_sr=0, target_sr=SR)
+    stereo = np.stack([y, -y], axis=1)
+    assert not resampling.to_mono(stereo).any() and resampling.to_mono(stereo).dtype == np.float32
+
+
+def test_a_disk_cache_of_another_resampler_is_not_reused(tmp_path, signals):
+    """The resampler is part of the disk cache's key for recordings at another rate: audio resampled
+    otherwise (an earlier version) is decoded again; recordings at the cache's rate keep their key."""
+    src = tmp_path / "rec44k.flac"
+    sf.write(src, signals["chirp"][:44100].astype(np.float32), 44100, subtype="PCM_16")
+    native = tmp_path / "rec48k.flac"
+    sf.write(native, signals["chirp"].astype(np.float32), SR, subtype="PCM_16")
+    cache = audio.AudioCache(mode="disk", directory=tmp_path / "cache")
+    resampled_key, native_key = cache._disk_path(src), cache._disk_path(native)
+    import hashlib
+    st = native.stat()
+    plain = f"{native.resolve()}|{st.st_size}|{st.st_mtime_ns}|{SR}|None"
+    assert native_key.stem == hashlib.sha1(plain.encode()).hexdigest()[:20]
+    st = src.stat()
+    plain = f"{src.resolve()}|{st.st_size}|{st.st_mtime_ns}|{SR}|None"
+    assert resampled_key.stem != hashlib.sha1(plain.encode()).hexdigest()[:20]
+
+
+# --------------------------------------------------------------------------- one header reader
+def test_audio_info_reads_the_header_or_names_the_file(tmp_path):
+    path = _field_file(tmp_path, sr=32000, fmt="wav", duration_s=1.5, channels=2)
+    info = audio_info(path)
+    assert info == AudioInfo(sr=32000, frames=48000, channels=2) and info.duration_s == 1.5
+    sr, frames, channels = audio_info(str(path))  # a tuple too
+    assert (sr, frames, channels) == (32000, 48000, 2)
+    with pytest.raises(DataError, match=r"nowhere\.flac: no such file"):
+        audio_info(tmp_path / "nowhere.flac")
+    garbage = tmp_path / "garbage.flac"
+    garbage.write_bytes(b"fLaC" + bytes(300))
+    with pytest.raises(DataError, match=r"garbage\.flac: unreadable audio file \(.+\)"):
+        audio_info(garbage)
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, np.float32), SR, subtype="PCM_16")
+    with pytest.raises(DataError, match=r"empty\.wav: holds no audio samples \(frames=0\)"):
+        audio_info(empty)
+    assert audio_info(empty, allow_empty=True).frames == 0
+
+
+def test_the_sample_rate_is_written_once():
+    """48 kHz is ``rfcxlib.layout.SAMPLE_RATE``; no other module of rfcxlib writes the number, but
+    BirdNET's embedder, whose network takes 48 kHz input whatever the data's rate."""
+    import ast
+    from pathlib import Path
+
+    import rfcxlib
+    from rfcxlib.layout import SAMPLE_RATE
+
+    root = Path(rfcxlib.__file__).parent
+    found = sorted(str(p.relative_to(root)) for p in root.rglob("*.py")
+                   for node in ast.walk(ast.parse(p.read_text()))
+                   if isinstance(node, ast.Constant) and node.value in (48000, 48000.0)
+                   and not isinstance(node.value, bool))
+    assert SAMPLE_RATE == 48000
+    assert found == ["embeddings/birdnet.py", "layout.py"]

@@ -50,9 +50,9 @@ def test_known_signal_shape_finite_deterministic(model, tmp_path):
 def test_other_rates_and_stereo_are_resampled(model, tmp_path):
     y = _call(0, 3, dur_s=3.0)
     a = model.embed(y[None])[0]
-    from rfcxlib.audio import decode as audio
+    from rfcxlib.audio.resampling import resample
 
-    y32 = audio.resample(y, orig_sr=SR, target_sr=32000)
+    y32 = resample(y, orig_sr=SR, target_sr=32000)
     path = tmp_path / "call32k.wav"
     sf.write(path, np.stack([y32, y32], axis=1), 32000)
     _, b = embeddings.embed_file(model, path, hop_s=1.0)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rfcxlib import DataError, ParameterError
-from rfcxlib.ensemble import combine as E
+from rfcxlib.ensemble import combine as E, ensemble_file, model_scores as MS
 from rfcxlib.metrics import lwlrap
 from rfcxlib.plots import ensemble as P
 from rfcxlib.runner.run_dir import RunDir
@@ -59,7 +59,7 @@ def world():
 
 def _stack(w, models=(0, 1, 2), fold=None):
     idx = list(models)
-    return E.Stack(names=[f"m{i}" for i in idx], oof_ids=w["oof_ids"],
+    return MS.Stack(names=[f"m{i}" for i in idx], oof_ids=w["oof_ids"],
                    fold=w["fold"] if fold is None else fold, y=w["y"], mask=w["mask"],
                    oof_scores=_sigmoid(w["oof"][idx]), oof_logits=w["oof"][idx],
                    test_ids=w["test_ids"], test_scores=_sigmoid(w["test"][idx]),
@@ -173,10 +173,10 @@ def test_gather_stack_fit_and_write_a_valid_submission(world, tmp_path):
         _write_model(run.models / f"net{i}", world, i)
     reverse = np.arange(len(world["test_ids"]))[::-1]  # another model's test rows come reversed
     other = _write_model(tmp_path / "other-run" / "models" / "net2", world, 2, test_order=reverse)
-    models = E.gather_models(run.path, extra=[other.parent.parent])
+    models = MS.gather_models(run.path, extra=[other.parent.parent])
     assert [m.name for m in models] == ["net0", "net1", "other-run/net2"]
     assert models[2].config["model"]["backbone"] == "net2"
-    stack = E.stack_models(models)
+    stack = MS.stack_models(models)
     assert stack.oof_scores.shape == (3, 500, 24) and stack.test_scores.shape == (3, 300, 24)
     np.testing.assert_allclose(stack.test_logits[2], world["test"][2], rtol=1e-6)
     fit = E.fit_ensemble(stack)
@@ -189,9 +189,9 @@ def test_gather_stack_fit_and_write_a_valid_submission(world, tmp_path):
     frame = validate_submission(path, sample)
     assert lwlrap(world["y_test"], frame.iloc[:, 1:].to_numpy()) == pytest.approx(
         E.model_table(stack, world["y_test"], fit).loc["ensemble", "test_lwlrap"], abs=1e-4)
-    assert [m.name for m in E.gather_models(run.path, names=["net1"])] == ["net1"]
+    assert [m.name for m in MS.gather_models(run.path, names=["net1"])] == ["net1"]
     with pytest.raises(ParameterError, match=r"unknown model 'net9'; valid choices: 'net0'"):
-        E.gather_models(run.path, names=["net9"])
+        MS.gather_models(run.path, names=["net9"])
     gain = E.species_gain(stack, fit, world["y_test"])
     assert gain.shape[0] == 24 and gain["split"].iloc[0] == "test"
     assert np.nansum(gain["ensemble"] * gain["weight"]) == pytest.approx(
@@ -205,31 +205,81 @@ def test_gather_stack_fit_and_write_a_valid_submission(world, tmp_path):
 
 def test_bad_model_folders_give_clear_errors(world, tmp_path):
     with pytest.raises(DataError, match=r"no trained models under .*empty/models'.*04_training"):
-        E.gather_models(tmp_path / "empty")
+        MS.gather_models(tmp_path / "empty")
     good = _write_model(tmp_path / "run" / "models" / "a", world, 0)
     (good.parent / "b").mkdir()
     (good.parent / "b" / "oof.npz").write_bytes((good / "oof.npz").read_bytes())
     with pytest.raises(DataError, match=r"b/test_scores.npz' does not exist"):
-        E.gather_models(tmp_path / "run")
+        MS.gather_models(tmp_path / "run")
     save_npz_atomic(good.parent / "b" / "test_scores.npz", recording_ids=world["test_ids"],
                     logits=np.zeros((300, 23)), scores=np.zeros((300, 23)))
     with pytest.raises(DataError, match=r"'logits' has shape \(300, 23\), expected \(300, 24\)"):
-        E.gather_models(tmp_path / "run")
+        MS.gather_models(tmp_path / "run")
     save_npz_atomic(good.parent / "b" / "test_scores.npz", recording_ids=world["test_ids"][:10],
                     logits=np.zeros((10, 24)), scores=np.full((10, 24), np.nan))
     with pytest.raises(DataError, match=r"'scores' holds NaN"):
-        E.gather_models(tmp_path / "run")
+        MS.gather_models(tmp_path / "run")
     save_npz_atomic(good.parent / "b" / "test_scores.npz", recording_ids=world["test_ids"][:10],
                     logits=np.zeros((10, 24)), scores=np.zeros((10, 24)))
     with pytest.raises(DataError, match=r"model 'b' scored other test recordings than 'a'"):
-        E.stack_models(E.gather_models(tmp_path / "run"))
+        MS.stack_models(MS.gather_models(tmp_path / "run"))
     with pytest.raises(DataError, match=r"extra model folder '.*nowhere' does not exist"):
-        E.gather_models(tmp_path / "run", extra=[tmp_path / "nowhere"])
+        MS.gather_models(tmp_path / "run", extra=[tmp_path / "nowhere"])
     flipped = dict(world, y=1 - world["y"])
     _write_model(tmp_path / "run2" / "models" / "c", flipped, 1)
     with pytest.raises(DataError, match=r"other known labels than 'a'.*different data sets"):
-        E.stack_models([E.load_model_scores(good), E.load_model_scores(
+        MS.stack_models([MS.load_model_scores(good), MS.load_model_scores(
             tmp_path / "run2" / "models" / "c")])
+
+
+# --------------------------------------------------------------------------- ensemble.json
+def test_ensemble_json_round_trips_and_old_files_still_read(world, tmp_path):
+    stack = _stack(world)
+    fit = E.fit_ensemble(stack, method="logit")
+    table = E.model_table(stack, world["y_test"], fit)
+    path = ensemble_file.write_ensemble(tmp_path, fit, table)
+    body = json.loads(path.read_text())
+    assert path.name == "ensemble.json" and len(body["table"]) == 5 and body["choice"] == fit.choice
+    saved = ensemble_file.read_ensemble(tmp_path)
+    assert saved.method == "logit" and list(saved.weights) == ["m0", "m1", "m2"]
+    np.testing.assert_allclose(list(saved.weights.values()), fit.weights, atol=1e-6)
+    np.testing.assert_allclose(saved.scale, fit.scale, atol=1e-6)
+    assert ensemble_file.read_ensemble(tmp_path / "nowhere") is None
+    legacy = ensemble_file.read_ensemble(Path(__file__).parent / "data" / "legacy_run")
+    assert (legacy.method, legacy.weights, legacy.scale) == ("logit", {"cnn": 0.4, "head": 0.6}, None)
+
+
+@pytest.mark.parametrize("body, message", [
+    ([1, 2], r"ensemble.json: expected a JSON object"),
+    ({"weights": {"a": 1.0}}, r"ensemble.json: key 'method' missing"),
+    ({"method": "median", "weights": {"a": 1.0}}, r"ensemble.json: key 'method' = 'median': expected one of"),
+    ({"method": "prob", "weights": {"a": -1.0}}, r"ensemble.json: key 'weights' = \{'a': -1.0\}: expected"),
+    ({"method": "prob", "weights": {"a": 0.0}}, r"key 'weights'.*a positive sum"),
+    ({"method": "prob", "weights": {"a": 1.0}, "scale": [1.0] * 23}, r"ensemble.json: key 'scale': expected 24"),
+])
+def test_a_bad_ensemble_json_names_the_file_and_the_key(tmp_path, body, message):
+    (tmp_path / "ensemble.json").write_text(json.dumps(body))
+    with pytest.raises(DataError, match=message):
+        ensemble_file.read_ensemble(tmp_path)
+
+
+def test_an_unreadable_ensemble_json_names_the_file(tmp_path):
+    (tmp_path / "ensemble.json").write_text("{not json")
+    with pytest.raises(DataError, match=r"ensemble.json: not valid JSON"):
+        ensemble_file.read_ensemble(tmp_path)
+
+
+def test_member_combination_follows_ensemble_json_where_it_can():
+    saved = ensemble_file.SavedEnsemble("rank", {"a": 0.6, "b": 0.2, "c": 0.2}, scale=tuple([2.0] + [1.0] * 23))
+    both = ensemble_file.member_combination(saved, ["a", "b"])
+    np.testing.assert_allclose(both.weights, [0.75, 0.25])
+    assert both.method == "prob" and both.scale[0] == 2.0
+    assert any("renormalised" in n for n in both.notes) and any("'rank'" in n for n in both.notes)
+    stranger = ensemble_file.member_combination(saved, ["a", "z"])
+    np.testing.assert_allclose(stranger.weights, [0.5, 0.5])
+    assert stranger.method == "prob" and stranger.scale is None and "plain mean" in stranger.notes[0]
+    none = ensemble_file.member_combination(None, ["a", "b", "c", "d"])
+    assert none.method == "prob" and none.notes == [] and none.weights.tolist() == [0.25] * 4
 
 
 def _fake_training(dataset, run, noise=NOISE, seed=0):
@@ -280,7 +330,7 @@ def test_notebook_06_runs_on_tiny_data(tiny_data_dir, tmp_path):
     if values["choice"] == "mean":  # tiny data: 12 test recordings, the guard may keep the mean
         assert values["test_lwlrap"] == pytest.approx(values["mean_test_lwlrap"])
     assert values["best_single_test_lwlrap"] == pytest.approx(max(
-        lwlrap(dataset.test_truth(), E.load_model_scores(p).test_scores) for p in run.model_dirs()))
+        lwlrap(dataset.test_truth(), MS.load_model_scores(p).test_scores) for p in run.model_dirs()))
     for name in ("06_scores", "06_weights", "06_species"):
         assert (run.figures / f"{name}.png").stat().st_size > 5000
     saved = json.loads((run.path / "ensemble.json").read_text())

@@ -44,8 +44,17 @@ def test_matches_librosa_melspectrogram(signals, mel_scale):
     np.testing.assert_allclose(np.log1p(ours), np.log1p(ref), atol=1e-4)
     fb = librosa.filters.mel(sr=SR, n_fft=2048, n_mels=128, fmin=40.0, fmax=15000.0,
                              htk=mel_scale == "htk", norm=None if mel_scale == "htk" else "slaney")
-    np.testing.assert_allclose(features._config_filterbank(SR, config), fb, atol=1e-7)
+    np.testing.assert_allclose(features.config_filterbank(sr=SR, config=config), fb, atol=1e-7)
 
+
+
+def test_band_limited_filterbank_keeps_every_non_zero_bin():
+    config = FeatureConfig()
+    fb = features.config_filterbank(sr=SR, config=config)
+    (lo, hi), weights = features.band_limited_filterbank(sr=SR, config=config)
+    assert weights.shape == (hi - lo, config.n_mels) and (lo, hi) == (2, 640)  # 638 of the 1025 bins
+    np.testing.assert_array_equal(weights.T, fb[:, lo:hi])
+    assert not fb[:, :lo].any() and not fb[:, hi:].any()
 
 def test_default_mel_range_covers_every_species_band():
     c = FeatureConfig()
@@ -164,7 +173,6 @@ def test_feature_figures_draw(signals):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import pandas as pd
 
     from rfcxlib.plots import features as fplots
 
@@ -177,8 +185,8 @@ def test_feature_figures_draw(signals):
     ax = fplots.specshow(S, sr=SR, title="chirp")
     labels = [t.get_text() for t in ax.get_yticklabels()]
     assert "1k" in labels and "8k" in labels
-    bands = pd.DataFrame({"species_id": [0, 13], "f_min": [5906.0, 94.0], "f_max": [8250.0, 1406.0]})
-    fplots.plot_species_bands(S, bands, sr=SR, config=SEED)
+    ax = fplots.plot_species_bands(S, {0: (5906.0, 8250.0), 13: (94.0, 1406.0)}, sr=SR, config=SEED)
+    assert [t.get_text() for t in ax.texts] == ["s0", "s13"]
     image = features.to_image(S, config=SEED)
     masked = image.numpy().copy()
     masked[:, 10:20] = 0.0

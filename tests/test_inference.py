@@ -9,6 +9,7 @@ from rfcxlib import NUM_SPECIES
 from rfcxlib.data import tables as data
 from rfcxlib.inference import windows as inference
 from rfcxlib.features import pipeline
+from rfcxlib.features.bands import species_bands
 from rfcxlib.config import RunConfig
 from rfcxlib.errors import ParameterError
 
@@ -82,7 +83,7 @@ def test_band_mode_scores_each_species_on_its_band(tiny):
     ids = tiny.test_ids[:2]
     got = inference.predict_clips(model, tiny, ids, config, split="test")
     masks = pipeline.band_masks(tiny, config)
-    bands = inference.species_bands(tiny)
+    bands = species_bands(tiny.tp, tiny.fp)
     assert set(bands) and all(masks[s].sum() < masks.shape[1] for s in bands)
     assert all(masks[s].all() for s in range(NUM_SPECIES) if s not in bands)
     w, b = dense.get_weights()

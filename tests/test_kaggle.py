@@ -14,6 +14,7 @@ import nbformat
 import pytest
 
 from rfcxlib import DataError, ParameterError, __version__, cli, kaggle
+from rfcxlib.cli import kaggle as kaggle_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,8 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def _rfcx_kaggle(argv) -> int:
     """``rfcx kaggle ARGV`` through the subcommand's own parser and entry point."""
     parser = argparse.ArgumentParser(prog="rfcx kaggle")
-    kaggle.configure_parser(parser)
-    return kaggle.cli_main(parser.parse_args(argv))
+    kaggle_cli.add_arguments(parser)
+    return kaggle_cli.handle(parser.parse_args(argv))
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +152,8 @@ def test_bundle_readme_and_wheel_dataset(bundle, wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert "rfcxlib/__init__.py" in names
     assert {f"rfcxlib/kaggle/{m}.py" for m in ("__init__", "environment", "kernel", "wheels",
-                                               "bundle", "cli")} <= set(names)
+                                               "bundle")} <= set(names)
+    assert {"rfcxlib/cli/__init__.py", "rfcxlib/cli/kaggle.py"} <= set(names)
     assert not any("__pycache__" in n for n in names)
     assert wheel.name == f"rfcxlib-{__version__}-py3-none-any.whl"
 

@@ -8,12 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from rfcxlib import ParameterError, layout
 from rfcxlib.config import RunConfig
-from rfcxlib.data import tables as data
 from rfcxlib.runner import notebook, profiles
 from rfcxlib.synth import sounds as synth_sounds
 from rfcxlib.runner.plan import Step, discover, notebooks_dir
@@ -123,17 +121,6 @@ def test_start_refuses_an_unknown_notebook_unless_given_its_rules(tmp_path):
         notebook.start("04_trainig", namespace())
     with pytest.raises(ParameterError, match=r"parameter 'data_seed' = 'x'"):
         notebook.start("08_mine", namespace(data_seed="x"), rules=notebook.Rules())
-
-
-def test_species_bands_take_tp_rows_then_fp_rows():
-    tp = pd.DataFrame({"species_id": [3, 3, 3, 5], "f_min": [100.0, 200.0, 300.0, 1000.0],
-                       "f_max": [900.0, 1000.0, 1100.0, 2000.0]})
-    fp = pd.DataFrame({"species_id": [3, 7], "f_min": [5.0, 4000.0], "f_max": [6.0, 8000.0]})
-    bands = data.species_bands(tp, fp)
-    assert list(bands.index) == [3, 5, 7] and bands.index.name == "species_id"
-    assert bands.loc[3].tolist() == [200.0, 1000.0], "TP rows win over FP rows"
-    assert bands.loc[7].tolist() == [4000.0, 8000.0]
-    assert data.species_bands(tp.iloc[:0]).empty
 
 
 def test_the_layout_names_agree():

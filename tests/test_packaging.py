@@ -24,7 +24,7 @@ def _pins(lines):
 def test_environment_yml_and_pyproject_pin_the_same_versions():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    declared = project["dependencies"] + extras["test"] + extras["birdnet"]
+    declared = project["dependencies"] + extras["test"] + extras["birdnet"] + extras["beam"]
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
     assert _pins(declared) == _pins(pip_section)
@@ -41,7 +41,8 @@ def test_top_level_layout():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["validate", "--help"], ["predict", "--help"], ["export", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["validate", "--help"], ["predict", "--help"], ["export", "--help"],
+                                  ["embed", "--help"]])
 def test_the_cli_starts_without_tensorflow(argv):
     """``rfcx --help`` and the light subcommands import only their own module: no TensorFlow."""
     code = textwrap.dedent(f"""

@@ -57,7 +57,7 @@ def test_power_to_db_and_other_panels(tiny_data_dir):
     assert np.allclose(db, [-60, -30, 0])
     ds = data.load_dataset(tiny_data_dir)
     calls = synth.read_calls(tiny_data_dir)
-    for draw in (lambda ax: eda.species_bands(ds.tp, ax=ax), lambda ax: eda.box_lengths(ds.tp, ax=ax),
+    for draw in (lambda ax: eda.band_per_species(ds.tp, ax=ax), lambda ax: eda.box_lengths(ds.tp, ax=ax),
                  lambda ax: eda.cooccurrence(ds.ground_truth, ax=ax),
                  lambda ax: eda.calls_per_species(calls, ax=ax),
                  lambda ax: eda.species_per_recording(ds.ground_truth, ax=ax)):

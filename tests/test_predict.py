@@ -16,10 +16,11 @@ import soundfile as sf
 
 from rfcxlib import NUM_SPECIES, cli
 from rfcxlib.data import tables as data
-from rfcxlib.inference import windows as inference, predict, raven, thresholds
+from rfcxlib.inference import windows as inference, predict, raven, scorers, thresholds
 from rfcxlib.training import train
 from rfcxlib.config import RunConfig
 from rfcxlib.errors import DataError, ParameterError
+from rfcxlib.features.bands import species_bands
 from rfcxlib.audio.streaming import audio_blocks, cut_windows
 
 TINY = dict(backbone="small_cnn", head="attention_v1", attention="cbam", base_units=8, n_mels=32,
@@ -97,7 +98,7 @@ def test_a_band_mode_model_scores_each_species_on_its_band_here_too(tiny, tiny_d
     folder = tmp_path / "run" / "models" / "banded"
     train.train_model(tiny, config, folder, progress=False)
     bands = json.loads((folder / "bands.json").read_text())["bands_hz"]
-    assert {int(s): tuple(b) for s, b in bands.items()} == inference.species_bands(tiny)
+    assert {int(s): tuple(b) for s, b in bands.items()} == species_bands(tiny.tp, tiny.fp)
     predictor, _ = predict.load_predictor(folder)
     rid = tiny.test_ids[0]
     probs = predictor.score_file(tiny.path(rid, "test")).scores
@@ -199,6 +200,30 @@ def test_precision_thresholds_are_saved_with_the_run_and_used(run_dir, tiny, tmp
         predict.predict(run_dir, files, tmp_path / "bad", threshold=2.0, progress=False)
 
 
+def test_a_saved_thresholds_json_is_read_when_it_fits_the_ensemble(run_dir, tiny, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run, ignore=shutil.ignore_patterns("thresholds.json"))
+    files = [tiny.path(tiny.test_ids[0], "test")]
+    fitted = predict.predict(run, files, tmp_path / "fit", precision=0.9, progress=False)["thresholds"]
+    assert fitted["origin"] == "fitted" and json.loads((run / "thresholds.json").read_text())["weights"] == [0.75, 0.25]
+    assert cli.main(["predict", str(run), *map(str, files), "--out", str(tmp_path / "read"), "--no-progress"]) == 0
+    read = json.loads((tmp_path / "read" / "report.json").read_text())["thresholds"]
+    assert read["origin"] == "thresholds.json" and read["path"] == str(run / "thresholds.json")
+    assert read["kind"] == "per_species" and read["target_precision"] == 0.9
+    np.testing.assert_allclose(read["values"], fitted["values"])
+    given = predict.predict(run, files, tmp_path / "given", threshold=0.3, progress=False)["thresholds"]
+    assert given["origin"] == "threshold" and given["values"] == [0.3] * NUM_SPECIES
+    (run / "ensemble.json").write_text(json.dumps({"method": "prob", "weights": {"a": 0.5, "b": 0.5}}))
+    stale = predict.predict(run, files, tmp_path / "stale", progress=False)
+    assert stale["thresholds"]["origin"] == "default" and stale["thresholds"]["values"] == [0.5] * NUM_SPECIES
+    assert "thresholds.json not used: fitted for weights [0.75, 0.25]" in stale["notes"][-1]
+    body = json.loads((run / "thresholds.json").read_text())
+    body["species"][3]["threshold"] = 1.5
+    (run / "thresholds.json").write_text(json.dumps(body))
+    with pytest.raises(DataError, match=r"thresholds.json: key 'species' entry 3: 'threshold' = 1.5"):
+        predict.predict(run, files, tmp_path / "bad", progress=False)
+
+
 def test_species_names_and_bands_from_another_data_folder(run_dir, tiny, tmp_path):
     folder = tmp_path / "data"
     folder.mkdir()
@@ -219,7 +244,7 @@ def test_species_names_and_bands_from_another_data_folder(run_dir, tiny, tmp_pat
     assert (by_id.loc[0, "Low Freq (Hz)"], by_id.loc[0, "High Freq (Hz)"]) == (40.0, 15000.0)  # no rows
     assert pd.read_csv(out / "species.csv").name.tolist()[:2] == ["bird 0", "bird 1"]
     tp.drop(columns=["f_max"]).to_csv(folder / "train_tp.csv", index=False)
-    with pytest.raises(DataError, match=r"train_tp.csv: lacks the columns \['f_max'\]"):
+    with pytest.raises(DataError, match=r"train_tp.csv: missing column\(s\) \['f_max'\]"):
         predict.predict(run_dir, [tiny.path(tiny.test_ids[0], "test")], out, data_dir=folder, progress=False)
 
 
@@ -338,6 +363,12 @@ def test_bad_sources_give_one_clear_line(tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------- model families
+def _fake_builder(model_dir, config, name):
+    """A family registered by name: every window's logits 2."""
+    return scorers.WindowScorer(name=name, family="embedding", window_s=3.0, sr=48000,
+                                logits=lambda y: np.full((len(y), NUM_SPECIES), 2.0, np.float32))
+
+
 def test_a_new_family_plugs_in_through_the_scorer_registry(run_dir, tiny, tmp_path, monkeypatch):
     folder = tmp_path / "run" / "models" / "emb"
     folder.mkdir(parents=True)
@@ -351,19 +382,73 @@ def test_a_new_family_plugs_in_through_the_scorer_registry(run_dir, tiny, tmp_pa
             seen.append(y.shape)
             return np.full((len(y), NUM_SPECIES), 2.0, np.float32)
 
-        return predict.WindowScorer(name=name, family="embedding", window_s=3.0, sr=48000, logits=logits)
+        return scorers.WindowScorer(name=name, family="embedding", window_s=3.0, sr=48000, logits=logits)
 
     with pytest.raises(ParameterError, match=r"fake_embedding.*'small_cnn'"):
         predict.load_predictor(folder)
     shutil.copytree(run_dir / "models" / "a", tmp_path / "run" / "models" / "a")
     mixed, kept = predict.load_predictor(tmp_path / "run")  # a run: the family without a scorer waits
     assert [m.name for m in kept] == ["a"] and "left out" in mixed.notes[0] and "emb" in mixed.notes[0]
-    monkeypatch.setitem(predict.SCORERS, "fake_embedding", build)
+    monkeypatch.setitem(scorers.SCORERS, "fake_embedding", build)
     report = predict.predict(folder, [tiny.path(tiny.test_ids[0], "test")], tmp_path / "out", progress=False)
     assert report["models"] == [{"name": "emb", "family": "embedding", "window_s": 3.0, "hop_s": 3.0}]
     assert seen and seen[0][1] == 3 * 48000
     clips = pd.read_csv(tmp_path / "out" / "clip_scores.csv")
     np.testing.assert_allclose(clips.iloc[0, 1:].to_numpy(float), 1 / (1 + np.exp(-2.0)), atol=1e-6)
+
+    monkeypatch.setitem(scorers.SCORERS, "fake_embedding", f"{__name__}:_fake_builder")  # by name
+    by_name, _ = predict.load_predictor(folder)
+    assert by_name.scorers[0].family == "embedding" and "test_predict" not in scorers.SCORERS["birdnet"]
+    monkeypatch.setitem(scorers.SCORERS, "fake_embedding", f"{__name__}:no_such_builder")
+    with pytest.raises(ParameterError, match=r"SCORERS\['fake_embedding'\] = '.*:no_such_builder': cannot import"):
+        predict.load_predictor(folder)
+
+
+def test_the_scorer_registry_imports_no_family():
+    """The registry names the BirdNET builder; importing the inference modules imports no family."""
+    code = ("import sys; from rfcxlib.inference import predict, scorers; "
+            "print(sorted(m for m in sys.modules if m.startswith('rfcxlib.embeddings')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
+    assert scorers.SCORERS["birdnet"] == "rfcxlib.embeddings.scorer:build_scorer"
+    assert scorers.scorer_builder("birdnet").__module__.startswith("rfcxlib.embeddings")
+
+
+def test_models_on_one_embedding_embed_each_window_once(tiny):
+    """Two heads on the same embedder and a model alone: one embedding pass for both heads, each
+    head's logits those it gives on its own, and the model alone scored as before."""
+    calls = []
+
+    def embed(y):
+        calls.append(len(y))
+        return np.stack([y.mean(axis=1), y.std(axis=1)], axis=1).astype(np.float32)
+
+    def staged(name, gain, hop_s):
+        return scorers.WindowScorer(name=name, family="embedding", window_s=3.0, sr=48000, hop_s=hop_s,
+                                    embedder="fake", embed=embed, head=lambda x: gain * x[:, :1].repeat(NUM_SPECIES, 1))
+
+    alone = scorers.WindowScorer(name="c", family="embedding", window_s=3.0, sr=48000, hop_s=1.0,
+                                 logits=lambda y: np.full((len(y), NUM_SPECIES), 0.5, np.float32))
+    heads = [staged("a", 1.0, 1.0), staged("b", -3.0, 1.5)]
+    path = tiny.path(tiny.test_ids[0], "test")
+    shared = predict.Predictor(heads + [alone], np.full(3, 1 / 3), "prob", batch_size=4)
+    scored = shared.score_file(path)
+    embedded_once = sum(calls)
+    calls.clear()
+    apart = [predict.Predictor([h], np.ones(1), "prob", batch_size=4).score_file(path) for h in heads]
+    y, _ = sf.read(path, dtype="float32")
+    starts = {1.0: np.arange(8.0), 1.5: np.array([0.0, 1.5, 3.0, 4.5, 6.0, 7.0])}
+    assert embedded_once == 4 * -(-len(np.union1d(starts[1.0], starts[1.5])) // 4)  # the union, in padded batches
+    assert sum(calls) == 4 * (2 + 2)  # each head alone: 8 and 6 windows, in batches of 4
+    for h, alone_scored, k in zip(heads, apart, (1.0, 1.5)):
+        windows = np.stack([y[int(t * 48000):int(t * 48000) + 3 * 48000] for t in starts[k]])
+        np.testing.assert_allclose(alone_scored.clip, inference.sigmoid(h.head(embed(windows)).max(axis=0)), atol=1e-6)
+    want = (apart[0].clip + apart[1].clip + inference.sigmoid(0.5)) / 3
+    np.testing.assert_allclose(scored.clip, want, atol=1e-6)
+    with pytest.raises(ParameterError, match=r"embedder, embed and head go together"):
+        scorers.WindowScorer(name="x", family="f", window_s=3.0, sr=48000, embedder="fake", embed=embed)
 
 
 # --------------------------------------------------------------------------- one hour

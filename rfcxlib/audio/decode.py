@@ -7,26 +7,28 @@ for it raises :class:`DataError` with the reason, and nothing else in the packag
 ``"tf"`` is TensorFlow's core ``tf.audio.decode_wav`` (WAV only).
 
 Multi-channel files are **downmixed** to mono (mean of the channels). Recordings at another rate
-than ``sr`` are resampled with a polyphase filter (``scipy.signal.resample_poly``), or rejected
-with :class:`DataError` when ``resample=False``.
+than ``sr`` are resampled with soxr (:mod:`rfcxlib.audio.resampling`, the resampler ``rfcx predict``
+streams with, so training and serving see the same samples), or rejected with :class:`DataError`
+when ``resample=False``.
 """
 from __future__ import annotations
 
 import functools
 import hashlib
 import io
-import math
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 
+from rfcxlib.audio import resampling
+from rfcxlib.audio.header import audio_info
 from rfcxlib.inference import member_windows
 from rfcxlib.config import AudioConfig, check
 from rfcxlib.errors import DataError, ParameterError, unknown_choice
 from rfcxlib.atomic import write_bytes_atomic
+from rfcxlib.layout import SAMPLE_RATE
 from rfcxlib.paths import cache_root
 
 INT16_SCALE = 32768.0
@@ -57,14 +59,6 @@ def tfio_status() -> tuple[bool, str]:
         return False, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 
 
-def _flac_header(data: bytes, path: Path) -> tuple[int, int]:
-    if data[:4] != b"fLaC" or len(data) < 22:
-        raise DataError(f"{path}: not a FLAC file (no 'fLaC' header)")
-    rate = (data[18] << 12) | (data[19] << 4) | (data[20] >> 4)
-    channels = ((data[20] >> 1) & 0x7) + 1
-    return rate, channels
-
-
 def _decode_tfio(path: Path, start: int = 0, stop: Optional[int] = None):
     ok, reason = tfio_status()
     if not ok:
@@ -75,11 +69,10 @@ def _decode_tfio(path: Path, start: int = 0, stop: Optional[int] = None):
 
     if path.suffix.lower() == ".wav":
         return _decode_tf(path, start, stop)
-    data = path.read_bytes()
-    rate, channels = _flac_header(data, path)
-    pcm = tfio.audio.decode_flac(tf.constant(data), shape=None, dtype=tf.int16).numpy()
-    y = pcm.reshape(-1, channels).astype(np.float32) / INT16_SCALE
-    return y[start:stop], rate
+    info = audio_info(path)
+    pcm = tfio.audio.decode_flac(tf.constant(path.read_bytes()), shape=None, dtype=tf.int16).numpy()
+    y = pcm.reshape(-1, info.channels).astype(np.float32) / INT16_SCALE
+    return y[start:stop], info.sr
 
 
 def _decode_tf(path: Path, start: int = 0, stop: Optional[int] = None):
@@ -103,30 +96,6 @@ def get_backend(name: Optional[str]):
 
 
 # --------------------------------------------------------------------------- decoding
-def resample(y: np.ndarray, *, orig_sr: int, target_sr: int) -> np.ndarray:
-    """Polyphase resampling of ``y`` ``(n,)`` from ``orig_sr`` to ``target_sr`` (float32)."""
-    check(orig_sr > 0 and target_sr > 0, "orig_sr/target_sr", (orig_sr, target_sr), "positive rates in Hz")
-    if orig_sr == target_sr:
-        return np.asarray(y, np.float32)
-    g = math.gcd(int(orig_sr), int(target_sr))
-    return resample_poly(y, int(target_sr) // g, int(orig_sr) // g).astype(np.float32)
-
-
-resample_audio = resample  # load_audio's ``resample`` flag shadows the function's name there
-
-
-def audio_info(path) -> tuple[int, int, int]:
-    """``(sr, n_samples, channels)`` of an audio file, read from its header."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: audio file does not exist")
-    try:
-        info = sf.info(str(path))
-    except Exception as exc:
-        raise DataError(f"{path}: cannot read the audio header ({exc})") from exc
-    return int(info.samplerate), int(info.frames), int(info.channels)
-
-
 def load_audio(path, *, sr: Optional[int] = None, resample: bool = True, backend: Optional[str] = None,
                offset_s: float = 0.0, duration_s: Optional[float] = None) -> tuple[np.ndarray, int]:
     """Decode an audio file to mono float32.
@@ -152,26 +121,24 @@ def load_audio(path, *, sr: Optional[int] = None, resample: bool = True, backend
     path = Path(path)
     decode = get_backend(backend)
     check(offset_s >= 0, "offset_s", offset_s, "seconds >= 0")
-    if not path.exists():
-        raise DataError(f"{path}: audio file does not exist")
-    native = audio_info(path)[0] if (offset_s or duration_s is not None) else None
-    start = int(round(offset_s * native)) if native else 0
-    stop = start + int(round(duration_s * native)) if (native and duration_s is not None) else None
+    native = audio_info(path).sr
+    start = int(round(offset_s * native))
+    stop = start + int(round(duration_s * native)) if duration_s is not None else None
     try:
         y, file_sr = decode(path, start, stop)
     except DataError:
         raise
     except Exception as exc:
         raise DataError(f"{path}: cannot decode the audio ({type(exc).__name__}: {exc})") from exc
-    y = y.mean(axis=1) if y.ndim == 2 and y.shape[1] > 1 else y.reshape(-1)
+    y = resampling.to_mono(y)
     if y.size == 0 and duration_s != 0:
         raise DataError(f"{path}: the file holds no audio samples")
     if sr is not None and int(file_sr) != int(sr):
         if not resample:
             raise DataError(f"{path}: sample rate {file_sr} Hz, expected {sr} Hz (resample=False)")
-        y = resample_audio(y, orig_sr=int(file_sr), target_sr=int(sr))
+        y = resampling.resample(y, orig_sr=int(file_sr), target_sr=int(sr))
         file_sr = sr
-    return np.ascontiguousarray(y, dtype=np.float32), int(file_sr)
+    return y, int(file_sr)
 
 
 # --------------------------------------------------------------------------- crops
@@ -201,7 +168,7 @@ def crop_start(t_min: float, t_max: float, *, crop_s: float, duration_s: float,
     return float(min(max(start, 0.0), max(duration_s - crop_s, 0.0)))
 
 
-def load_crop(path, *, t_min: float, t_max: float, crop_s: float, sr: int = 48000,
+def load_crop(path, *, t_min: float, t_max: float, crop_s: float, sr: int = SAMPLE_RATE,
               rng: Optional[np.random.Generator] = None) -> tuple[np.ndarray, float]:
     """Decode ``crop_s`` seconds around the box ``[t_min, t_max]`` of a recording (centred, or at a
     random offset with ``rng``): returns ``(y (round(crop_s * sr),), start_s)``."""
@@ -222,19 +189,34 @@ def to_pcm16(y: np.ndarray) -> np.ndarray:
     return np.clip(np.round(np.asarray(y) * INT16_SCALE), -32768, 32767).astype(np.int16)
 
 
+def _compact(y: np.ndarray) -> np.ndarray:
+    """``y`` as int16 PCM when that holds it exactly (16-bit recordings at their own rate), else
+    ``y`` as float32 (resampled or 24-bit recordings): half the memory where it costs nothing."""
+    y = np.asarray(y, np.float32)
+    pcm = to_pcm16(y)
+    return pcm if np.array_equal(pcm.astype(np.float32) / np.float32(INT16_SCALE), y) else y
+
+
+def _scale(stored: np.ndarray) -> np.float32:
+    return np.float32(INT16_SCALE if stored.dtype == np.int16 else 1.0)
+
+
 class AudioCache:
-    """Decoded recordings, each decoded once, stored as int16 PCM (half the memory of float32;
-    lossless for the 16-bit recordings of the RFCx layout).
+    """Decoded recordings, each decoded once, stored losslessly: as int16 PCM where that holds the
+    samples exactly (half the memory of float32: the 16-bit recordings of the RFCx layout), else as
+    float32 (recordings resampled to ``sr``), so a crop holds the samples ``load_audio`` and
+    ``rfcx predict``'s streaming reader give.
 
     Modes: ``"memory"`` keeps the arrays in RAM (the ``mini`` data set: 0.5 GB); ``"disk"`` writes
     ``.npy`` files under ``$RFCX_CACHE_DIR/audio/`` and memory-maps them (the full data set: 4727
-    recordings are 27 GB), keyed by path, size, modification time, rate and backend, so a changed
-    file is decoded again; ``"none"`` decodes only the requested range on every call.
+    recordings are 27 GB), keyed by path, size, modification time, rate, backend and (for
+    recordings at another rate) the resampler, so a changed file is decoded again; ``"none"``
+    decodes only the requested range on every call.
     """
 
     MODES = ("memory", "disk", "none")
 
-    def __init__(self, *, sr: int = 48000, resample: bool = True, mode: str = "memory",
+    def __init__(self, *, sr: int = SAMPLE_RATE, resample: bool = True, mode: str = "memory",
                  backend: Optional[str] = None, directory=None):
         if mode not in self.MODES:
             raise unknown_choice("audio cache mode", mode, self.MODES)
@@ -245,36 +227,40 @@ class AudioCache:
 
     @classmethod
     def from_config(cls, config: AudioConfig, *, paths=()) -> "AudioCache":
-        """A cache for ``config``; ``audio_cache="auto"`` keeps up to 2 GB of PCM in memory, else disk."""
+        """A cache for ``config``; ``audio_cache="auto"`` keeps up to 2 GB in memory, else disk."""
         mode = config.audio_cache
         if mode == "auto":
-            total = sum(audio_info(p)[1] for p in paths) * 2 * config.sr / 48000
+            infos = [audio_info(p) for p in paths]
+            total = sum(i.duration_s * config.sr * (2 if i.sr == config.sr else 4) for i in infos)
             mode = "memory" if total < 2 * 1024**3 else "disk"
         return cls(sr=config.sr, resample=config.resample, mode=mode, backend=config.audio_backend)
 
     def _disk_path(self, path: Path) -> Path:
         st = path.stat()
         key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{self.sr}|{self.backend}"
+        if audio_info(path).sr != self.sr:
+            key += f"|soxr-{resampling.QUALITY}"
         return self.directory / f"{hashlib.sha1(key.encode()).hexdigest()[:20]}.npy"
 
     def _decode(self, path: Path) -> np.ndarray:
         return load_audio(path, sr=self.sr, resample=self.resample, backend=self.backend)[0]
 
-    def pcm(self, path) -> np.ndarray:
-        """The stored recording: int16 ``(n,)`` at ``sr`` (a memory map in ``"disk"`` mode)."""
+    def stored(self, path) -> np.ndarray:
+        """The stored recording at ``sr``: ``(n,)`` int16 PCM or float32 (:func:`_compact`; a
+        memory map in ``"disk"`` mode)."""
         path = Path(path)
         key = str(path)
         if key in self._arrays:
             return self._arrays[key]
         if self.mode == "none":
-            return to_pcm16(self._decode(path))
+            return _compact(self._decode(path))
         if self.mode == "memory":
-            self._arrays[key] = to_pcm16(self._decode(path))
+            self._arrays[key] = _compact(self._decode(path))
             return self._arrays[key]
         target = self._disk_path(path)
         if not target.exists():
             buffer = io.BytesIO()
-            np.save(buffer, to_pcm16(self._decode(path)))
+            np.save(buffer, _compact(self._decode(path)))
             write_bytes_atomic(target, buffer.getvalue())
         self._arrays[key] = np.load(target, mmap_mode="r")
         return self._arrays[key]
@@ -283,25 +269,24 @@ class AudioCache:
         """The whole recording at ``sr``: float32 ``(n,)``."""
         if self.mode == "none":
             return self._decode(Path(path))
-        return self.pcm(path).astype(np.float32) / np.float32(INT16_SCALE)
+        stored = self.stored(path)
+        return stored.astype(np.float32) / _scale(stored)
 
     def crop(self, path, *, start_s: float, crop_s: float) -> np.ndarray:
         """``crop_s`` seconds from ``start_s`` as float32 ``(round(crop_s * sr),)``, zero-padded."""
         if self.mode == "none":
-            file_sr = audio_info(path)[0]
-            if file_sr == self.sr:
+            if audio_info(path).sr == self.sr:
                 y, _ = load_audio(path, backend=self.backend, offset_s=max(start_s, 0.0), duration_s=crop_s)
                 return crop(y, sr=self.sr, start_s=0.0, crop_s=crop_s)
             return crop(self._decode(Path(path)), sr=self.sr, start_s=start_s, crop_s=crop_s)
-        out = crop(self.pcm(path), sr=self.sr, start_s=start_s, crop_s=crop_s)
-        return out / np.float32(INT16_SCALE)
+        stored = self.stored(path)
+        return crop(stored, sr=self.sr, start_s=start_s, crop_s=crop_s) / _scale(stored)
 
     def duration_s(self, path) -> float:
         """Length of the recording in seconds (at ``sr``)."""
         if self.mode == "none":
-            file_sr, n, _ = audio_info(path)
-            return n / file_sr
-        return len(self.pcm(path)) / self.sr
+            return audio_info(path).duration_s
+        return len(self.stored(path)) / self.sr
 
     def preload(self, paths, *, progress: bool = True) -> "AudioCache":
         """Decode every path now (with a progress bar) so training epochs only slice arrays."""
@@ -311,7 +296,7 @@ class AudioCache:
 
         for p in tqdm(list(paths), desc=f"decoding audio ({self.mode} cache)", disable=not progress,
                       leave=False):
-            self.pcm(p)
+            self.stored(p)
         return self
 
     def __len__(self) -> int:

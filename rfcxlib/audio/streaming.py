@@ -2,8 +2,9 @@
 
 :func:`audio_blocks` reads ``block_s`` seconds at a time with libsndfile (FLAC, WAV, OGG, MP3, ...),
 mixes the channels down (their mean) and resamples each block with soxr's streaming resampler
-(``ResampleStream``, quality ``"HQ"``): its output equals resampling the whole file at once, with
-no seams between blocks. :func:`cut_windows` turns the stream of blocks into fixed windows at
+(:func:`rfcxlib.audio.resampling.resample_stream`): its output equals resampling the whole file at
+once, as training decodes it (:func:`rfcxlib.audio.decode.load_audio`), with no seams between
+blocks. :func:`cut_windows` turns the stream of blocks into fixed windows at
 given offsets, holding at most one window and one block.
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from rfcxlib.audio import resampling
 from rfcxlib.errors import DataError
 
 AUDIO_SUFFIXES = (".flac", ".wav", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".opus", ".w64")
@@ -32,38 +34,22 @@ def collect_files(paths: Sequence) -> list[Path]:
     return out
 
 
-def file_info(path: Path) -> tuple[int, int, int]:
-    """``(sr, frames, channels)`` from the header; :class:`DataError` naming the file otherwise."""
-    import soundfile as sf
-
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    try:
-        info = sf.info(str(path))
-    except Exception as exc:
-        raise DataError(f"{path}: not a readable audio file ({type(exc).__name__}: {exc})") from None
-    if info.frames <= 0 or info.samplerate <= 0:
-        raise DataError(f"{path}: holds no audio samples (frames={info.frames})")
-    return int(info.samplerate), int(info.frames), int(info.channels)
-
-
 def audio_blocks(path: Path, *, sr: int, block_s: float = BLOCK_S) -> Iterator[np.ndarray]:
     """Mono float32 blocks of ``path`` at ``sr`` Hz, read ``block_s`` seconds at a time and
     resampled with a streaming soxr resampler (the same output as resampling the whole file)."""
     import soundfile as sf
-    import soxr
 
     done, native = 0, 1
     try:
         with sf.SoundFile(str(path)) as f:
             native = int(f.samplerate)
-            stream = soxr.ResampleStream(native, sr, 1, dtype="float32", quality="HQ") if native != sr else None
+            stream = resampling.resample_stream(orig_sr=native, target_sr=sr)
             size = max(int(block_s * native), 1)
             while True:
                 y = f.read(size, dtype="float32", always_2d=True)
                 done += len(y)
                 last = len(y) < size
-                y = np.ascontiguousarray(y.mean(axis=1) if y.shape[1] > 1 else y[:, 0], np.float32)
+                y = resampling.to_mono(y)
                 if stream is not None:
                     y = stream.resample_chunk(y, last=last)
                 if len(y):

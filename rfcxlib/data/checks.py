@@ -1,4 +1,4 @@
-"""Checks of a data folder in the RFCx layout, and the ``rfcx validate`` command.
+"""Checks of a data folder in the RFCx layout: what ``rfcx validate`` runs.
 
 :func:`inspect_folder` gathers every problem it finds (it never stops at the first); the
 loader (:func:`rfcxlib.data.tables.load_dataset`) raises them as one :class:`DataError`, and
@@ -6,7 +6,6 @@ loader (:func:`rfcxlib.data.tables.load_dataset`) raises them as one :class:`Dat
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Optional
 
@@ -15,9 +14,10 @@ import pandas as pd
 import soundfile as sf
 from tqdm.auto import tqdm
 
+from rfcxlib.audio.header import audio_info
 from rfcxlib.errors import DataError
 from rfcxlib.layout import ANNOTATION_COLUMNS as COLUMNS
-from rfcxlib.layout import NUM_SPECIES, SUBMISSION_COLUMNS
+from rfcxlib.layout import NUM_SPECIES, SAMPLE_RATE, SUBMISSION_COLUMNS
 ASSUMED_DURATION_S = 60.0  # for boxes of recordings that are not on disk (tables-only loading)
 _TIME_TOL_S = 0.01  # rounding slack for boxes that end at the recording's end
 _MAX_LISTED = 10  # lines listed per kind of problem
@@ -142,16 +142,16 @@ def _audio_ids(root: Path, split: str, problems: list, required: bool) -> list[s
 def _check_header(path: Path, sr: Optional[int], decode: bool, problems: list) -> Optional[tuple]:
     """``(frames, samplerate)`` of a recording, or None (a problem is recorded)."""
     try:
-        info = sf.info(str(path))
-    except Exception as exc:  # libsndfile raises several types; all mean "not a readable file"
-        problems.append(f"{path}: unreadable audio file ({str(exc).strip()}); expected a FLAC recording")
+        info = audio_info(path, allow_empty=True)
+    except DataError as exc:
+        problems.append(f"{exc}; expected a FLAC recording")
         return None
     ok = True
     if info.channels != 1:
         problems.append(f"{path}: {info.channels} channels; expected mono (1 channel)")
         ok = False
-    if sr is not None and info.samplerate != sr:
-        problems.append(f"{path}: sample rate {info.samplerate} Hz; expected {sr} Hz "
+    if sr is not None and info.sr != sr:
+        problems.append(f"{path}: sample rate {info.sr} Hz; expected {sr} Hz "
                         "(or allow any rate with sr=None and resample)")
         ok = False
     if info.frames <= 0:
@@ -166,7 +166,7 @@ def _check_header(path: Path, sr: Optional[int], decode: bool, problems: list) -
         if n != info.frames:
             problems.append(f"{path}: decoded {n} frames, header says {info.frames}; the file is truncated")
             return None
-    return (info.frames, info.samplerate) if ok else None
+    return (info.frames, info.sr) if ok else None
 
 
 def check_decodable(path, n: int = 4096) -> Optional[str]:
@@ -242,7 +242,7 @@ def _check_test_tables(root: Path, test_files: list, problems: list, require_aud
     return test_ids, truth
 
 
-def inspect_folder(data_dir, *, sr: Optional[int] = 48000, require_audio: bool = True,
+def inspect_folder(data_dir, *, sr: Optional[int] = SAMPLE_RATE, require_audio: bool = True,
                    decode: bool = False, progress: bool = False) -> tuple[dict, list[str]]:
     """Check a data folder; return ``(parts, problems)`` where ``parts`` are the
     :class:`rfcxlib.data.tables.Dataset` fields and ``problems`` a list of messages (empty: all good).
@@ -289,7 +289,7 @@ def summarise(tp: pd.DataFrame, fp: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def validate(data_dir, *, sr: Optional[int] = 48000, decode: bool = True, progress: bool = True,
+def validate(data_dir, *, sr: Optional[int] = SAMPLE_RATE, decode: bool = True, progress: bool = True,
              require_audio: bool = True) -> dict:
     """Full check of a data folder: ``{"problems": [...], "parts": {...}, "species": DataFrame}``."""
     parts, problems = inspect_folder(data_dir, sr=sr, require_audio=require_audio, decode=decode,
@@ -311,17 +311,3 @@ def format_report(report: dict) -> str:
         f"problems: {len(problems)}",
     ]
     return "\n".join(lines + [f"  - {p}" for p in problems])
-
-
-def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("data_dir", help="folder in the RFCx layout")
-    p.add_argument("--sr", type=int, default=48000, help="expected sample rate in Hz (0: any)")
-    p.add_argument("--headers-only", action="store_true", help="read FLAC headers, do not decode")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def cli_main(args) -> int:
-    report = validate(args.data_dir, sr=args.sr or None, decode=not args.headers_only,
-                      progress=not args.no_progress)
-    print(format_report(report))
-    return 1 if report["problems"] else 0

@@ -2,7 +2,7 @@
 a Kaggle kernel, the attached competition data, else the synthetic data set of a profile
 (:mod:`rfcxlib.synth.dataset`, generated on first use and cached).
 
-Tests: tests/test_kaggle.py, tests/test_data.py
+Tests: tests/test_data.py
 """
 from __future__ import annotations
 

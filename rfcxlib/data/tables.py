@@ -3,10 +3,10 @@
 :func:`load_dataset` reads the tables and the FLAC headers (fast) and returns a :class:`Dataset`;
 :func:`validate` (``rfcx validate DIR``) also decodes every recording and reports every problem.
 
-Partial labels (DESIGN.md): for a window of a training recording, a TP row of a species that
-overlaps the window makes that species present (``y = 1, mask = 1``), an FP row makes it absent
-(``y = 0, mask = 1``), and every other species is unknown (``mask = 0``). A TP row wins over an
-FP row of the same species.
+Partial labels (the targets of docs/ARCHITECTURE.md): for a window of a training recording, a TP
+row of a species that overlaps the window makes that species present (``y = 1, mask = 1``), an FP
+row makes it absent (``y = 0, mask = 1``), and every other species is unknown (``mask = 0``). A TP
+row wins over an FP row of the same species.
 """
 from __future__ import annotations
 
@@ -18,10 +18,11 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from rfcxlib.data.checks import (  # noqa: F401  (re-exported: rfcx validate lives here)
-    COLUMNS, NUM_SPECIES, check_annotations, cli_main, configure_parser, inspect_folder,
-    normalise_annotations, read_annotations, summarise, validate)
+from rfcxlib.data.checks import (  # noqa: F401  (re-exported)
+    COLUMNS, NUM_SPECIES, check_annotations, inspect_folder, normalise_annotations, read_annotations,
+    summarise, validate)
 from rfcxlib.errors import DataError, ParameterError
+from rfcxlib.layout import SAMPLE_RATE
 
 SPLITS = ("train", "test")
 #: A row counts for a window when at least this share of its box lies inside the window ...
@@ -190,7 +191,7 @@ class Dataset:
         return dataclasses.replace(self, tp=tables["tp"], fp=tables["fp"])
 
 
-def load_dataset(data_dir, *, sr: Optional[int] = 48000, require_audio: bool = True) -> Dataset:
+def load_dataset(data_dir, *, sr: Optional[int] = SAMPLE_RATE, require_audio: bool = True) -> Dataset:
     """Read and check a data folder in the RFCx layout (tables and FLAC headers; no decoding).
 
     Parameters
@@ -215,30 +216,6 @@ def load_dataset(data_dir, *, sr: Optional[int] = 48000, require_audio: bool = T
         more = f"\n... and {len(problems) - 10} more problems" if len(problems) > 10 else ""
         raise DataError(f"{len(problems)} problem(s) in {data_dir}:\n" + "\n".join(head) + more)
     return Dataset(**parts)
-
-
-def species_bands(tp: pd.DataFrame, fp: Optional[pd.DataFrame] = None) -> pd.DataFrame:
-    """The frequency band of each species: the median ``f_min`` and ``f_max`` of its TP rows, or
-    of its FP rows when it has no TP row (a template detector drew both, so a species' boxes
-    share one band).
-
-    Parameters
-    ----------
-    tp, fp : pd.DataFrame
-        Annotation tables with ``species_id``, ``f_min`` and ``f_max`` columns.
-
-    Returns
-    -------
-    pd.DataFrame [index ``species_id``, columns ``f_min``, ``f_max`` in Hz]
-        One row per species with rows, sorted by species; species without rows are absent.
-    """
-    tables = [t for t in (tp, fp) if t is not None and len(t)]
-    if not tables:
-        return pd.DataFrame({"f_min": [], "f_max": []}, index=pd.Index([], dtype=np.int64, name="species_id"))
-    bands = [t.assign(species_id=t.species_id.astype(np.int64)).groupby("species_id")[["f_min", "f_max"]]
-             .median().astype(np.float64) for t in tables]
-    out = bands[0] if len(bands) == 1 else bands[0].combine_first(bands[1])  # TP rows win
-    return out.sort_index()
 
 
 def make_folds(dataset: Dataset, n_folds: int = 5, seed: int = 0) -> pd.Series:

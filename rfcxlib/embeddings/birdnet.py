@@ -128,7 +128,7 @@ class EmbeddingModel:
         check(self.workers >= 1, "workers", workers, "an integer >= 1")
         self._local = threading.local()
         self._cls = _interpreter_class()
-        self.identity = _file_identity(self.path)
+        self.identity = file_identity(self.path)
 
     def _interpreter(self):
         it = getattr(self._local, "it", None)
@@ -169,7 +169,8 @@ class EmbeddingModel:
         return np.concatenate(parts) if parts else np.zeros((0, e.dim), np.float32)
 
 
-def _file_identity(path: Path) -> str:
+def file_identity(path) -> str:
+    """``name|size|mtime_ns`` of a local file: a changed file gets a new cache entry."""
     st = Path(path).stat()
     return f"{Path(path).name}|{st.st_size}|{st.st_mtime_ns}"
 
@@ -186,18 +187,43 @@ def frame(y: np.ndarray, *, sr: int, window_s: float, hop_s: float) -> tuple[np.
 
 
 # --------------------------------------------------------------------------- cache
+def cache_folder(embedder: str, hop_s: float) -> str:
+    """The cache's folder of ``embedder`` at ``hop_s``, relative to a cache root (``$RFCX_CACHE_DIR``
+    here; any folder or URL for ``rfcx embed``)."""
+    return f"embeddings/{embedder}/hop{hop_s:g}"
+
+
 def cache_dir(embedder: str, hop_s: float) -> Path:
-    return cache_root() / "embeddings" / embedder / f"hop{hop_s:g}"
+    return cache_root() / cache_folder(embedder, hop_s)
+
+
+def cache_name(model_identity: str, location: str, identity: str, hop_s: float) -> str:
+    """The cache file's name of one recording: a hash of the model file's identity, the
+    recording's location (resolved path or URL), its identity (``name|size|mtime_ns``) and the hop."""
+    key = f"{model_identity}|{location}|{identity}|{hop_s:g}"
+    return f"{hashlib.sha1(key.encode()).hexdigest()[:20]}.npz"
 
 
 def cache_path(model: EmbeddingModel, path, hop_s: float) -> Path:
-    key = f"{model.identity}|{Path(path).resolve()}|{_file_identity(path)}|{hop_s:g}"
-    return cache_dir(model.embedder.name, hop_s) / f"{hashlib.sha1(key.encode()).hexdigest()[:20]}.npz"
+    name = cache_name(model.identity, str(Path(path).resolve()), file_identity(path), hop_s)
+    return cache_dir(model.embedder.name, hop_s) / name
+
+
+def embed_audio(model: EmbeddingModel, path, *, hop_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(starts_s (n,), embeddings (n, dim) float16)`` of one local recording, made now (no
+    cache). Other sample rates are resampled to the embedder's; stereo is mixed down."""
+    e = model.embedder
+    y, _ = audio.load_audio(path, sr=e.sr, resample=True)
+    starts, windows = frame(y, sr=e.sr, window_s=e.window_s, hop_s=hop_s)
+    emb = model.embed(windows).astype(np.float16)
+    if not np.isfinite(emb).all():
+        raise DataError(f"{path}: the embedding holds NaN or infinite values")
+    return starts, emb
 
 
 def embed_file(model: EmbeddingModel, path, *, hop_s: float) -> tuple[np.ndarray, np.ndarray]:
     """``(starts_s (n,), embeddings (n, dim) float16)`` of one recording, from the cache or made
-    (and cached) now. Other sample rates are resampled to the embedder's; stereo is mixed down."""
+    (:func:`embed_audio`) and cached now."""
     target = cache_path(model, path, hop_s)
     if target.is_file():
         try:
@@ -205,12 +231,7 @@ def embed_file(model: EmbeddingModel, path, *, hop_s: float) -> tuple[np.ndarray
                 return npz["starts_s"], npz["embeddings"]
         except (OSError, ValueError, KeyError):
             target.unlink(missing_ok=True)  # a damaged entry is made again
-    e = model.embedder
-    y, _ = audio.load_audio(path, sr=e.sr, resample=True)
-    starts, windows = frame(y, sr=e.sr, window_s=e.window_s, hop_s=hop_s)
-    emb = model.embed(windows).astype(np.float16)
-    if not np.isfinite(emb).all():
-        raise DataError(f"{path}: the embedding holds NaN or infinite values")
+    starts, emb = embed_audio(model, path, hop_s=hop_s)
     save_npz_atomic(target, starts_s=starts, embeddings=emb)
     return starts, emb
 

@@ -385,9 +385,10 @@ def load_heads(model_dir, config: dict) -> tuple[HeadConfig, list]:
 
 
 def build_window_scorer(model_dir, config: dict, name: str):
-    """The :class:`rfcxlib.inference.predict.WindowScorer` of an embedding-head model folder: raw 3 s windows
-    at 48 kHz ▶ BirdNET embedding ▶ every trained fold's head's logits ``(n, folds, 24)``."""
-    from rfcxlib.inference.predict import WindowScorer
+    """The :class:`rfcxlib.inference.scorers.WindowScorer` of an embedding-head model folder: raw 3 s windows
+    at 48 kHz ▶ BirdNET embedding (``embed``, shared by the heads on the same embedder) ▶ every trained
+    fold's head's logits ``(n, folds, 24)`` (``head``)."""
+    from rfcxlib.inference.scorers import WindowScorer
 
     head, heads = load_heads(model_dir, config)
     if head.recording_norm:
@@ -396,11 +397,13 @@ def build_window_scorer(model_dir, config: dict, name: str):
                         "apply; train it with head_recording_norm = False to score field recordings")
     embedder = embeddings.EmbeddingModel(head.embedder)
 
-    def logits(y: np.ndarray) -> np.ndarray:
+    def embed(y: np.ndarray) -> np.ndarray:
         x = embedder.embed(np.asarray(y, np.float32))
-        x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)  # silent padding windows
+        return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)  # silent padding windows
+
+    def fold_logits(x: np.ndarray) -> np.ndarray:
         return np.stack([np.asarray(h(x, training=False), np.float32) for h in heads], axis=1)
 
     e = embedder.embedder
-    return WindowScorer(name=name, family="birdnet", window_s=e.window_s, sr=e.sr, logits=logits,
-                        hop_s=head.embed_hop_s)
+    return WindowScorer(name=name, family="birdnet", window_s=e.window_s, sr=e.sr, hop_s=head.embed_hop_s,
+                        embedder=head.embedder, embed=embed, head=fold_logits)

@@ -2,8 +2,8 @@
 averaging, weights and per-species rescaling fitted on out-of-fold (OOF) scores, and a held-out
 guard that keeps the plain mean when fitting does not help.
 
-Inputs are the models of a run, loaded and aligned by :mod:`rfcxlib.ensemble.model_scores` (whose
-names this module re-exports: ``gather_models``, ``stack_models``, ``Stack``, ...).
+Inputs are the models of a run, loaded and aligned by :mod:`rfcxlib.ensemble.model_scores`; the fitted
+ensemble is saved as ``ensemble.json`` by :mod:`rfcxlib.ensemble.ensemble_file`.
 
 Only the order of the scores inside one recording matters to LWLRAP, so weights can be fitted
 on OOF scores of the partially labelled training recordings (masked LWLRAP) and applied to the
@@ -19,8 +19,7 @@ import numpy as np
 from rfcxlib import NUM_SPECIES
 from rfcxlib.inference import member_windows
 from rfcxlib.errors import DataError, ParameterError
-from rfcxlib.ensemble.model_scores import (METHODS, OOF_KEYS, TEST_KEYS, ModelScores, Stack,  # noqa: F401  (API)
-                                  check_method, gather_models, load_model_scores, stack_models)
+from rfcxlib.ensemble.model_scores import Stack, check_method
 
 
 def _lwlrap(y_true, y_score, mask=None) -> float:
@@ -45,7 +44,7 @@ def rank_scores(scores) -> np.ndarray:
     return (rankdata(scores, axis=-2, method="average") - 1.0) / max(n - 1, 1)
 
 
-def check_weights(weights, m: int) -> np.ndarray:
+def normalised_weights(weights, m: int) -> np.ndarray:
     """Weights as a float array summing to 1 (``None``: equal weights)."""
     if weights is None:
         return np.full(m, 1.0 / m)
@@ -76,7 +75,7 @@ def combine(stacked, weights=None, *, method: str = "prob") -> np.ndarray:
     if stacked.ndim != 3 or stacked.shape[-1] != NUM_SPECIES:
         raise ParameterError(f"stacked scores of shape {stacked.shape}: expected "
                              f"(models, n, {NUM_SPECIES})")
-    w = check_weights(weights, stacked.shape[0])
+    w = normalised_weights(weights, stacked.shape[0])
     if method == "rank":
         stacked = rank_scores(stacked)
     return member_windows.mix(stacked, w, method)
@@ -193,9 +192,6 @@ def fit_rescale(scores, y, mask, *, l2: float = 0.01, max_factor: float = 4.0) -
 # ---------------------------------------------------------------------------------------------
 # The ensemble and its held-out guard
 
-KINDS = ("mean", "weighted", "weighted+rescaled")
-
-
 @dataclass
 class EnsembleFit:
     """A fitted ensemble: ``scores = combine(inputs, weights, method) * scale``.
@@ -246,7 +242,7 @@ def holdout_splits(stack: Stack, *, n_splits: int = 5, seed: int = 0) -> tuple[l
 
 def _fit_kinds(kinds, X, y, mask, method: str, seed: int, l2: float) -> dict:
     """``{kind: (weights, scale)}`` fitted on the given rows (the weight search runs once)."""
-    out = {"mean": (check_weights(None, X.shape[0]), np.ones(NUM_SPECIES))}
+    out = {"mean": (normalised_weights(None, X.shape[0]), np.ones(NUM_SPECIES))}
     if any(k != "mean" for k in kinds):
         weights = fit_weights(X, y, mask, method=method, seed=seed)
         out["weighted"] = (weights, np.ones(NUM_SPECIES))

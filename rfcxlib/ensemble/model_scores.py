@@ -17,7 +17,7 @@ import numpy as np
 from rfcxlib import NUM_SPECIES
 from rfcxlib.errors import DataError, unknown_choice
 
-METHODS = {
+ENSEMBLE_METHODS = {  # how notebook 06 may combine models' clip scores
     "prob": "weighted mean of sigmoid probabilities",
     "logit": "weighted mean of logits, then a sigmoid",
     "rank": "weighted mean of per-species ranks (each column ranked over recordings, in [0, 1])",
@@ -27,9 +27,8 @@ TEST_KEYS = ("recording_ids", "logits", "scores")
 
 
 def check_method(method: str) -> None:
-    if method not in METHODS:
-        raise unknown_choice("ensemble method", method, METHODS)
-
+    if method not in ENSEMBLE_METHODS:
+        raise unknown_choice("ensemble method", method, ENSEMBLE_METHODS)
 
 
 # ---------------------------------------------------------------------------------------------

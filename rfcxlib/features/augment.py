@@ -33,6 +33,7 @@ from rfcxlib.audio import decode as audio
 from rfcxlib.config import AugmentConfig
 from rfcxlib.errors import ParameterError, unknown_choice
 from rfcxlib.training.losses import pack_targets, split_targets
+from rfcxlib.layout import SAMPLE_RATE
 
 
 def as_seed(seed) -> tf.Tensor:
@@ -48,7 +49,7 @@ def _uniform(seed, minval=0.0, maxval=1.0, shape=()):
 
 
 # --------------------------------------------------------------------------- waveform steps
-def gain(y, seed, config: AugmentConfig, sr: int = 48000):
+def gain(y, seed, config: AugmentConfig, sr: int = SAMPLE_RATE):
     """Scale by a gain drawn uniformly in ± ``gain_db`` dB."""
     g_db = _uniform(seed, -config.gain_db, config.gain_db)
     return y * tf.pow(10.0, g_db / 20.0)
@@ -81,7 +82,7 @@ def _noise_bank_array(color: str) -> np.ndarray:
     if color == "pink":
         spectrum = np.fft.rfft(white)
         k = np.arange(spectrum.size, dtype=np.float64)
-        hz = k * 48000.0 / NOISE_BANK_SAMPLES
+        hz = k * float(SAMPLE_RATE) / NOISE_BANK_SAMPLES
         spectrum *= np.where(hz >= 20.0, 1.0 / np.sqrt(np.maximum(k, 1.0)), 0.0)  # power 1/f above 20 Hz
         white = np.fft.irfft(spectrum, n=NOISE_BANK_SAMPLES)
     bank = (white / np.sqrt(np.mean(white**2))).astype(np.float32)
@@ -101,7 +102,7 @@ def colored_noise(n, seed, *, color: str = "pink"):
     return sign * piece * tf.math.rsqrt(tf.reduce_mean(tf.square(piece)) + 1e-20)
 
 
-def wave_noise(y, seed, config: AugmentConfig, sr: int = 48000):
+def wave_noise(y, seed, config: AugmentConfig, sr: int = SAMPLE_RATE):
     """Add pink or white noise at an SNR drawn from ``[snr_db_min, snr_db_max]`` dB."""
     s_snr, s_noise = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     snr_db = _uniform(s_snr, config.snr_db_min, config.snr_db_max + 1e-6)
@@ -110,7 +111,7 @@ def wave_noise(y, seed, config: AugmentConfig, sr: int = 48000):
     return y + noise * tf.sqrt(signal_power / tf.pow(10.0, snr_db / 10.0))
 
 
-def shift(y, seed, config: AugmentConfig, sr: int = 48000):
+def shift(y, seed, config: AugmentConfig, sr: int = SAMPLE_RATE):
     """Circular shift by up to ± ``shift_s`` seconds."""
     limit = int(config.shift_s * sr)
     k = tf.random.stateless_uniform((), seed=seed, minval=-limit, maxval=limit + 1, dtype=tf.int32)
@@ -216,7 +217,7 @@ def _run_steps(x, steps: dict, seed, config: AugmentConfig, trace: bool, extra=N
     return (x, outputs) if trace else x
 
 
-def augment_waveform(y, *, seed, config: Optional[AugmentConfig] = None, sr: int = 48000,
+def augment_waveform(y, *, seed, config: Optional[AugmentConfig] = None, sr: int = SAMPLE_RATE,
                      trace: bool = False):
     """Waveform steps on one crop ``y`` ``(n,)`` float32; ``trace=True`` also returns
     ``[(step, output), ...]`` (``"input"`` first; steps with probability 0 are left out)."""
@@ -237,7 +238,7 @@ def augment_image(x, *, seed, config: Optional[AugmentConfig] = None, trace: boo
     return _run_steps(x, IMAGE_STEPS, seed, c, trace)
 
 
-def apply_step(name: str, x, *, seed, config: Optional[AugmentConfig] = None, sr: int = 48000):
+def apply_step(name: str, x, *, seed, config: Optional[AugmentConfig] = None, sr: int = SAMPLE_RATE):
     """Apply one step unconditionally (probability ignored): for before/after figures."""
     c = config or AugmentConfig()
     x = tf.convert_to_tensor(x, tf.float32)

@@ -26,6 +26,7 @@ import tensorflow as tf
 from rfcxlib.features import image_channels
 from rfcxlib.config import FeatureConfig, check
 from rfcxlib.errors import ParameterError
+from rfcxlib.layout import SAMPLE_RATE
 
 LOG_EPS = 1e-4
 
@@ -101,10 +102,13 @@ def mel_filterbank(*, sr: int, n_fft: int = 2048, n_mels: int = 128, fmin: float
     return _filterbank(int(sr), int(n_fft), int(n_mels), float(fmin), float(fmax), bool(htk), norm)
 
 
-def _config_filterbank(sr: int, c: FeatureConfig) -> np.ndarray:
-    slaney = c.mel_scale == "slaney"
-    return mel_filterbank(sr=sr, n_fft=c.n_fft, n_mels=c.n_mels, fmin=c.fmin, fmax=c.fmax,
-                          htk=not slaney, norm="slaney" if slaney else None)
+def config_filterbank(*, sr: int, config: FeatureConfig) -> np.ndarray:
+    """:func:`mel_filterbank` of ``config`` (its ``n_fft``, ``n_mels``, ``fmin``, ``fmax``; HTK filters,
+    or librosa's Slaney filters and normalisation when ``mel_scale="slaney"``):
+    ``(n_mels, 1 + n_fft // 2)``."""
+    slaney = config.mel_scale == "slaney"
+    return mel_filterbank(sr=sr, n_fft=config.n_fft, n_mels=config.n_mels, fmin=config.fmin,
+                          fmax=config.fmax, htk=not slaney, norm="slaney" if slaney else None)
 
 
 # --------------------------------------------------------------------------- log-mel
@@ -167,10 +171,11 @@ def apply_log(M, *, config: Optional[FeatureConfig] = None) -> tf.Tensor:
 
 
 @functools.lru_cache(maxsize=32)
-def _band_limited_filterbank(sr: int, c: FeatureConfig):
-    """The filters' non-zero bin range ``(lo, hi)`` and their weights there ``(hi - lo, n_mels)``:
-    with fmax = 15 kHz at 48 kHz only 638 of the 1025 bins enter the mel sum."""
-    fb = _config_filterbank(sr, c)
+def band_limited_filterbank(*, sr: int, config: FeatureConfig) -> tuple[tuple[int, int], np.ndarray]:
+    """The STFT bin range ``(lo, hi)`` where :func:`config_filterbank`'s filters are non-zero, and
+    their weights there, ``(hi - lo, n_mels)``: with fmax = 15 kHz at 48 kHz only 638 of the 1025
+    bins enter the mel sum, so the log-mel (and the exported models' graph) slices the STFT to them."""
+    fb = config_filterbank(sr=sr, config=config)
     used = np.flatnonzero(fb.any(axis=0))
     lo, hi = (int(used[0]), int(used[-1]) + 1) if used.size else (0, fb.shape[1])
     return (lo, hi), np.ascontiguousarray(fb[:, lo:hi].T)
@@ -180,7 +185,7 @@ def _mel_body(y, sr: int, params: tuple, log: bool):
     # ``params`` is the config as a tuple of plain values: tf.function keys its traces on it by
     # value (a config object would be keyed by identity and retrace on every new instance)
     c = FeatureConfig(*params)
-    bins, weights = _band_limited_filterbank(sr, c)
+    bins, weights = band_limited_filterbank(sr=sr, config=c)
     M = tf.tensordot(_stft(y, c, bins), tf.constant(weights), axes=1)
     return apply_log(M, config=c) if log else M
 
@@ -359,7 +364,7 @@ class LogMel(keras.layers.Layer):
     """Raw audio ``(batch, n)`` -> log-mel ``(batch, frames, n_mels)``, or the model image
     ``(batch, H, W, C)`` with ``image=True``: the features computed on the accelerator."""
 
-    def __init__(self, sr: int = 48000, config: Optional[dict] = None, image: bool = False, **kwargs):
+    def __init__(self, sr: int = SAMPLE_RATE, config: Optional[dict] = None, image: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.sr = int(sr)
         self.feature_config = FeatureConfig(**(config or {}))

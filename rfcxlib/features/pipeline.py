@@ -28,8 +28,9 @@ import tensorflow as tf
 
 from rfcxlib import NUM_SPECIES
 from rfcxlib.audio import decode as audio
+from rfcxlib.audio.header import audio_info
 from rfcxlib.features import augment, background_mix, logmel as features, image_channels
-from rfcxlib.data import tables as data
+from rfcxlib.features.bands import species_bands
 from rfcxlib.config import AugmentConfig, RunConfig
 from rfcxlib.errors import DataError, ParameterError
 
@@ -83,25 +84,17 @@ def species_weights(rows: pd.DataFrame) -> np.ndarray:
     return w / w.sum()
 
 
-BANDS_FILE = "bands.json"  # in a model folder scored with band_mode: {"bands_hz": {species: [f_min, f_max]}}
-
-
-def species_bands(dataset) -> dict[int, tuple[float, float]]:
-    """``{species: (f_min, f_max)}`` of :func:`rfcxlib.data.tables.species_bands` (TP rows, else FP rows)."""
-    bands = data.species_bands(dataset.tp, dataset.fp)
-    return {int(s): (float(r.f_min), float(r.f_max)) for s, r in bands.iterrows()}
-
-
 def band_masks(dataset, config: RunConfig) -> np.ndarray:
-    """``(24, H)`` 0/1 image rows to keep per species: the mel bands of its median band
-    (:func:`rfcxlib.features.logmel.band_bins`; all rows for a species without rows). The seed's frequency
-    filtering: training crops (``p_band_filter``) and ``band_mode`` inference zero the other rows."""
-    return masks_of_bands(species_bands(dataset), config)
+    """``(24, H)`` 0/1 image rows to keep per species: the mel bands of its band
+    (:func:`rfcxlib.features.bands.species_bands`, :func:`rfcxlib.features.logmel.band_bins`; all
+    rows for a species without rows). The seed's frequency filtering: training crops
+    (``p_band_filter``) and ``band_mode`` inference zero the other rows."""
+    return masks_of_bands(species_bands(dataset.tp, dataset.fp), config)
 
 
 def masks_of_bands(bands: dict, config: RunConfig) -> np.ndarray:
     """:func:`band_masks` of the bands ``{species: (f_min, f_max)}`` in Hz (e.g. a model folder's
-    ``bands.json``)."""
+    ``bands.json``, :func:`rfcxlib.features.bands.read_bands`)."""
     fc = config.features
     if fc.image_height not in (0, fc.n_mels):
         raise ParameterError("frequency bands (band_mode, p_band_filter) need images with one row per "
@@ -280,8 +273,7 @@ def valid_crops(dataset, recording_ids: Sequence[str], config: Optional[RunConfi
                                                         kind="stable", ignore_index=True)
     durations = dict(getattr(dataset, "durations", None) or {})
     for rid in set(rows["recording_id"]) - set(durations):
-        file_sr, n_samples, _ = audio.audio_info(dataset.path(rid))
-        durations[rid] = n_samples / file_sr
+        durations[rid] = audio_info(dataset.path(rid)).duration_s
     starts = [audio.crop_start(t0, t1, crop_s=c.audio.crop_s, duration_s=durations[rid])
               for rid, t0, t1 in rows[["recording_id", "t_min", "t_max"]].itertuples(index=False, name=None)]
     return rows.assign(start_s=starts)

@@ -23,12 +23,9 @@ the window rows at every member window's centre.
 """
 from __future__ import annotations
 
-import argparse
 import inspect
 import shutil
-import sys
 import tempfile
-import traceback
 from pathlib import Path
 
 from rfcxlib import __version__
@@ -209,29 +206,3 @@ def export_any(source, *, fmt: str, out) -> Path:
     if is_bundle_source(source):
         return export_bundle(source, fmt=fmt, out=out)
     return export.export_model(source, fmt=fmt, out=out)
-
-
-def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model_dir", metavar="RUN_OR_MODEL_DIR",
-                   help="a model folder (outputs/<run>/models/<name>/) or a run folder (its ensemble)")
-    p.add_argument("--format", required=True, choices=export.FORMATS, help="savedmodel or tflite")
-    p.add_argument("--out", required=True, metavar="PATH",
-                   help="a CNN: the SavedModel folder or the .tflite file; BirdNET heads or a run: the "
-                        "export folder (members, BirdNET's model, rfcx_export.json, run_exported.py)")
-
-
-def cli_main(args: argparse.Namespace) -> int:
-    try:
-        path = export_any(args.model_dir, fmt=args.format, out=args.out)
-    except DataError as exc:
-        if getattr(args, "debug", False):
-            traceback.print_exc()
-        print(f"rfcx export: error: {exc}", file=sys.stderr)
-        return 1
-    if Path(path, "rfcx_export.json").is_file():
-        print(f"exported {args.model_dir} as {args.format}: {path} "
-              f"(run it: python {Path(path) / 'run_exported.py'} RECORDING)")
-        return 0
-    extra = f" (metadata: {Path(path).with_suffix('.json')})" if args.format == "tflite" else ""
-    print(f"exported {args.model_dir} as {args.format}: {path}{extra}")
-    return 0

@@ -68,7 +68,7 @@ def device_log_mel(y, *, sr: int, config):
     c = config
     spec = tf.signal.stft(y, frame_length=c.win_length, frame_step=c.hop_length, fft_length=c.n_fft,
                           window_fn=tf.signal.hann_window, pad_end=False)
-    (lo, hi), weights = features._band_limited_filterbank(int(sr), c)
+    (lo, hi), weights = features.band_limited_filterbank(sr=int(sr), config=c)
     re, im = tf.math.real(spec)[..., lo:hi], tf.math.imag(spec)[..., lo:hi]
     power = re * re + im * im
     if c.power != 2.0:

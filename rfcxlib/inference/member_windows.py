@@ -21,7 +21,7 @@ NumPy only: ``rfcx export`` copies this file beside ``run_exported.py``, so ``rf
 """
 import numpy as np
 
-METHODS = ("prob", "logit")  # what a device combines; notebook 06's "rank" ranks over recordings
+WINDOW_METHODS = ("prob", "logit")  # ensemble methods that need one recording only ("rank" needs them all)
 
 
 def window_starts(duration_s, window_s, hop_s):
@@ -35,7 +35,9 @@ def window_starts(duration_s, window_s, hop_s):
 
 
 def sigmoid(z):
-    return 1.0 / (1.0 + np.exp(-np.clip(np.asarray(z, np.float64), -60.0, 60.0)))
+    """``1 / (1 + exp(-z))`` in float64, ``z`` clipped to ``[-500, 500]`` so that ``exp`` stays finite
+    (in float32 the clip changes nothing: the result is 0 below -104 either way)."""
+    return 1.0 / (1.0 + np.exp(-np.clip(np.asarray(z, np.float64), -500.0, 500.0)))
 
 
 def mix(stacked, weights, method):
@@ -48,8 +50,8 @@ def mix(stacked, weights, method):
 def combine(logits, weights, method):
     """Members' logits ``(members, n, species)`` ▶ combined scores ``(n, species)``: ``"logit"``
     mixes logits then applies a sigmoid, ``"prob"`` mixes probabilities."""
-    if method not in METHODS:
-        raise ValueError(f"combine method {method!r}: expected one of {METHODS}")
+    if method not in WINDOW_METHODS:
+        raise ValueError(f"combine method {method!r}: expected one of {WINDOW_METHODS}")
     z = np.asarray(logits, np.float64)
     return mix(z if method == "logit" else sigmoid(z), weights, method)
 

@@ -8,26 +8,25 @@ stays bounded whatever the length: only one window plus one block of audio is he
 Each model scores its own windows (its crop or 3 s, every ``hop_s`` seconds: its own inference
 hop unless ``--hop-s`` sets one for all), the models combined as notebook 06 fitted them
 (``ensemble.json``'s weights, method and per-species factors where present, else the plain mean of
-probabilities). How windows, clips and window rows follow from the models' windows is written once,
+probabilities: :func:`rfcxlib.ensemble.ensemble_file.member_combination`). Models on the same
+embedding (BirdNET heads) embed each window once between them. How windows, clips and window rows follow from the models' windows is written once,
 in :mod:`rfcxlib.inference.member_windows`, which an exported model (:mod:`rfcxlib.inference.deploy`) runs too: a
 clip's scores equal notebook 06's ensemble of the models' test scores.
 
-Model families plug in through :data:`rfcxlib.inference.scorers.SCORERS` (also ``predict.SCORERS``):
+Model families plug in through :data:`rfcxlib.inference.scorers.SCORERS`:
 ``backbone -> builder(model_dir, config, name)`` returning a :class:`~rfcxlib.inference.scorers.WindowScorer`;
 a backbone of :data:`rfcxlib.models.BACKBONES` without an entry of its own uses the CNN builder. A
 run's models of a family with no builder are left out (named in the report's notes).
 
 Outputs in ``out_dir`` (each written atomically): ``clip_scores.csv`` (``recording_id,s0..s23``:
 the models' maxima over their windows, combined), ``windows.csv`` (one row per window and species), ``raven/<id>.selections.txt``
-(:mod:`rfcxlib.inference.raven`), ``report.json`` (every file with its status, the thresholds, the models),
-and ``species.csv`` when the data set has a species name table.
+(:mod:`rfcxlib.inference.raven`), ``report.json`` (every file with its status, the thresholds and where they
+come from: :func:`rfcxlib.inference.thresholds.resolve_thresholds`, the models), and ``species.csv`` when the
+data set has a species name table.
 """
 from __future__ import annotations
 
-import argparse
-import sys
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -38,13 +37,14 @@ from tqdm.auto import tqdm
 
 from rfcxlib import NUM_SPECIES
 from rfcxlib.inference import member_windows, raven, thresholds
-from rfcxlib.ensemble.combine import combine
+from rfcxlib.ensemble.ensemble_file import member_combination, read_ensemble
 from rfcxlib.errors import DataError, ParameterError
 from rfcxlib.layout import SPECIES_COLUMNS
-from rfcxlib.ensemble.model_scores import gather_models, stack_models
-from rfcxlib.atomic import AtomicFile, read_json, write_json_atomic, write_text_atomic
-from rfcxlib.inference.scorers import SCORERS, WindowScorer, build_scorer, has_scorer  # noqa: F401  (API)
-from rfcxlib.audio.streaming import audio_blocks, collect_files, cut_windows, file_info
+from rfcxlib.ensemble.model_scores import gather_models
+from rfcxlib.atomic import AtomicFile, write_json_atomic, write_text_atomic
+from rfcxlib.inference.scorers import build_scorer, has_scorer
+from rfcxlib.audio.header import audio_info
+from rfcxlib.audio.streaming import audio_blocks, collect_files, cut_windows
 
 
 # --------------------------------------------------------------------------- the predictor
@@ -85,21 +85,47 @@ class Predictor:
     def hops(self) -> list:
         return [float(self.hop_s) if self.hop_s is not None else s.hop_s for s in self.scorers]
 
-    def member_logits(self, k: int, y: np.ndarray) -> np.ndarray:
-        """Logits ``(n, 24)`` of model ``k`` on its windows ``y`` ``(n, samples)``, scored in batches
-        of ``batch_size`` (the last one zero-padded: one input shape per model, no retracing)."""
-        parts = []
+    def _padded_batches(self, y: np.ndarray):
+        """``(batch, n)``: ``y`` in batches of ``batch_size`` rows, the last one zero-padded (one input
+        shape per model, no retracing), and the number of real rows in each."""
         for i in range(0, len(y), self.batch_size):
             chunk = y[i:i + self.batch_size]
             n = len(chunk)
             if n < self.batch_size:
-                chunk = np.concatenate([chunk, np.zeros((self.batch_size - n, chunk.shape[1]), np.float32)])
-            parts.append(np.asarray(self.scorers[k].logits(chunk), np.float32)[:n])
-        return np.concatenate(parts)
+                chunk = np.concatenate([chunk, np.zeros((self.batch_size - n, *chunk.shape[1:]), chunk.dtype)])
+            yield chunk, n
+
+    def member_logits(self, k: int, y: np.ndarray) -> np.ndarray:
+        """Logits ``(n, 24)`` of model ``k`` on its windows ``y`` ``(n, samples)``, in batches."""
+        return np.concatenate([np.asarray(self.scorers[k].logits(chunk), np.float32)[:n]
+                               for chunk, n in self._padded_batches(y)])
+
+    def shared_logits(self, members: list, y: np.ndarray) -> dict:
+        """``{k: logits}`` of the models ``members`` on the same embedding (one ``embedder``) and the
+        windows ``y``: each batch embedded once, then every model's head on it."""
+        embed, parts = self.scorers[members[0]].embed, {k: [] for k in members}
+        for chunk, n in self._padded_batches(y):
+            x = embed(chunk)
+            for k in members:
+                parts[k].append(np.asarray(self.scorers[k].head(x), np.float32)[:n])
+        return {k: np.concatenate(p) for k, p in parts.items()}
+
+    def _units(self, members: list) -> list:
+        """``members`` in groups that score their windows together: those on the same embedding,
+        else each alone."""
+        groups: dict = {}
+        for k in members:
+            e = self.scorers[k].embedder
+            groups.setdefault(("member", k) if e is None else ("embedder", e), []).append(k)
+        return list(groups.values())
+
+    def _unit_logits(self, unit: list, y: np.ndarray) -> dict:
+        return self.shared_logits(unit, y) if len(unit) > 1 else {unit[0]: self.member_logits(unit[0], y)}
 
     def _stream_logits(self, path: Path, starts: list, on_seconds) -> tuple[list, int]:
         """Every model's logits on its windows ``starts[k]`` (s), reading the file once per window
-        length and holding one batch of windows per model; also the samples decoded."""
+        length and holding one batch of windows per group of models (:meth:`_units`); also the
+        samples decoded."""
         sr, logits, received = self.sr, [None] * len(self.scorers), 0
         lengths: dict = {}
         for k, s in enumerate(self.scorers):
@@ -108,9 +134,16 @@ class Predictor:
             own = {k: np.round(starts[k] * sr).astype(np.int64) for k in members}
             union = np.unique(np.concatenate(list(own.values())))
             wanted = {k: set(own[k].tolist()) for k in members}
-            batches: dict = {k: [] for k in members}
+            units = self._units(members)
+            batches: dict = {i: [] for i in range(len(units))}
             parts: dict = {k: [] for k in members}
             first, count = n == next(iter(lengths)), [0]
+
+            def flush(i):
+                at = [a for a, _ in batches[i]]
+                for k, z in self._unit_logits(units[i], np.stack([w for _, w in batches[i]])).items():
+                    parts[k].append(z[[j for j, a in enumerate(at) if a in wanted[k]]])
+                batches[i] = []
 
             def blocks():
                 for block in audio_blocks(path, sr=sr):
@@ -120,22 +153,22 @@ class Predictor:
                     yield block
 
             for at, window in zip(union, cut_windows(blocks(), starts=union, n=n)):
-                for k in members:
-                    if at in wanted[k]:
-                        batches[k].append(window)
-                        if len(batches[k]) == self.batch_size:
-                            parts[k].append(self.member_logits(k, np.stack(batches[k])))
-                            batches[k] = []
+                for i, unit in enumerate(units):
+                    if any(at in wanted[k] for k in unit):
+                        batches[i].append((at, window))
+                        if len(batches[i]) == self.batch_size:
+                            flush(i)
+            for i in range(len(units)):
+                if batches[i]:
+                    flush(i)
             for k in members:
-                if batches[k]:
-                    parts[k].append(self.member_logits(k, np.stack(batches[k])))
                 logits[k] = np.concatenate(parts[k])
             received = count[0] if first else received
         return logits, received
 
     def score_file(self, path: Path, on_seconds: Optional[Callable[[float], None]] = None) -> FileScores:
         """Window rows and clip scores of one file (:mod:`rfcxlib.inference.member_windows`'s rule)."""
-        native, frames, channels = file_info(path)
+        native, frames, channels = audio_info(path)
         duration_s = frames / native
         windows = [s.window_s for s in self.scorers]
         starts = [member_windows.window_starts(duration_s, w, h) for w, h in zip(windows, self.hops)]
@@ -149,29 +182,6 @@ class Predictor:
             info["warning"] = (f"decoded {received / self.sr:.1f} s of the {duration_s:.1f} s its header "
                                f"gives; the missing end was scored as silence")
         return FileScores(start_s, end_s, scores.astype(np.float32), clip.astype(np.float32), info)
-
-
-def _ensemble_weights(source: Path, names: list) -> tuple[np.ndarray, str, list]:
-    """Notebook 06's weights and method for ``names`` (renormalised when some of its models are
-    left out), else the plain mean of probabilities."""
-    fitted = read_json(source / "ensemble.json", default=None) or {}
-    weights, method = fitted.get("weights") or {}, fitted.get("method", "prob")
-    notes = []
-    w = np.array([weights.get(n, 0.0) for n in names], np.float64)
-    if not set(names) <= set(weights) or w.sum() <= 0:
-        if weights:
-            notes.append(f"ensemble.json weighs models {sorted(weights)}, scoring {names}: plain mean instead")
-        return np.full(len(names), 1.0 / len(names)), "prob", notes, None
-    if set(weights) != set(names):
-        notes.append(f"ensemble.json's weights of {names} renormalised (its other models are left out)")
-    if method == "rank":
-        notes.append("ensemble.json's method 'rank' ranks over recordings: probabilities averaged instead")
-        method = "prob"
-    scale = None
-    if fitted.get("scale") and any(abs(f - 1.0) > 1e-9 for f in fitted["scale"]):
-        scale = np.asarray(fitted["scale"], np.float64)
-        notes.append("per-species factors of ensemble.json multiply the clip scores, not the window scores")
-    return w / w.sum(), method, notes, scale
 
 
 def load_predictor(source, *, hop_s: Optional[float] = None, batch_size: int = 16):
@@ -190,41 +200,19 @@ def load_predictor(source, *, hop_s: Optional[float] = None, batch_size: int = 1
     rates = {s.sr for s in scorers}
     if len(rates) > 1:
         raise DataError(f"{source}: the models expect different sample rates {sorted(rates)}")
-    weights, method, notes, scale = _ensemble_weights(source, [m.name for m in models])
+    combination = member_combination(read_ensemble(source), [m.name for m in models])
+    notes = list(combination.notes)
     if left_out:
         notes.insert(0, f"left out (no window scorer for their backbone yet): {left_out}")
     if hop_s is not None and not float(hop_s) > 0:
         raise ParameterError(f"parameter 'hop_s' = {hop_s!r}: expected seconds > 0")
     hop = None if hop_s is None else float(hop_s)
-    return Predictor(scorers, weights, method, hop, int(batch_size), notes, scale), models
-
-
-# --------------------------------------------------------------------------- thresholds
-def resolve_thresholds(source: Path, models: list, predictor: Predictor, *, threshold: float = 0.5,
-                       precision: Optional[float] = None, out_dir=None) -> tuple[np.ndarray, dict]:
-    """Per-species thresholds ``(24,)`` and their description: ``threshold`` for every species,
-    or fitted on the OOF scores of the ensemble for ``precision`` (saved as
-    ``<source>/thresholds.json``, or in ``out_dir`` when the run folder is read-only)."""
-    if not 0.0 <= threshold <= 1.0:
-        raise ParameterError(f"parameter 'threshold' = {threshold!r}: expected a score in [0, 1]")
-    if precision is None:
-        return np.full(NUM_SPECIES, float(threshold)), {"kind": "global", "threshold": float(threshold)}
-    stack = stack_models(models)
-    oof = combine(stack.inputs(predictor.method, "oof"), predictor.weights, method=predictor.method)
-    species = thresholds.fit_thresholds(oof, stack.y, stack.mask, precision=precision, fallback=threshold)
-    saved = dict(precision=precision, fallback=threshold, models=stack.names, method=predictor.method)
-    try:
-        path = thresholds.save_thresholds(source, species, **saved)
-    except OSError:
-        if out_dir is None:
-            raise
-        path = thresholds.save_thresholds(out_dir, species, **saved)
-    return thresholds.as_array(species), {"kind": "per_species", "target_precision": precision,
-                                          "fallback": threshold, "path": str(path), "species": species}
+    return Predictor(scorers, combination.weights, combination.method, hop, int(batch_size), notes,
+                     combination.scale), models
 
 
 # --------------------------------------------------------------------------- predict
-def _unique_ids(files: list[Path]) -> list[str]:
+def unique_ids(files: list[Path]) -> list[str]:
     seen: dict[str, int] = {}
     out = []
     for p in files:
@@ -264,10 +252,10 @@ class _CsvAppender:
         self.out.discard()
 
 
-def _score_one(predictor: Predictor, rid: str, path: Path, *, cut, bands, names, out: Path, bar):
+def score_one(predictor: Predictor, rid: str, path: Path, *, cut, bands, names, out: Path, bar):
     """``(report entry, window rows, clip scores)`` of one file; raises :class:`DataError`."""
     started = time.time()
-    native, frames, _ = file_info(path)
+    native, frames, _ = audio_info(path)
     bar.reset(total=round(frames / native, 1))
     scored = predictor.score_file(path, on_seconds=bar.update)
     start_s, info = scored.start_s, scored.info
@@ -280,12 +268,25 @@ def _score_one(predictor: Predictor, rid: str, path: Path, *, cut, bands, names,
     return entry, rows, scored.clip
 
 
-def predict(source, paths: Sequence, out_dir, *, threshold: float = 0.5, precision: Optional[float] = None,
+def report_header(source, predictor: Predictor, cut: np.ndarray, described: dict, bands_from: str) -> dict:
+    """What ``report.json`` says before its files: the models, how they are combined, the
+    thresholds and where the bands came from (also the Beam path's, :mod:`rfcxlib.inference.beam`)."""
+    return {"source": str(source), "models": [{"name": s.name, "family": s.family, "window_s": s.window_s,
+                                               "hop_s": h} for s, h in zip(predictor.scorers, predictor.hops)],
+            "weights": predictor.weights.round(6).tolist(), "method": predictor.method,
+            "sr": predictor.sr, "window_s": predictor.window_s, "hop_s": predictor.hop_s,
+            "thresholds": {**described, "values": cut.round(6).tolist()}, "bands_from": bands_from,
+            "notes": predictor.notes + ([described["note"]] if "note" in described else [])}
+
+
+def predict(source, paths: Sequence, out_dir, *, threshold: Optional[float] = None, precision: Optional[float] = None,
             hop_s: Optional[float] = None, strict: bool = False, data_dir=None, batch_size: int = 16,
             progress: bool = True) -> dict:
     """Score every audio file of ``paths`` with the models of ``source`` and write the outputs
     (module docstring) into ``out_dir``; returns the report (also ``report.json``, rewritten
-    after every file so that an interrupted run leaves a valid one).
+    after every file so that an interrupted run leaves a valid one). Thresholds: ``precision``
+    fits them, ``threshold`` sets one for every species, neither uses the run's ``thresholds.json``
+    when it fits the ensemble, else 0.5 (:func:`rfcxlib.inference.thresholds.resolve_thresholds`).
 
     Raises
     ------
@@ -295,26 +296,22 @@ def predict(source, paths: Sequence, out_dir, *, threshold: float = 0.5, precisi
     """
     source, out = Path(source), Path(out_dir)
     predictor, models = load_predictor(source, hop_s=hop_s, batch_size=batch_size)
-    cut, described = resolve_thresholds(source, models, predictor, threshold=threshold, precision=precision,
-                                        out_dir=out)
-    bands, bands_from = raven.species_bands(source, models, data_dir=data_dir)
+    cut, described = thresholds.resolve_thresholds(source, models, weights=predictor.weights, method=predictor.method,
+                                                   threshold=threshold, precision=precision, out_dir=out)
+    bands, bands_from = raven.box_bands(source, models, data_dir=data_dir)
     names = raven.species_names(source, models, data_dir=data_dir)
     files = collect_files(paths)
-    report = {"source": str(source), "models": [{"name": s.name, "family": s.family, "window_s": s.window_s,
-                                                 "hop_s": h} for s, h in zip(predictor.scorers, predictor.hops)],
-              "weights": predictor.weights.round(6).tolist(), "method": predictor.method,
-              "sr": predictor.sr, "window_s": predictor.window_s, "hop_s": predictor.hop_s,
-              "thresholds": {**described, "values": cut.round(6).tolist()}, "bands_from": bands_from,
-              "notes": predictor.notes, "files": [], "counts": {"done": 0, "skipped": 0}}
+    report = {**report_header(source, predictor, cut, described, bands_from),
+              "files": [], "counts": {"done": 0, "skipped": 0}}
     clips = []
     windows = _CsvAppender(out / "windows.csv", WINDOW_COLUMNS)
     bar_files = tqdm(total=len(files), desc="files", unit="file", disable=not progress)
     bar_audio = tqdm(total=0, desc="audio", unit="s", disable=not progress, leave=False)
     try:
-        for rid, path in zip(_unique_ids(files), files):
+        for rid, path in zip(unique_ids(files), files):
             try:
-                entry, rows, clip = _score_one(predictor, rid, path, cut=cut, bands=bands, names=names,
-                                               out=out, bar=bar_audio)
+                entry, rows, clip = score_one(predictor, rid, path, cut=cut, bands=bands, names=names,
+                                              out=out, bar=bar_audio)
             except DataError as exc:
                 if strict:
                     raise DataError(f"{exc} (--strict: stopped at this file)") from None
@@ -340,41 +337,3 @@ def predict(source, paths: Sequence, out_dir, *, threshold: float = 0.5, precisi
         table = pd.DataFrame({"species_id": list(names), "name": list(names.values())})
         write_text_atomic(out / "species.csv", table.to_csv(index=False))
     return report
-
-
-# --------------------------------------------------------------------------- CLI
-def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("source", metavar="RUN_OR_MODEL_DIR", help="a run folder (models/*/, ensembled) or one model folder")
-    p.add_argument("paths", metavar="PATH", nargs="+", help="audio files or folders (searched recursively)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--threshold", type=float, default=0.5, help="detection threshold for every species "
-                   "(with --precision: for species that cannot be fitted); default 0.5")
-    p.add_argument("--precision", type=float, default=None, help="fit one threshold per species on the "
-                   "out-of-fold scores for this target precision (saved as thresholds.json with the run)")
-    p.add_argument("--hop-s", type=float, default=None, help="seconds between window starts, for every "
-                   "model (default: each model's own inference hop, as its test scores were made)")
-    p.add_argument("--batch-size", type=int, default=16, help="windows scored at a time")
-    p.add_argument("--data-dir", default=None, help="RFCx-layout data folder for the species' bands "
-                   "(and species.csv names); default: the data set the models were trained on")
-    p.add_argument("--strict", action="store_true", help="stop at the first unreadable file")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-def cli_main(args: argparse.Namespace) -> int:
-    try:
-        report = predict(args.source, args.paths, args.out, threshold=args.threshold, precision=args.precision,
-                         hop_s=args.hop_s, strict=args.strict, data_dir=args.data_dir,
-                         batch_size=args.batch_size, progress=not args.no_progress)
-    except DataError as exc:  # a file or folder that cannot be used: status 1 (2 is a usage error)
-        if getattr(args, "debug", False):
-            traceback.print_exc()
-        print(f"rfcx predict: error: {exc}", file=sys.stderr)
-        return 1
-    counts = report["counts"]
-    print(f"{counts['done']} file(s) scored, {counts['skipped']} skipped; outputs in {args.out}")
-    for entry in report["files"]:
-        if entry["status"] == "skipped":
-            print(f"  skipped: {entry['reason']}")  # the reason names the file
-        elif "warning" in entry:
-            print(f"  {entry['file']}: {entry['warning']}")
-    return 0

@@ -5,24 +5,25 @@ Raven Pro writes (``Selection``, ``View``, ``Channel``, ``Begin Time (s)``, ``En
 ``Low Freq (Hz)``, ``High Freq (Hz)``) followed by annotation columns: here ``Species`` (the name,
 or ``s<id>``), ``Species ID``, ``Score`` (the highest window score inside the box) and ``Windows``
 (how many windows it merges). A box's frequency range is its species' band: the median
-``f_min``-``f_max`` of the species' TP rows in the training tables (:func:`species_bands`).
+``f_min``-``f_max`` of the species' TP rows in the training tables (:func:`box_bands`).
 BirdNET-Analyzer and OpenSoundscape write the same layout; Raven
 opens it with *File ▶ Open Selection Table*.
+
+Tests: tests/test_predict.py
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
-from rfcxlib import NUM_SPECIES
-from rfcxlib.data import tables as data
+from rfcxlib.data.checks import read_annotations
+from rfcxlib.features.bands import bands_file, fill_bands, read_bands, species_bands, write_bands
 from rfcxlib.synth import dataset as synth
 from rfcxlib.errors import DataError, ParameterError
-from rfcxlib.atomic import write_json_atomic, write_text_atomic
+from rfcxlib.atomic import write_text_atomic
 
 RAVEN_COLUMNS = ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)",
                  "High Freq (Hz)", "Species", "Species ID", "Score", "Windows"]
@@ -128,38 +129,32 @@ def _data_root(config: dict, data_dir) -> Optional[Path]:
     return root if synth.is_complete(root) else None
 
 
-def species_bands(source: Path, models: list, *, data_dir=None) -> tuple[dict, str]:
-    """``{species: (low_hz, high_hz)}``, the median TP box band (FP where a species has no TP
-    row) of the training tables, and where it came from. Read from ``data_dir``, else from
-    ``<source>/species_bands.json``, else from the data set the first model was trained on (then
-    saved there); species without rows get the features' whole mel range."""
+def box_bands(source: Path, models: list, *, data_dir=None) -> tuple[dict, str]:
+    """The frequency range of each species' boxes, ``{species: (low_hz, high_hz)}`` for all 24
+    species, and where it came from: the bands (:func:`rfcxlib.features.bands.species_bands`) of
+    the training tables of ``data_dir``, else those saved in ``source`` (its ``bands.json``, or the
+    ``species_bands.json`` of earlier versions), else those of the data set the first model was
+    trained on (then saved as ``<source>/bands.json``). Species without rows get the features'
+    whole mel range."""
     fc = (models[0].config.get("features") or {})
-    full = (float(fc.get("fmin", 40.0)), float(fc.get("fmax", 15000.0)))
-    saved = source / "species_bands.json"
-    if not data_dir and saved.is_file():
-        body = json.loads(saved.read_text())
-        return {int(k): tuple(v) for k, v in body["bands"].items()}, str(saved)
+    full = dict(fmin_hz=float(fc.get("fmin", 40.0)), fmax_hz=float(fc.get("fmax", 15000.0)))
+    saved = None if data_dir else bands_file(source, legacy=True)
+    if saved is not None:
+        return fill_bands(read_bands(saved), **full), str(saved)
     root = _data_root(models[0].config, data_dir)
-    tables = [root / name for name in ("train_tp.csv", "train_fp.csv")] if root else []
-    if not tables or not tables[0].is_file():
+    tp_path = root / "train_tp.csv" if root else None
+    if tp_path is None or not tp_path.is_file():
         if data_dir:
-            raise DataError(f"{tables[0] if tables else data_dir}: no train_tp.csv to take the species' bands from")
-        return {s: full for s in range(NUM_SPECIES)}, "features mel range (no training tables found)"
-    rows = [pd.read_csv(p) for p in tables if p.is_file()]
-    for path, table in zip(tables, rows):
-        missing = {"species_id", "f_min", "f_max"} - set(table.columns)
-        if missing:
-            raise DataError(f"{path}: lacks the columns {sorted(missing)} the species' bands come from")
-    bands = {s: full for s in range(NUM_SPECIES)}
-    for s, r in data.species_bands(*rows).iterrows():
-        if 0 <= int(s) < NUM_SPECIES:
-            bands[int(s)] = (float(r.f_min), float(r.f_max))
+            raise DataError(f"{tp_path}: no train_tp.csv to take the species' bands from")
+        return fill_bands({}, **full), "features mel range (no training tables found)"
+    fp_path = root / "train_fp.csv"
+    found = species_bands(read_annotations(tp_path), read_annotations(fp_path) if fp_path.is_file() else None)
     if not data_dir:
         try:  # kept with the run for when its data set is gone; a read-only run folder only loses that
-            write_json_atomic(saved, {"source": str(root), "bands": {str(k): v for k, v in bands.items()}})
+            write_bands(source, found, source=root)
         except OSError:
             pass
-    return bands, str(root)
+    return fill_bands(found, **full), str(root)
 
 
 def species_names(source: Path, models: list, *, data_dir=None) -> Optional[dict]:

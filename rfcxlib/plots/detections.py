@@ -14,6 +14,7 @@ from matplotlib.patches import Rectangle
 from rfcxlib.features import logmel as features
 from rfcxlib.config import FeatureConfig
 from rfcxlib.plots.features import specshow
+from rfcxlib.layout import SAMPLE_RATE
 
 
 def top_species(windows: pd.DataFrame, n: int = 3) -> list[int]:
@@ -22,7 +23,7 @@ def top_species(windows: pd.DataFrame, n: int = 3) -> list[int]:
 
 
 def detections(S, windows: pd.DataFrame, selections: pd.DataFrame, *, thresholds: Sequence[float],
-               species: Optional[Sequence[int]] = None, n_species: int = 3, sr: int = 48000,
+               species: Optional[Sequence[int]] = None, n_species: int = 3, sr: int = SAMPLE_RATE,
                config: Optional[FeatureConfig] = None, present: Sequence[int] = (), fig=None,
                title: str = ""):
     """Spectrogram with boxes (top) and score curves (bottom) of one recording.

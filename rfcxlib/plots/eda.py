@@ -15,10 +15,10 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
-from rfcxlib.data import tables as data
 from rfcxlib.features import logmel as features
+from rfcxlib.features.bands import species_bands
 from rfcxlib.config import FeatureConfig
-from rfcxlib.layout import NUM_SPECIES
+from rfcxlib.layout import NUM_SPECIES, SAMPLE_RATE
 from rfcxlib.plots.features import specshow
 
 TP_COLOR = "#2ca02c"
@@ -71,13 +71,12 @@ def calls_per_species(calls: pd.DataFrame, *, ax=None):
     return ax
 
 
-def species_bands(rows: pd.DataFrame, *, ax=None):
-    """Each species' frequency band (median f_min to f_max of its rows) on a log axis, coloured
-    by its median box length."""
+def band_per_species(rows: pd.DataFrame, *, ax=None):
+    """Each species' frequency band (:func:`rfcxlib.features.bands.species_bands` of ``rows``) on a
+    log axis, coloured by its median box length."""
     ax = _axes(ax, (11, 3.6))
-    bands = data.species_bands(rows)
-    stats = pd.DataFrame({"lo": bands.f_min, "hi": bands.f_max,
-                          "len": (rows.t_max - rows.t_min).groupby(rows.species_id).median()})
+    bands = pd.DataFrame.from_dict(species_bands(rows), orient="index", columns=["lo", "hi"])
+    stats = bands.assign(len=(rows.t_max - rows.t_min).groupby(rows.species_id).median())
     norm = plt.Normalize(0, max(1.0, float(stats.len.max())))
     cmap = plt.get_cmap("viridis")
     ax.bar(stats.index, stats.hi - stats.lo, bottom=stats.lo, width=0.7, color=cmap(norm(stats.len)))
@@ -182,7 +181,7 @@ def _box(ax, t0, t1, f0, f1, label, kind, config, ls="-"):
 
 
 def spectrogram_with_boxes(S, *, tp: pd.DataFrame, fp: pd.DataFrame,
-                           unlabelled: Optional[pd.DataFrame] = None, sr: int = 48000,
+                           unlabelled: Optional[pd.DataFrame] = None, sr: int = SAMPLE_RATE,
                            config: Optional[FeatureConfig] = None, start_s: float = 0.0,
                            title: str = "", ax=None, legend: bool = True, cmap: str = "gray",
                            floor_percentile: float = 50.0):

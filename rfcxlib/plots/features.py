@@ -15,6 +15,7 @@ from matplotlib.patches import Rectangle
 
 from rfcxlib.features import logmel as features
 from rfcxlib.config import FeatureConfig
+from rfcxlib.layout import SAMPLE_RATE
 
 HZ_TICKS = (100, 250, 500, 1000, 2000, 4000, 8000, 12000, 16000, 20000)
 CMAP = "magma"
@@ -42,7 +43,7 @@ def label_mel_axis(ax, config: Optional[FeatureConfig] = None, n_rows: Optional[
     ax.set_ylabel("frequency (Hz, mel scale)")
 
 
-def specshow(S, *, sr: int = 48000, config: Optional[FeatureConfig] = None, ax=None,
+def specshow(S, *, sr: int = SAMPLE_RATE, config: Optional[FeatureConfig] = None, ax=None,
              title: str = "", colorbar: bool = True, start_s: float = 0.0, cmap: str = CMAP,
              vmin=None, vmax=None):
     """Draw a log-mel spectrogram ``(frames, n_mels)`` (or an image ``(H, W[, C])``, first channel)
@@ -97,12 +98,12 @@ def plot_stages(y, *, sr: int, config: Optional[FeatureConfig] = None, fig=None)
     return fig
 
 
-def plot_filterbank(*, sr: int = 48000, config: Optional[FeatureConfig] = None, ax=None, every: int = 8,
+def plot_filterbank(*, sr: int = SAMPLE_RATE, config: Optional[FeatureConfig] = None, ax=None, every: int = 8,
                     band_hz=(94.0, 13688.0)):
     """The triangular mel filters on a log-frequency axis; every ``every``-th filter in colour, the
     range outside ``fmin``-``fmax`` shaded, and ``band_hz`` (the species' span) marked."""
     c = config or FeatureConfig()
-    fb = features._config_filterbank(sr, c)
+    fb = features.config_filterbank(sr=sr, config=c)
     hz = np.linspace(0, sr / 2, fb.shape[1])[1:]
     ax = _axes(ax, figsize=(10, 3.5))
     for i, row in enumerate(fb):
@@ -122,7 +123,7 @@ def plot_filterbank(*, sr: int = 48000, config: Optional[FeatureConfig] = None, 
     return ax
 
 
-def plot_variants(spectrograms: dict, *, sr: int = 48000, configs: Optional[dict] = None, fig=None,
+def plot_variants(spectrograms: dict, *, sr: int = SAMPLE_RATE, configs: Optional[dict] = None, fig=None,
                   ncols: int = 2):
     """Spectrograms side by side: ``{title: S}`` with each one's ``FeatureConfig`` in ``configs``."""
     n = len(spectrograms)
@@ -136,22 +137,23 @@ def plot_variants(spectrograms: dict, *, sr: int = 48000, configs: Optional[dict
     return fig
 
 
-def plot_species_bands(S, bands, *, sr: int = 48000, config: Optional[FeatureConfig] = None, ax=None):
-    """A log-mel spectrogram with each species' band (rows ``species_id, f_min, f_max``) marked."""
+def plot_species_bands(S, bands, *, sr: int = SAMPLE_RATE, config: Optional[FeatureConfig] = None, ax=None):
+    """A log-mel spectrogram with each species' band marked: ``bands`` ``{species: (f_min_hz,
+    f_max_hz)}`` (:func:`rfcxlib.features.bands.species_bands`)."""
     c = config or FeatureConfig()
     ax = specshow(S, sr=sr, config=c, ax=ax or _axes(None, figsize=(11, 5)), colorbar=False,
                   title="species frequency bands on the mel axis (from the annotation boxes)")
     centers = features.mel_band_centers(c)
     x_end = ax.get_xlim()[1]
-    for k, row in enumerate(bands.itertuples(index=False)):
-        lo, hi = np.interp([row.f_min, row.f_max], centers, np.arange(c.n_mels))
+    for k, (species, (f_min_hz, f_max_hz)) in enumerate(sorted(bands.items())):
+        lo, hi = np.interp([f_min_hz, f_max_hz], centers, np.arange(c.n_mels))
         x = x_end * (0.02 + 0.96 * k / max(len(bands), 1))
         ax.plot([x, x], [lo, hi], color=plt.cm.tab20(k % 20), lw=3, solid_capstyle="butt")
-        ax.text(x, hi + 1, f"s{row.species_id}", color="white", fontsize=7, ha="center", va="bottom")
+        ax.text(x, hi + 1, f"s{species}", color="white", fontsize=7, ha="center", va="bottom")
     return ax
 
 
-def plot_band_crops(crops: dict, *, sr: int = 48000, config: Optional[FeatureConfig] = None, fig=None,
+def plot_band_crops(crops: dict, *, sr: int = SAMPLE_RATE, config: Optional[FeatureConfig] = None, fig=None,
                     ncols: int = 4):
     """Band crops ``{title: (S_band, (fmin_hz, fmax_hz))}``: each species' rows cut out."""
     n = len(crops)
@@ -217,7 +219,7 @@ def plot_trace(trace: Sequence, *, fig=None, ncols: int = 2, titles: Optional[di
     return fig
 
 
-def plot_waveforms(trace: Sequence, *, sr: int = 48000, fig=None):
+def plot_waveforms(trace: Sequence, *, sr: int = SAMPLE_RATE, fig=None):
     """Waveforms ``[(step, y (n,)), ...]`` stacked, shared amplitude axis."""
     n = len(trace)
     fig = fig or plt.figure(figsize=(11, 1.6 * n + 0.5), layout="constrained")

@@ -1,6 +1,7 @@
-"""Pictures of web pages (a run's ``summary.html``, JupyterLab) rendered by headless Chromium.
+"""Pictures of web pages (a run's ``summary.html``, JupyterLab) rendered by headless Chromium
+(its test is skipped where Chromium is not installed).
 
-Tests: tests/test_jupyterlab.py (skipped without Chromium)
+Tests: tests/test_jupyterlab.py
 """
 from __future__ import annotations
 

@@ -9,6 +9,8 @@ such and never stops the page.
 
 ``python -m rfcxlib.reports.summary RUN_DIR [--links] [--png OUT.png]`` rewrites it and, when Chromium
 is installed, renders it to a PNG (:mod:`rfcxlib.reports.browser`).
+
+Tests: tests/test_series.py
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ console as it comes; a failure raised as :class:`~rfcxlib.runner.failures.Series
 partly executed notebook kept when it is whole. :class:`rfcxlib.runner.series.Series` runs the
 steps in order and keeps ``series.json``.
 
-Tests: tests/test_failures.py, tests/test_series.py
+Tests: tests/test_failures.py
 """
 from __future__ import annotations
 

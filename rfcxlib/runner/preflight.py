@@ -10,6 +10,8 @@ notebook executes: they cost seconds and save a training run that cannot work.
 
 :func:`check_series` returns ``(errors, warnings)``; each message names the notebook, the
 parameter, its value and what to do.
+
+Tests: tests/test_failures.py
 """
 from __future__ import annotations
 
@@ -19,8 +21,8 @@ from typing import Optional
 
 from rfcxlib.data.checks import check_decodable, inspect_folder
 from rfcxlib.runner.profiles import declared_parameters
+from rfcxlib.layout import SAMPLE_RATE
 
-SR = 48000  # the rate the notebooks load the data at (rfcxlib.data.tables.load_dataset)
 _MAX_LISTED = 10
 
 
@@ -40,7 +42,7 @@ def effective_parameters(step) -> dict:
 def check_data(root: Path) -> tuple[dict, list[str]]:
     """``(parts, problems)`` of the data folder: what loading it finds, and every recording
     whose first or last frames do not decode."""
-    parts, problems = inspect_folder(root, sr=SR, require_audio=True, decode=False)
+    parts, problems = inspect_folder(root, sr=SAMPLE_RATE, require_audio=True, decode=False)
     for split in ("train", "test"):
         ids = parts["train_ids"] if split == "train" else parts["test_ids"]
         for rid in ids:
@@ -108,7 +110,7 @@ def _warnings(where: str, values: dict) -> list[str]:
                    "mask the whole image")
     hop_length, time_mask = values.get("hop_length"), values.get("time_mask")
     if all(isinstance(v, (int, float)) for v in (crop_s, hop_length, time_mask)) and hop_length:
-        frames = int(crop_s * SR / hop_length) + 1
+        frames = int(crop_s * SAMPLE_RATE / hop_length) + 1
         if time_mask >= frames:
             out.append(f"{where}: time_mask = {time_mask} >= the {frames} frames of a "
                        f"{crop_s} s crop: SpecAugment can mask the whole crop")

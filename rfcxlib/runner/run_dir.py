@@ -17,7 +17,7 @@ Layout::
 Every file is written atomically (:mod:`rfcxlib.atomic`); the file names are
 :mod:`rfcxlib.layout`'s.
 
-Tests: tests/test_run_dir.py, tests/test_failures.py
+Tests: tests/test_run_dir.py
 """
 from __future__ import annotations
 

@@ -20,11 +20,10 @@ the plan (the notebooks, one :class:`~rfcxlib.runner.plan.Step` per execution) i
 failure in :mod:`rfcxlib.runner.failures`. :class:`Series` here runs the steps in order and keeps
 ``series.json``.
 
-Tests: tests/test_series.py, tests/test_failures.py
+Tests: tests/test_series.py
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -351,39 +350,3 @@ def check_before_running(series: Series, log=say) -> None:
                         f"{errors[0]}; fix them and run the same command")
     log(f"checks: the data and the settings fit ({format_duration(time.time() - started)})")
 
-
-def configure_parser(p) -> None:
-    p.add_argument("--profile", default="mini",
-                   help="tiny, mini (default), field, full, or a path to a profile YAML file")
-    p.add_argument("--run-id", default="", help="folder name under outputs/ (default: a "
-                   "timestamp); an existing run id resumes that run")
-    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
-                   metavar=("NAME", "VALUE"), help="override a notebook parameter (a YAML "
-                   "scalar, as papermill's -p); NN.NAME sets it for notebook NN only")
-    p.add_argument("--data-dir", default="", help="a data folder in the RFCx layout (default: "
-                   "the synthetic data set of the profile)")
-    p.add_argument("--sweep", default="", help="a sweep file: the training notebook runs once "
-                   "per parameter set (e.g. configs/sweeps/seed_densenet7.yaml)")
-    p.add_argument("--notebooks", default="", help="comma-separated prefixes to run, e.g. 01,04")
-    p.add_argument("--notebooks-dir", default="", help="the folder of the series (default: "
-                   "the project's notebooks/)")
-    p.add_argument("--kernel", default="", help="Jupyter kernel (default: rfcx, else python3)")
-    p.add_argument("--dry-run", action="store_true", help="print the steps and their "
-                   "parameters, execute nothing")
-
-
-def cli_main(args) -> int:
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    series = prepare(profile=args.profile, run_id=args.run_id, overrides=dict(args.parameter),
-                     data_dir=args.data_dir, sweep=args.sweep, select=args.notebooks,
-                     folder=args.notebooks_dir, kernel=args.kernel, generate=not args.dry_run,
-                     check_weights=not args.dry_run)
-    if args.dry_run:
-        for step in series.steps:
-            print(f"{step.key} -> {step.output}\n    {json.dumps(step.parameters, default=str)}")
-            if "backbone" in step.parameters or step.notebook.name.startswith("04"):
-                print(f"    builds: {step_configs.describe(step_configs.step_config(step))}")
-        step_configs.check_weights(series.steps)
-        check_before_running(series)  # a dry run writes nothing
-        return 0
-    return run_series(series, debug=getattr(args, "debug", False))

@@ -26,33 +26,30 @@ rendered from its own seeded generator, so the output does not depend on ``worke
 """
 from __future__ import annotations
 
-import argparse
 import fcntl
 import json
 import multiprocessing as mp
 import os
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import scipy.fft as sfft
 import soundfile as sf
-import yaml
 from tqdm.auto import tqdm
 
 from rfcxlib.synth import backgrounds as sbg
 from rfcxlib.synth import sounds as snd
 from rfcxlib.errors import ParameterError
 from rfcxlib.layout import ANNOTATION_COLUMNS as COLUMNS
-from rfcxlib.layout import SPECIES_COLUMNS
+from rfcxlib.layout import SAMPLE_RATE, SPECIES_COLUMNS
 from rfcxlib.atomic import AtomicFile, replace_folder, write_json_atomic, write_text_atomic
 from rfcxlib.paths import cache_root
 from rfcxlib.synth.plan import (PROFILES, Recording, check_profile, make_plan,  # noqa: F401  (API)
                                  prepare)
 
-SR = 48000
+SR = SAMPLE_RATE
 VERSION = 7  # bump when the output changes: cached data sets of other versions are rebuilt
 FLOOR_DB = -20.0  # real backgrounds: a call's SNR is taken against at least this flat floor
 
@@ -342,60 +339,3 @@ def unlabelled_calls(calls: pd.DataFrame, recording_id: str) -> pd.DataFrame:
     """Calls of a training recording that no TP row covers (species present, label unknown)."""
     sel = (calls.recording_id == recording_id) & (calls.kind == "call") & ~calls.labelled.astype(bool)
     return calls[sel]
-
-
-# ---------------------------------------------------------------- command line
-def configure_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", default="mini", choices=sorted(PROFILES),
-                   help="size of the data set (default: mini)")
-    p.add_argument("--out", default="", help="output folder (default: the cache, "
-                   "$RFCX_CACHE_DIR/synth/<profile>-seed<seed>)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--workers", type=int, default=0, help="processes (default: all CPUs)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--backgrounds", action="append", default=None, metavar="DIR",
-                   help="field profile: a folder of field recordings for the training "
-                   "backgrounds (repeatable; default: $%s, else ../shared/real-data/backgrounds)"
-                   % sbg.ENV_TRAIN)
-    p.add_argument("--test-backgrounds", action="append", default=None, metavar="DIR",
-                   help="field profile: folders of another site's recordings for the test "
-                   "backgrounds (repeatable; default: $%s, else the three labelled real "
-                   "recordings of ../shared/real-data)" % sbg.ENV_TEST)
-    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                   help="a setting in place of the profile's (n_train, n_test, duration_s, "
-                   "fp_only, both, p_label, max_calls, fp_extra, fp_max, snr_db)")
-
-
-def _parse_settings(items: list) -> dict:
-    out = {}
-    for item in items:
-        name, sep, raw = item.partition("=")
-        if not sep:
-            raise ParameterError(f"--set {item!r}: expected NAME=VALUE")
-        out[name.strip()] = yaml.safe_load(raw)
-    return out
-
-
-def cli_main(args) -> int:
-    start = time.perf_counter()
-    extra = dict(backgrounds=args.backgrounds, test_backgrounds=args.test_backgrounds,
-                 settings=_parse_settings(args.set) or None)
-    if args.out:
-        out = generate(args.out, profile=args.profile, seed=args.seed, workers=args.workers or None,
-                       progress=not args.no_progress, **extra)
-    else:
-        out = ensure_dataset(args.profile, args.seed, progress=not args.no_progress, **extra)
-    info = json.loads((out / "synth_info.json").read_text())
-    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-    print(f"wrote {out} in {time.perf_counter() - start:.1f} s ({size / 1e6:.1f} MB)")
-    print(f"  {info['n_train']} train + {info['n_test']} test recordings of {info['duration_s']:g} s; "
-          f"{info['tp_rows']} TP rows, {info['fp_rows']} FP rows; {info['unlabelled_calls']} of "
-          f"{info['train_calls']} training calls present but unlabelled")
-    if "train_tp_fraction" in info:
-        print(f"  TP rows on {info['train_tp_fraction']:.0%} and FP rows on "
-              f"{info['train_fp_fraction']:.0%} of the training recordings")
-    for side, bg in info.get("backgrounds", {}).items():
-        used = sum(1 for f in bg["files"] if f["recordings"])
-        print(f"  {side} backgrounds: {used} of {len(bg['files'])} files used, sites "
-              f"{', '.join(bg['sites'])} ({', '.join(bg['sources'])})")
-    return 0

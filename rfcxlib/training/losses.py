@@ -1,4 +1,4 @@
-"""Losses on the partial-label targets of DESIGN.md.
+"""Losses on the partial-label targets ``(y, mask)`` (the targets of docs/ARCHITECTURE.md).
 
 Targets travel through Keras as one tensor ``targets`` of shape ``(batch, 2 * num_species)``:
 the first half is ``y`` (1 present, 0 absent), the second half ``mask`` (1 where the label is

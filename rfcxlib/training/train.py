@@ -44,7 +44,7 @@ from rfcxlib import metrics
 from rfcxlib.data import tables as data
 from rfcxlib.training import distribute, fingerprints, losses, steps
 from rfcxlib.inference import windows as inference
-from rfcxlib.features import pipeline
+from rfcxlib.features import bands, pipeline
 from rfcxlib.config import RunConfig
 from rfcxlib.layout import CONFIG_FILE
 from rfcxlib.training.distribute import init_strategy, select_strategy  # noqa: F401  (this module's interface)
@@ -285,7 +285,7 @@ def train_model(dataset, config: RunConfig, model_dir, *, loss: Optional[str] = 
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / CONFIG_FILE, {**config.to_dict(), "notebook": extra or {}})
         if config.inference.band_mode:  # the bands it scores with, for rfcx predict and export
-            write_json_atomic(out / pipeline.BANDS_FILE, {"bands_hz": pipeline.species_bands(dataset)})
+            bands.write_bands(out, bands.species_bands(dataset.tp, dataset.fp))
         oof, test, history = [], [], []
         for fold in config.train.train_folds:
             folder, source = out / f"fold{fold}", (sources or {}).get(fold)
@@ -374,27 +374,3 @@ def write_scores(model_dir, dataset, oof: list[tuple], test_logits: list, histor
         result["test_lwlrap"] = metrics.lwlrap(truth, test)
     write_json_atomic(model_dir / "metrics.json", result)
     return result
-
-
-# --------------------------------------------------------------------------- rfcx train
-def configure_parser(p) -> None:
-    p.add_argument("--data-dir", required=True, help="a data folder in the RFCx layout")
-    p.add_argument("--model-dir", required=True, help="the model folder (with several workers: "
-                   "written by the chief only)")
-    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                   help="a configuration field (a YAML scalar, as papermill's -p), e.g. -p epochs 5")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def cli_main(args) -> int:
-    """``rfcx train``: the strategy first (before TensorFlow runs anything: several workers need
-    it), then every fold of the configuration; the chief prints the metrics as one JSON line."""
-    from rfcxlib.runner.profiles import parse_value
-
-    strategy = init_strategy()
-    config = RunConfig.from_params({**{k: parse_value(v) for k, v in args.parameter}, "data_dir": args.data_dir})
-    result = train_model(data.load_dataset(args.data_dir), config, args.model_dir,
-                         progress=not args.no_progress)
-    if distribute.is_chief(strategy):
-        print(json.dumps(result), flush=True)
-    return 0

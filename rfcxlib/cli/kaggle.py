@@ -1,14 +1,16 @@
-"""``rfcx kaggle bundle``: the subcommand's parser and entry point."""
+"""``rfcx kaggle bundle``: a folder for ``kaggle kernels push -p DIR``
+(:func:`rfcxlib.kaggle.bundle.build_bundle`).
+
+Tests: tests/test_kaggle.py
+"""
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
-from rfcxlib import kaggle  # its bundling modules (nbformat, papermill) load on first use
-from rfcxlib.errors import ParameterError
 
-
-def configure_parser(parser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="kaggle_command", metavar="ACTION")
     sub.required = True
     p = sub.add_parser("bundle", help="write a folder for `kaggle kernels push -p DIR`",
@@ -42,7 +44,11 @@ def configure_parser(parser) -> None:
                    help="id of the data set holding the wheel (default USER/rfcxlib-wheel)")
 
 
-def cli_main(args) -> int:
+def handle(args: argparse.Namespace) -> int:
+    """Writes the bundle and prints what it holds and the next step."""
+    from rfcxlib import kaggle
+    from rfcxlib.errors import ParameterError
+
     if args.kaggle_command != "bundle":  # pragma: no cover - argparse restricts the choices
         raise ParameterError(f"unknown kaggle action {args.kaggle_command!r}")
     parameters = kaggle.parse_parameters(args.notebook, args.parameter)

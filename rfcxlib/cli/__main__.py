@@ -1,0 +1,9 @@
+"""``python -m rfcxlib.cli``: the ``rfcx`` command.
+
+Tests: tests/test_cli.py
+"""
+import sys
+
+from rfcxlib.cli import main
+
+sys.exit(main())
