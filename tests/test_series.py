@@ -15,7 +15,7 @@ import pytest
 
 from rfcxlib.runner import console, profiles, series
 from rfcxlib.reports import summary
-from rfcxlib.errors import DataError, ParameterError
+from rfcxlib.errors import DataError, ParameterError, RunFailed
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNEL = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -144,6 +144,15 @@ def test_plan_resolves_precedence_sweep_and_types(series_dir, profile_file, fake
                        folder=str(series_dir), sweep=str(sweep), select="04,06")
     assert [(st.key, st.parameters.get("epochs")) for st in s.steps] == [
         ("04_train[x]", 7), ("04_train[y]", 9), ("04_train[z]", 7), ("06_ensemble", None)]
+
+
+def test_a_broken_state_file_is_named(series_dir, profile_file, fake_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("RFCX_OUTPUTS", str(tmp_path / "out"))
+    state = tmp_path / "out" / "cut" / "series.json"
+    state.parent.mkdir(parents=True)
+    state.write_text('{"steps": {"01_first": {"status": "comp')
+    with pytest.raises(RunFailed, match=rf"^{state}: not valid JSON \(.*line 1, column .*\); move it away"):
+        series.prepare(profile=str(profile_file), run_id="cut", data_dir=str(fake_data), folder=str(series_dir))
 
 
 def test_unknown_names_and_profiles_give_clear_errors(series_dir, profile_file, fake_data,

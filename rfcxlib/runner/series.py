@@ -60,9 +60,11 @@ class Series:
         self.state_path = run.path / SERIES_FILE
         try:
             self.state = read_json(self.state_path, default={}) or {}
-        except (OSError, DataError) as exc:
-            raise RunFailed(f"{self.state_path}: unreadable ({exc}); move it away to run "
-                            "everything again") from None
+        except OSError as exc:
+            raise RunFailed(f"{self.state_path}: unreadable ({exc.strerror or exc}); move it away to "
+                            "run everything again") from None
+        except DataError as exc:  # names the file and where it stops being JSON
+            raise RunFailed(f"{exc}; move it away to run everything again") from None
         self.state.setdefault("steps", {})
 
     def _save(self) -> None:
