@@ -154,7 +154,6 @@ class Series:
         return executed
 
 
-
 def check_data_dir(data_dir: str) -> Path:
     """A folder in the RFCx layout (the full check is ``rfcx validate``)."""
     root = Path(data_dir).expanduser().resolve()
@@ -351,4 +350,3 @@ def check_before_running(series: Series, log=say) -> None:
         raise RunFailed(f"checks before running: {len(errors)} problem(s), the first: "
                         f"{errors[0]}; fix them and run the same command")
     log(f"checks: the data and the settings fit ({format_duration(time.time() - started)})")
-
