@@ -98,7 +98,7 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     from rfcxlib.data import tables as data
     from rfcxlib.inference import deploy
-    from rfcxlib.runs import read_json, write_json_atomic
+    from rfcxlib.atomic import read_json, write_json_atomic
 
     run = args.run or newest_run()
     config = read_json(run / "config.json", default={}) or {}

@@ -220,7 +220,7 @@ def main(argv=None) -> int:
                         help=f"use {DENSENET_REFERENCE} samples/s for DenseNet121 instead of measuring")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    from rfcxlib.runs import write_json_atomic
+    from rfcxlib.atomic import write_json_atomic
 
     result = {"machine": machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     with tempfile.TemporaryDirectory() as tmp:

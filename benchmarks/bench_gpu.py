@@ -50,7 +50,8 @@ from rfcxlib import NUM_SPECIES  # noqa: E402
 from rfcxlib.training import losses
 from rfcxlib.config import RunConfig  # noqa: E402
 from rfcxlib.models import BACKBONES, build_model  # noqa: E402
-from rfcxlib.runs import outputs_root, read_json, write_json_atomic  # noqa: E402
+from rfcxlib.paths import outputs_root  # noqa: E402
+from rfcxlib.atomic import read_json, write_json_atomic  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "results" / "gpu_check.json"

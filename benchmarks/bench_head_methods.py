@@ -50,7 +50,7 @@ def run(args) -> dict:
     from rfcxlib.runner import profiles
     from rfcxlib.synth import dataset as synth
     from rfcxlib.config import RunConfig
-    from rfcxlib.runs import outputs_root
+    from rfcxlib.paths import outputs_root
 
     hop_s = args.embed_hop_s or float(profiles.load_profile(args.profile)["parameters"].get("embed_hop_s", 1.0))
     dataset = data.load_dataset(synth.ensure_dataset(args.profile, args.data_seed))

@@ -182,7 +182,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import tensorflow as tf
 
-    from rfcxlib.runs import write_json_atomic
+    from rfcxlib.atomic import write_json_atomic
 
     defaults = notebook_defaults()
     result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),

@@ -41,7 +41,7 @@ def run(args) -> dict:
     from rfcxlib.plots import review as review_plots
     from rfcxlib.review import committee, curve, oracle
     from rfcxlib.runner import profiles
-    from rfcxlib.runs import save_figure_atomic, write_json_atomic
+    from rfcxlib.atomic import save_figure_atomic, write_json_atomic
     from rfcxlib.synth import dataset as synth
 
     hop_s = args.embed_hop_s or float(profiles.load_profile(args.profile)["parameters"].get("embed_hop_s", 1.0))

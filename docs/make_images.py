@@ -24,7 +24,7 @@ from rfcxlib.features import logmel as features
 from rfcxlib.synth import dataset as synth
 from rfcxlib.config import FeatureConfig  # noqa: E402
 from rfcxlib.plots import eda  # noqa: E402
-from rfcxlib.runs import save_figure_atomic  # noqa: E402
+from rfcxlib.atomic import save_figure_atomic  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "images"
 

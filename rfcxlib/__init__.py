@@ -2,6 +2,8 @@
 
 Importing the package is cheap: TensorFlow is imported only by the modules that need it
 (features, augment, pipeline, models, train, inference, noisy).
+
+Tests: tests/test_packaging.py
 """
 import os as _os
 

@@ -15,6 +15,8 @@ small interface to their inputs and outputs. Every file is written under a tempo
 its target and renamed into place, so a reader never sees half a file.
 
 Covered by ``tests/test_beam.py``.
+
+Tests: tests/test_beam.py
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ from typing import Iterator, Optional, Sequence
 
 from rfcxlib.audio.streaming import AUDIO_SUFFIXES, collect_files
 from rfcxlib.errors import DataError, ParameterError, RfcxError
-from rfcxlib.runs import write_bytes_atomic
+from rfcxlib.atomic import write_bytes_atomic
 
 BEAM_EXTRA = "pip install 'rfcxlib[beam]' (it installs apache-beam==2.77.0)"
 RUNNERS = ("DirectRunner", "DataflowRunner", "FlinkRunner", "SparkRunner", "PortableRunner", "PrismRunner")

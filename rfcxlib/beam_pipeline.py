@@ -10,6 +10,8 @@ The steps are plain functions (``setup() -> state``, ``process(state, item) -> r
 ``finish(results) -> None``), pickled by reference, so any runner that can import rfcxlib on
 its workers runs them. Importing this module without ``apache-beam`` raises the one line of
 :func:`rfcxlib.beam_io.require_beam`. Covered by ``tests/test_beam.py``.
+
+Tests: tests/test_beam.py
 """
 from __future__ import annotations
 

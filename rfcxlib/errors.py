@@ -1,4 +1,7 @@
-"""Error classes. Every error rfcxlib raises on purpose is an :class:`RfcxError`."""
+"""Error classes. Every error rfcxlib raises on purpose is an :class:`RfcxError`.
+
+Tests: tests/test_config.py
+"""
 
 
 class RfcxError(Exception):

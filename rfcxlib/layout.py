@@ -1,8 +1,10 @@
 """The names of the RFCx data layout (docs/ARCHITECTURE.md), defined here once and imported
 everywhere else: the sample rate, the number of species and the columns of the annotation tables
-and of the submission.
+and of the submission; and the file names of the run and model folders rfcx writes.
 
 It imports nothing, so ``import rfcxlib`` stays cheap.
+
+Tests: tests/test_notebook.py
 """
 from __future__ import annotations
 
@@ -15,3 +17,21 @@ ANNOTATION_COLUMNS = ["recording_id", "species_id", "songtype_id", "t_min", "f_m
 SPECIES_COLUMNS = [f"s{s}" for s in range(NUM_SPECIES)]
 #: ``sample_submission.csv`` and ``submission.csv``.
 SUBMISSION_COLUMNS = ["recording_id", *SPECIES_COLUMNS]
+
+# The file names of the folders rfcx writes.
+#: A model folder's resolved configuration (a ``RunConfig`` as a dict); a run folder's
+#: ``config.json`` merges every notebook's parameters and the series' plan.
+CONFIG_FILE = "config.json"
+#: The numbers that matter, in a model folder and in a run folder.
+METRICS_FILE = "metrics.json"
+#: A model folder (``<run>/models/<name>/``): the epochs' losses and validation LWLRAP, the
+#: out-of-fold and test logits, the Keras model of the first fold trained.
+HISTORY_FILE = "history.csv"
+OOF_FILE = "oof.npz"
+TEST_SCORES_FILE = "test_scores.npz"
+MODEL_FILE = "model.keras"
+#: A run folder (``outputs/<run_id>/``): the state of ``rfcx run`` (resume), the lock of the process
+#: that runs it, the page that shows it.
+SERIES_FILE = "series.json"
+LOCK_FILE = "run.lock"
+SUMMARY_FILE = "summary.html"

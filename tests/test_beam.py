@@ -17,8 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rfcxlib import cli
-from rfcxlib.audio import decode as audio
+from rfcxlib import cli, paths
 from rfcxlib.beam_io import BeamFiles, is_url, pipeline_options
 from rfcxlib.embeddings import birdnet
 from rfcxlib.embeddings.embed import embed_in_process, embed_on_beam
@@ -186,7 +185,7 @@ def test_beam_embeddings_equal_the_in_process_ones_bitwise(recordings, tmp_path)
     model = birdnet.EmbeddingModel("birdnet_v24", workers=1)
     for path, rows in zip(good, np.split(table.x, np.cumsum([8, 8]))):
         mine = birdnet.cache_path(model, path, 1.0)
-        theirs = root / mine.relative_to(audio.cache_root())
+        theirs = root / mine.relative_to(paths.cache_root())
         with np.load(mine) as a, np.load(theirs) as b:
             assert b["embeddings"].dtype == np.float16 and b["embeddings"].shape == (8, 1024)
             np.testing.assert_array_equal(a["embeddings"].view(np.uint16), b["embeddings"].view(np.uint16))

@@ -1,16 +1,41 @@
 import json
+from pathlib import Path
 
 import pytest
 
 from rfcxlib.config import RunConfig
 from rfcxlib.errors import ParameterError
 
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def parameters_cell(notebook: str) -> dict:
+    """The values a notebook's ``parameters`` cell declares, read from the ``.ipynb`` and run."""
+    cells = json.loads((NOTEBOOKS / f"{notebook}.ipynb").read_text())["cells"]
+    (cell,) = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    namespace: dict = {}
+    exec("".join(cell["source"]), namespace)
+    return {k: v for k, v in namespace.items() if not k.startswith("__")}
+
+
+def test_defaults_are_notebook_04s_declared_defaults():
+    declared = parameters_cell("04_training")
+    defaults = RunConfig().flat()
+    shared = sorted(set(declared) & set(defaults))
+    assert len(shared) > 50, "notebook 04 declares the model it trains"
+    for name in shared:
+        value = declared[name]
+        value = None if name == "weights" and value == "" else value
+        value = tuple(value) if isinstance(value, list) else value
+        assert defaults[name] == value, f"RunConfig() has {name}={defaults[name]!r}, notebook 04 {value!r}"
+    assert RunConfig.from_notebook(declared) == RunConfig()
+
 
 def test_defaults_round_trip_through_json(tmp_path):
     cfg = RunConfig()
     path = cfg.save(tmp_path / "config.json")
     assert RunConfig.load(path) == cfg
-    assert json.loads(path.read_text())["features"]["n_mels"] == 128
+    assert json.loads(path.read_text())["features"]["n_mels"] == 48
 
 
 def test_from_params_sorts_flat_names_into_sections():
@@ -47,7 +72,7 @@ def test_bad_values_name_the_parameter(params, match):
 
 def test_replace_keeps_other_values():
     cfg = RunConfig().replace(epochs=2)
-    assert cfg.train.epochs == 2 and cfg.features.hop_length == 512
+    assert cfg.train.epochs == 2 and cfg.features.hop_length == 2048
 
 
 def test_choices_are_the_implemented_ones():

@@ -8,7 +8,8 @@ import pytest
 import soundfile as sf
 
 from rfcxlib import cli
-from rfcxlib.data import tables as data, checks as data_checks
+from rfcxlib import paths
+from rfcxlib.data import source, tables as data, checks as data_checks
 from rfcxlib.data.tables import Dataset, load_dataset, make_folds
 from rfcxlib.errors import DataError, ParameterError
 
@@ -189,6 +190,28 @@ def _edit_csv(path, line, new):
     lines = path.read_text().splitlines()
     lines[line - 1] = new
     path.write_text("\n".join(lines) + "\n")
+
+
+def test_find_data_takes_the_folder_then_kaggle_then_the_synthetic_set(tmp_path, monkeypatch):
+    monkeypatch.setenv("RFCX_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("RFCX_KAGGLE_INPUT", str(tmp_path / "absent"))
+    assert source.find_data("/some/folder") == source.Path("/some/folder")
+    assert source.find_data(profile="tiny", seed=4, generate=False) == paths.cache_root() / "synth" / "tiny-seed4"
+    competition = tmp_path / "input" / "rfcx-species-audio-detection"
+    competition.mkdir(parents=True)
+    (competition / "train_tp.csv").write_text("recording_id\n")
+    monkeypatch.setenv("RFCX_KAGGLE_INPUT", str(tmp_path / "input"))
+    assert source.find_data(profile="tiny", seed=4) == competition
+    with pytest.raises(ParameterError, match="unknown"):
+        source.find_data(profile="huge", generate=False)
+
+
+def test_normalised_annotations_have_the_layout_types():
+    raw = pd.DataFrame({"t_max": [2], "recording_id": [7], "species_id": [3.0], "songtype_id": [1],
+                        "t_min": [1], "f_min": [100], "f_max": [900], "extra": ["x"]})
+    table = data_checks.normalise_annotations(raw)
+    assert list(table.columns) == data.COLUMNS and table.recording_id.tolist() == ["7"]
+    assert table.species_id.dtype == np.int64 and table.t_min.dtype == np.float64
 
 
 def test_missing_folder(tmp_path):

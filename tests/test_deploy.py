@@ -29,7 +29,8 @@ pytestmark = [pytest.mark.slow,
 ATOL = 1e-4
 CNN = dict(backbone="small_cnn", head="attention_v1", attention="cbam", base_units=8, n_mels=32,
            hop_length=1024, image_width=0, channels=1, crop_s=3.0, hop_s=1.5, batch_size=8,
-           epochs=1, steps_per_epoch=2, learning_rate=3e-3, folds=3, train_folds=[0, 1], seed=3)
+           epochs=1, steps_per_epoch=2, learning_rate=3e-3, folds=3, train_folds=[0, 1], seed=3,
+           p_band_filter=0.0, band_mode=False, log="log1p", time_mask=50, freq_mask=16, checkpoint="best")
 
 # imports the runner from the export folder by path, runs it, and says what the process imported
 FRESH = textwrap.dedent("""

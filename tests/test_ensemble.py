@@ -12,7 +12,8 @@ from rfcxlib import DataError, ParameterError
 from rfcxlib.ensemble import combine as E, ensemble_file, model_scores as MS
 from rfcxlib.metrics import lwlrap
 from rfcxlib.plots import ensemble as P
-from rfcxlib.runs import RunDir, save_npz_atomic
+from rfcxlib.runner.run_dir import RunDir
+from rfcxlib.atomic import save_npz_atomic
 from rfcxlib.data.submission import validate_submission, write_submission
 
 matplotlib.use("Agg")

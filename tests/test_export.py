@@ -29,7 +29,8 @@ from rfcxlib.errors import DataError, ParameterError
 # native image width (no resize) and three channels: the front-end's other branches than predict's tests
 TINY = dict(backbone="small_cnn", head="attention_v1", attention="cbam", base_units=8, n_mels=32,
             hop_length=1024, image_width=0, channels=3, crop_s=3.0, hop_s=3.0, batch_size=8,
-            epochs=1, steps_per_epoch=2, learning_rate=3e-3, folds=3, train_folds=[0, 1], seed=2)
+            epochs=1, steps_per_epoch=2, learning_rate=3e-3, folds=3, train_folds=[0, 1], seed=2,
+            p_band_filter=0.0, band_mode=False, log="log1p", time_mask=50, freq_mask=16, checkpoint="best")
 SAVEDMODEL_ATOL = 1e-5
 TFLITE_ATOL = 1e-4
 

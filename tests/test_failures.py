@@ -20,7 +20,8 @@ import soundfile as sf
 
 from rfcxlib.runner import execute as execution, preflight
 from rfcxlib.data.checks import check_decodable
-from rfcxlib.runs import RunLock, update_json_atomic
+from rfcxlib.runner.run_dir import RunLock
+from rfcxlib.atomic import update_json_atomic
 from rfcxlib.errors import RunFailed
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,7 +18,9 @@ from rfcxlib.errors import ParameterError
 
 TINY = dict(backbone="small_cnn", head="attention_v1", attention="cbam", base_units=8, n_mels=32,
             hop_length=2048, image_width=0, channels=1, crop_s=3.0, hop_s=3.0, batch_size=8,
-            epochs=1, steps_per_epoch=2, folds=3, train_folds=[0], seed=0, freq_channel=True)
+            epochs=1, steps_per_epoch=2, folds=3, train_folds=[0], seed=0, freq_channel=True,
+            p_band_filter=0.0, band_mode=False, log="log1p", time_mask=50, freq_mask=16, learning_rate=1e-3,
+            checkpoint="best")
 
 
 def test_to_image_appends_the_bin_index_scaled_to_one(rng):

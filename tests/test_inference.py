@@ -14,7 +14,7 @@ from rfcxlib.config import RunConfig
 from rfcxlib.errors import ParameterError
 
 PARAMS = dict(n_mels=32, hop_length=2048, image_width=0, channels=1, crop_s=4.0, hop_s=2.0,
-              batch_size=8, p_time_mask=0.5, p_freq_mask=0.5)
+              batch_size=8, p_time_mask=0.5, p_freq_mask=0.5, p_band_filter=0.0, band_mode=False)
 
 
 @pytest.fixture(scope="module")

@@ -140,7 +140,7 @@ def test_a_notebook_runs_through_the_server_kernel(lab, tmp_path):
             result = _execute(ws, cells[0].source + "\nprint(repr(data_dir), repr(run_dir))")
             assert result["error"] is None and result["stdout"].strip() == "'' ''", (name, result)
         result = _execute(ws, "import os, rfcxlib, numpy as np\n"
-                              "from rfcxlib.runs import RunDir\n"
+                              "from rfcxlib.runner.run_dir import RunDir\n"
                               f"run = RunDir({str(tmp_path / 'run')!r})\n"
                               "run.update_metrics('check', {'x': float(np.arange(4).sum())})\n"
                               "print(rfcxlib.NUM_SPECIES, run.metrics()['check']['x'], os.getcwd())")
@@ -157,7 +157,7 @@ def test_a_notebook_runs_through_the_server_kernel(lab, tmp_path):
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
 def test_lab_screenshot(lab, tmp_path):
     """``/lab`` rendered by headless Chromium shows the JupyterLab page (not an error page)."""
-    from rfcxlib.reports.summary import screenshot
+    from rfcxlib.reports.browser import screenshot
 
     base, token = lab
     out = Path(os.environ.get("RFCX_SCREENSHOT_DIR") or tmp_path) / "jupyterlab.png"

@@ -234,9 +234,9 @@ def test_kaggle_data_dir_is_found_when_running_on_kaggle(tmp_path, monkeypatch):
     comp.mkdir()
     (comp / "train_tp.csv").write_text("recording_id\n")
     assert kaggle.kaggle_data_dir() == comp and kaggle.resolve_data_dir("") == str(comp)
-    from rfcxlib.synth import dataset as synth  # notebooks call ensure_dataset when data_dir is empty
+    from rfcxlib.data import source  # notebooks find their data there when data_dir is empty
 
-    assert synth.ensure_dataset("tiny", 0) == comp
+    assert source.find_data("", profile="tiny", seed=0) == comp
     monkeypatch.setenv("RFCX_KAGGLE_WORKING", str(tmp_path / "working"))
     (tmp_path / "submission.csv").write_text("recording_id,s0\n")
     copied = kaggle.export_submission(tmp_path / "submission.csv")

@@ -25,7 +25,8 @@ from rfcxlib.models import build_model
 PARAMS = dict(backbone="small_cnn", head="attention_v1", attention="cbam", base_units=8, n_mels=32,
               hop_length=2048, image_width=64, channels=1, crop_s=4.0, hop_s=3.0, batch_size=8,
               epochs=2, steps_per_epoch=2, learning_rate=3e-3, dropout=0.0, folds=3, train_folds=[0],
-              seed=1, checkpoint="last")
+              seed=1, checkpoint="last", p_band_filter=0.0, band_mode=False, log="log1p", time_mask=50,
+              freq_mask=16)
 # float32 weights after 4 Adam steps (measured: 1.4e-6 at most, on weights up to 1.4): the
 # replicas' batch-norm statistics (E[x^2] - E[x]^2 over the global batch) and gradient sums round
 # differently from one device's

@@ -18,7 +18,9 @@ from rfcxlib.errors import DataError, ParameterError
 from rfcxlib.models import load_model
 from simulated_kill import killed_as_epoch_starts
 
-CONFIG = dict(n_mels=32, hop_length=1024, crop_s=2.0, batch_size=8, epochs=1, channels=1, folds=3)
+CONFIG = dict(n_mels=32, hop_length=1024, crop_s=2.0, batch_size=8, epochs=1, steps_per_epoch=0, channels=1,
+              folds=3, hop_s=3.0, p_band_filter=0.0, band_mode=False, log="log1p", time_mask=50, freq_mask=16,
+              head="attention_v2", base_units=256, learning_rate=1e-3, checkpoint="best")
 
 
 def tiny_model(config, input_shape):

@@ -6,13 +6,15 @@ import ast
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from rfcxlib import ParameterError, layout
+from rfcxlib.config import RunConfig
 from rfcxlib.runner import notebook, profiles
 from rfcxlib.synth import sounds as synth_sounds
-from rfcxlib.runner.series import Step, discover, notebooks_dir
+from rfcxlib.runner.plan import Step, discover, notebooks_dir
 from rfcxlib.runner.step_configs import step_config
 
 BASE = {"data_dir": "", "run_dir": "", "profile": "tiny", "data_seed": 0}
@@ -65,12 +67,22 @@ def test_rules_tie_fix_and_keep_own_names():
     assert c02.features.win_length == 1024 == c02.features.n_fft
     c03 = notebook.config_of("03_augmentations", {**BASE, "seed": 7, "p_gain": 0.0})
     assert c03.train.seed == 0, "notebook 03's seed draws its figures, it is not the training seed"
-    assert c03.augment.p_gain == 1.0 and c03.augment.p_band_filter == 0.0
-    c05 = notebook.config_of("05_noisy_labels", {**BASE, "epochs": 2})
-    assert (c05.features.channels, c05.features.log, c05.train.checkpoint) == (1, "log_eps", "last")
+    assert c03.augment.p_gain == 1.0 and c03.augment.p_band_filter == RunConfig().augment.p_band_filter
     assert notebook.config_of("04_training", {**BASE, "weights": ""}).model.weights is None
     with pytest.raises(ParameterError, match="unknown value for 'backbone'"):
         notebook.config_of("04_training", {**BASE, "backbone": "densenet12"})
+
+
+def test_notebook_05_declares_what_it_needs_and_resolves_as_before():
+    """Notebook 05's configuration from its parameters cell alone, no rule added: the same as the
+    one recorded in ``tests/data/notebook_05_config.json`` (built when rules still fixed its
+    ``channels``, ``log`` and ``checkpoint``)."""
+    path = notebooks_dir() / "05_noisy_labels.ipynb"
+    declared = {k: ast.literal_eval(v["default"]) for k, v in profiles.declared_parameters(path).items()}
+    assert notebook.rules_for(path.stem).fixed == {}
+    recorded = json.loads((Path(__file__).parent / "data" / "notebook_05_config.json").read_text())
+    assert notebook.config_of(path.stem, declared) == RunConfig.from_dict(recorded)
+    assert {"channels", "log", "checkpoint", "band_mode", "p_band_filter"} <= set(declared)
 
 
 def test_every_augmentation_is_the_steps_notebook_03_shows():

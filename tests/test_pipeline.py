@@ -8,8 +8,10 @@ from rfcxlib.features import logmel as features, pipeline
 from rfcxlib.config import RunConfig
 from rfcxlib.errors import DataError, ParameterError
 
-PARAMS = dict(batch_size=4, crop_s=4.0, image_width=96, n_mels=64, p_time_mask=0.5, p_freq_mask=0.5,
-              p_resize_crop=0.5, p_noise=0.5, p_gain=0.5, p_wave_noise=0.5, p_shift=0.5, p_mixup=0.5)
+PARAMS = dict(batch_size=4, crop_s=4.0, image_width=96, n_mels=64, hop_length=512, channels=3, log="log1p",
+              p_time_mask=0.5, p_freq_mask=0.5, time_mask=50, freq_mask=16, p_resize_crop=0.5, p_noise=0.5,
+              p_gain=0.5, p_wave_noise=0.5, p_shift=0.5, p_mixup=0.5, p_band_filter=0.0, hop_s=3.0,
+              band_mode=False)
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +29,8 @@ def _epoch(ds):
 
 
 def test_input_shape():
-    assert pipeline.input_shape(RunConfig()) == (128, 1 + (6 * 48000 - 2048) // 512, 3)
-    assert pipeline.input_shape(RunConfig.from_params(dict(image_width=512))) == (128, 512, 3)
+    assert pipeline.input_shape(RunConfig()) == (48, 1 + (3 * 48000 - 2048) // 2048, 1)
+    assert pipeline.input_shape(RunConfig.from_params(dict(image_width=512))) == (48, 512, 1)
     with pytest.raises(ParameterError, match=r"'fmax' = 15000.0.*sr / 2 \(8000.0\)"):
         pipeline.input_shape(RunConfig.from_params(dict(sr=16000)))
 

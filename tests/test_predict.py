@@ -25,7 +25,8 @@ from rfcxlib.audio.streaming import audio_blocks, cut_windows
 
 TINY = dict(backbone="small_cnn", head="attention_v1", attention="cbam", base_units=8, n_mels=32,
             hop_length=2048, image_width=64, channels=1, crop_s=4.0, hop_s=3.0, batch_size=8,
-            epochs=1, steps_per_epoch=2, learning_rate=3e-3, folds=3, train_folds=[0], seed=1)
+            epochs=1, steps_per_epoch=2, learning_rate=3e-3, folds=3, train_folds=[0], seed=1,
+            p_band_filter=0.0, band_mode=False, log="log1p", time_mask=50, freq_mask=16, checkpoint="best")
 
 
 @pytest.fixture(scope="module")
@@ -507,7 +508,7 @@ def test_one_hour_recording_streams_in_bounded_memory(run_dir, tiny, tmp_path):
 def test_notebook_07_runs_on_the_run(run_dir, tiny_data_dir, tmp_path):
     import papermill
 
-    from rfcxlib.runs import project_root
+    from rfcxlib.paths import project_root
 
     notebook = project_root() / "notebooks" / "07_field_detections.ipynb"
     papermill.execute_notebook(str(notebook), str(tmp_path / "07.ipynb"), kernel_name="python3",

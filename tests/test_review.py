@@ -317,7 +317,7 @@ def test_a_raven_queue_round_trips_and_crowsetta_reads_it(dataset, tmp_path):
 def test_rfcx_review_then_import_through_the_command_line(dataset, tiny_data_dir, tmp_path, capsys):
     from rfcxlib.embeddings.head_config import HeadConfig
     from rfcxlib.review import committee
-    from rfcxlib.runs import save_keras_atomic, write_json_atomic
+    from rfcxlib.atomic import save_keras_atomic, write_json_atomic
 
     head = HeadConfig(embed_hop_s=1.0, epochs=2, units=16)
     table = committee.embed_for(dataset, head)

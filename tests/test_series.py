@@ -13,9 +13,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from rfcxlib.runner import profiles, series
+from rfcxlib.runner import console, profiles, series
 from rfcxlib.reports import summary
-from rfcxlib.errors import DataError, ParameterError
+from rfcxlib.errors import DataError, ParameterError, RunFailed
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNEL = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -29,7 +29,7 @@ LOG = '''from pathlib import Path
 Path(run_dir, "executions.log").open("a").write("{name}\\n")
 '''
 METRICS = '''import json
-from rfcxlib.runs import RunDir
+from rfcxlib.runner.run_dir import RunDir
 run = RunDir(run_dir)
 {body}
 '''
@@ -110,6 +110,12 @@ def _env(tmp_path) -> dict:
     return {**os.environ, "RFCX_OUTPUTS": str(tmp_path / "outputs"), "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
+def test_durations_read_in_seconds_then_minutes():
+    assert console.format_duration(12.34) == "12.3 s"
+    assert console.format_duration(433.0) == "7 min 13 s"
+    assert console.strip_ansi("\x1b[0;31mValueError\x1b[0m: bad") == "ValueError: bad"
+
+
 def test_parse_value_reads_yaml_scalars_like_papermill():
     assert profiles.parse_value("3") == 3 and profiles.parse_value("0.5") == 0.5
     assert profiles.parse_value("1e-3") == 0.001 and profiles.parse_value("true") is True
@@ -138,6 +144,15 @@ def test_plan_resolves_precedence_sweep_and_types(series_dir, profile_file, fake
                        folder=str(series_dir), sweep=str(sweep), select="04,06")
     assert [(st.key, st.parameters.get("epochs")) for st in s.steps] == [
         ("04_train[x]", 7), ("04_train[y]", 9), ("04_train[z]", 7), ("06_ensemble", None)]
+
+
+def test_a_broken_state_file_is_named(series_dir, profile_file, fake_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("RFCX_OUTPUTS", str(tmp_path / "out"))
+    state = tmp_path / "out" / "cut" / "series.json"
+    state.parent.mkdir(parents=True)
+    state.write_text('{"steps": {"01_first": {"status": "comp')
+    with pytest.raises(RunFailed, match=rf"^{state}: not valid JSON \(.*line 1, column .*\); move it away"):
+        series.prepare(profile=str(profile_file), run_id="cut", data_dir=str(fake_data), folder=str(series_dir))
 
 
 def test_unknown_names_and_profiles_give_clear_errors(series_dir, profile_file, fake_data,

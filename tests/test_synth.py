@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from rfcxlib import cli
+from rfcxlib import cli, paths
 from rfcxlib.synth import dataset as synth
 from rfcxlib.synth import sounds as snd
 from rfcxlib.errors import ParameterError
@@ -193,7 +193,7 @@ def test_cli_then_ensure_dataset_uses_the_cache(capsys):
     printed = capsys.readouterr().out
     assert "48 train + 12 test recordings" in printed and "TP rows" in printed
     path = synth.ensure_dataset("tiny", 3)
-    assert path == synth.cache_root() / "synth" / "tiny-seed3"
+    assert path == paths.cache_root() / "synth" / "tiny-seed3"
     assert synth.is_complete(path)
     mtime = (path / "train_tp.csv").stat().st_mtime_ns
     assert synth.ensure_dataset("tiny", 3) == path

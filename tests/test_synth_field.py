@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 import soxr
 
-from rfcxlib import cli, config
+from rfcxlib import cli, config, paths
 from rfcxlib.data import tables as data
 from rfcxlib.runner import profiles
 from rfcxlib.synth import dataset as synth
@@ -143,7 +143,7 @@ def test_the_background_is_a_stretch_of_a_folder_recording(real_data):
 
 def test_cache_key_follows_the_backgrounds(field_dir, real_data, tmp_path):
     train, test = _sources(real_data)
-    assert synth.dataset_dir("mini", 0) == synth.cache_root() / "synth" / "mini-seed0"
+    assert synth.dataset_dir("mini", 0) == paths.cache_root() / "synth" / "mini-seed0"
     default = synth.dataset_dir("field", 0, backgrounds=train, test_backgrounds=test)
     assert default.name.startswith("field-seed0-")
     fewer = tmp_path / "fewer"
@@ -194,12 +194,12 @@ def test_default_folders_and_their_overrides(tmp_path, monkeypatch):
     y, sr = sf.read(next((out / "test").glob("*.flac")))
     assert sr == 48000 and y.size == 4 * 48000
     # the cached data set: its folder carries the key, and a second call reuses it
-    cached = synth.ensure_dataset("field", 0, settings=small, progress=False, kaggle=False)
+    cached = synth.ensure_dataset("field", 0, settings=small, progress=False)
     assert cached == synth.dataset_dir("field", 0, settings=small)
     assert cached.name.startswith("field-seed0-") and synth.is_complete(cached)
     assert (cached / "sites.csv").read_text() == (out / "sites.csv").read_text()
     mtime = (cached / "sites.csv").stat().st_mtime_ns
-    assert synth.ensure_dataset("field", 0, settings=small, progress=False, kaggle=False) == cached
+    assert synth.ensure_dataset("field", 0, settings=small, progress=False) == cached
     assert (cached / "sites.csv").stat().st_mtime_ns == mtime
 
 

@@ -24,7 +24,8 @@ from simulated_kill import killed_as_epoch_starts
 
 TINY = dict(backbone="small_cnn", head="attention_v1", attention="cbam", base_units=8, n_mels=32,
             hop_length=2048, image_width=64, channels=1, crop_s=4.0, hop_s=3.0, batch_size=8,
-            epochs=3, learning_rate=3e-3, folds=3, train_folds=[0], seed=1)
+            epochs=3, steps_per_epoch=0, learning_rate=3e-3, folds=3, train_folds=[0], seed=1,
+            p_band_filter=0.0, band_mode=False, log="log1p", time_mask=50, freq_mask=16, checkpoint="best")
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -28,8 +27,9 @@ from rfcxlib.audio.header import audio_info
 from rfcxlib.inference import member_windows
 from rfcxlib.config import AudioConfig, check
 from rfcxlib.errors import DataError, ParameterError, unknown_choice
-from rfcxlib.runs import write_bytes_atomic
+from rfcxlib.atomic import write_bytes_atomic
 from rfcxlib.layout import SAMPLE_RATE
+from rfcxlib.paths import cache_root
 
 INT16_SCALE = 32768.0
 
@@ -184,11 +184,6 @@ def window_starts(duration_s: float, *, crop_s: float, hop_s: float) -> np.ndarr
 
 
 # --------------------------------------------------------------------------- cache
-def cache_root() -> Path:
-    """``$RFCX_CACHE_DIR`` (default ``~/.cache/rfcx``)."""
-    return Path(os.environ.get("RFCX_CACHE_DIR") or Path.home() / ".cache" / "rfcx")
-
-
 def to_pcm16(y: np.ndarray) -> np.ndarray:
     """float audio in [-1, 1] -> int16 PCM (lossless for audio decoded from 16-bit files)."""
     return np.clip(np.round(np.asarray(y) * INT16_SCALE), -32768, 32767).astype(np.int16)

@@ -12,6 +12,8 @@ The answers go to ``<RUN>/labels/`` (``--labels`` for another folder); train wit
 imported when the command runs.
 
 Tested in ``tests/test_review.py``.
+
+Tests: tests/test_review.py
 """
 from __future__ import annotations
 
@@ -42,10 +44,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_data_dir(run: Path) -> Path:
     """The data folder a run was made on (its ``config.json``)."""
-    from rfcxlib.runs import read_json
+    from rfcxlib.atomic import read_json
+    from rfcxlib.layout import CONFIG_FILE
     from rfcxlib.synth import dataset as synth
 
-    config = read_json(run / "config.json", default=None)
+    config = read_json(run / CONFIG_FILE, default=None)
     if not config:
         raise DataError(f"{run / 'config.json'}: not found; expected a run folder of rfcx run or the notebooks")
     where = (config.get("series") or {}).get("data_dir") or (config.get("data") or {}).get("data_dir")

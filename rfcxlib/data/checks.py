@@ -73,7 +73,10 @@ def check_annotations(df: pd.DataFrame, name: str = "table") -> list[str]:
     return problems
 
 
-def _normalise(df: pd.DataFrame) -> pd.DataFrame:
+def normalise_annotations(df: pd.DataFrame) -> pd.DataFrame:
+    """An annotation table with its columns (:data:`COLUMNS`, in order) and their types
+    (``recording_id`` str, ids int64, times and frequencies float64) and a fresh index; rows
+    checked by :func:`check_annotations` first."""
     out = df[COLUMNS].copy()
     out["recording_id"] = out["recording_id"].astype(str)
     out["species_id"] = out["species_id"].astype(np.int64)
@@ -95,12 +98,12 @@ def read_annotations(path) -> pd.DataFrame:
     problems = check_annotations(df, str(path))
     if problems:
         raise DataError("\n".join(problems))
-    return _normalise(df)
+    return normalise_annotations(df)
 
 
 def _empty_table() -> pd.DataFrame:
-    return _normalise(pd.DataFrame({c: pd.Series(dtype=str if c == "recording_id" else float)
-                                    for c in COLUMNS}))
+    return normalise_annotations(pd.DataFrame({c: pd.Series(dtype=str if c == "recording_id" else float)
+                                               for c in COLUMNS}))
 
 
 def _read_csv(path: Path, problems: list, required: bool):
@@ -122,7 +125,7 @@ def _read_tables(root: Path, problems: list) -> dict:
         found = check_annotations(df, str(root / name)) if df is not None else ["unreadable"]
         if df is not None and found:
             problems.extend(found)
-        tables[key] = _normalise(df) if not found else _empty_table()
+        tables[key] = normalise_annotations(df) if not found else _empty_table()
         tables[key + "_ok"] = not found
     return tables
 

@@ -10,6 +10,8 @@ checks the originals (:func:`rfcxlib.data.checks.check_added_labels`: the same c
 row must name a *training* recording and end within it).
 
 Tested in ``tests/test_review.py``.
+
+Tests: tests/test_review.py
 """
 from __future__ import annotations
 

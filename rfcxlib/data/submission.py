@@ -17,7 +17,7 @@ import pandas as pd
 from rfcxlib.errors import DataError, ParameterError
 from rfcxlib.layout import NUM_SPECIES, SPECIES_COLUMNS
 from rfcxlib.layout import SUBMISSION_COLUMNS as COLUMNS
-from rfcxlib.runs import write_text_atomic
+from rfcxlib.atomic import write_text_atomic
 
 __all__ = ["COLUMNS", "SPECIES_COLUMNS", "read_sample_submission", "submission_frame",
            "write_submission", "validate_submission"]

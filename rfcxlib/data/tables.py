@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from rfcxlib.data.checks import (  # noqa: F401  (re-exported)
-    COLUMNS, NUM_SPECIES, _normalise, check_annotations, inspect_folder, read_annotations, summarise,
-    validate)
+    COLUMNS, NUM_SPECIES, check_annotations, inspect_folder, normalise_annotations, read_annotations,
+    summarise, validate)
 from rfcxlib.data.extra_labels import with_extra_labels
 from rfcxlib.errors import DataError, ParameterError
 from rfcxlib.layout import SAMPLE_RATE
@@ -185,7 +185,7 @@ class Dataset:
                                 "expected recordings of train/ or test/")
             if problems:
                 raise DataError("\n".join(problems))
-            new = _normalise(new)
+            new = normalise_annotations(new)
             if not replace:
                 new = pd.concat([old, new], ignore_index=True).drop_duplicates(ignore_index=True)
             tables[name] = new

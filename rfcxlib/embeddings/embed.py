@@ -16,6 +16,8 @@ as :func:`~rfcxlib.embeddings.birdnet.embed_paths` does. With ``--runner`` each 
 element of :mod:`rfcxlib.beam_pipeline`, one interpreter per Beam worker, and the audio and the
 cache may be URLs (``gs://``, ``s3://``): a URL's cache key holds the URL and the size and time
 its file system gives. Covered by ``tests/test_beam.py``.
+
+Tests: tests/test_beam.py
 """
 from __future__ import annotations
 
@@ -32,17 +34,17 @@ from typing import Optional, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from rfcxlib.audio import decode as audio
 from rfcxlib.beam_io import BeamFiles, LocalFiles, is_url, require_beam
 from rfcxlib.embeddings import birdnet
 from rfcxlib.errors import DataError
+from rfcxlib.paths import cache_root
 
 REPORT = "report.json"
 STATUSES = ("done", "cached", "skipped")
 
 
 def npz_bytes(**arrays) -> bytes:
-    """The ``.npz`` file (compressed, as :func:`rfcxlib.runs.save_npz_atomic` writes) of ``arrays``."""
+    """The ``.npz`` file (compressed, as :func:`rfcxlib.atomic.save_npz_atomic` writes) of ``arrays``."""
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     return buffer.getvalue()
@@ -100,7 +102,7 @@ def embed_in_process(paths: Sequence, *, embedder: str = "birdnet_v24", hop_s: f
                      root=None, workers: Optional[int] = None, progress: bool = True) -> dict:
     """Embed every recording of ``paths`` (files or folders) into the cache under ``root``
     (default ``$RFCX_CACHE_DIR``) with ``workers`` interpreters in threads; returns the report."""
-    files, root = LocalFiles(), str(root or audio.cache_root())
+    files, root = LocalFiles(), str(root or cache_root())
     locations = files.list_audio(paths)
     model = birdnet.EmbeddingModel(embedder, workers=workers)
     bar = tqdm(total=len(locations), desc=f"embedding ({embedder}, hop {hop_s:g} s)", unit="rec",
@@ -143,7 +145,7 @@ def embed_on_beam(paths: Sequence, *, runner: Sequence[str], embedder: str = "bi
     from rfcxlib import beam_pipeline  # imports apache_beam, which this module does without
 
     files = BeamFiles()
-    root = str(root or audio.cache_root())
+    root = str(root or cache_root())
     root = root if is_url(root) else os.path.abspath(root)
     locations = files.list_audio(paths)
     beam_pipeline.run(locations, setup=partial(_Worker, embedder),

@@ -31,13 +31,14 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from rfcxlib.layout import CONFIG_FILE
 from rfcxlib.config import RunConfig, check_choice
 from rfcxlib.embeddings import birdnet, head_methods
 from rfcxlib.embeddings.head_config import HEAD_METHODS, HeadConfig, SoftPseudoConfig, check_loss
 from rfcxlib.embeddings.head_fit import fit_head, head_clip_logits, validator
 from rfcxlib.embeddings.head_targets import training_windows
 from rfcxlib.errors import ParameterError
-from rfcxlib.runs import read_json, save_keras_atomic, save_npz_atomic, write_json_atomic
+from rfcxlib.atomic import read_json, save_keras_atomic, save_npz_atomic, write_json_atomic
 from rfcxlib.training import fingerprints
 from rfcxlib.training.train import fold_split, write_scores
 
@@ -75,7 +76,7 @@ def train_head_model(dataset, config: RunConfig, head: HeadConfig, model_dir, *,
             **({"soft": soft.to_dict()} if method == "soft_pseudo" else {})}
     extra = {"family": "birdnet", "embedder": head.embedder, "licence": birdnet.get_embedder(head.embedder).licence,
              **info, **(extra or {})}
-    write_json_atomic(model_dir / "config.json", {**config.to_dict(), "head": head.to_dict(), "notebook": extra})
+    write_json_atomic(model_dir / CONFIG_FILE, {**config.to_dict(), "head": head.to_dict(), "notebook": extra})
     made_by = {"data": fingerprints.data_digest(dataset, test=True), "config": config.to_dict(),
                "head": head.key(), "info": info, "windows": windows}
     oof, test, history, notes = [], [], [], {}

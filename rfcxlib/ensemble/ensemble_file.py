@@ -25,7 +25,7 @@ import numpy as np
 from rfcxlib import NUM_SPECIES
 from rfcxlib.ensemble.model_scores import ENSEMBLE_METHODS
 from rfcxlib.errors import DataError
-from rfcxlib.runs import write_json_atomic
+from rfcxlib.atomic import write_json_atomic
 
 FILE_NAME = "ensemble.json"
 

@@ -27,7 +27,7 @@ import pandas as pd
 
 from rfcxlib.errors import DataError, ParameterError
 from rfcxlib.layout import NUM_SPECIES
-from rfcxlib.runs import write_json_atomic
+from rfcxlib.atomic import write_json_atomic
 
 BANDS_FILE = "bands.json"
 #: The bands file of run folders written by earlier versions of ``rfcx predict``: read, never written.

@@ -32,8 +32,8 @@ from rfcxlib import __version__
 from rfcxlib.embeddings import birdnet as embeddings
 from rfcxlib.inference import export
 from rfcxlib.errors import DataError, ParameterError
-from rfcxlib.layout import SPECIES_COLUMNS
-from rfcxlib.runs import write_json_atomic, write_text_atomic
+from rfcxlib.layout import CONFIG_FILE, SPECIES_COLUMNS
+from rfcxlib.atomic import replace_folder, write_json_atomic, write_text_atomic
 
 METADATA_FILE = "rfcx_export.json"
 RUNNER_FILE = "run_exported.py"
@@ -177,19 +177,19 @@ def export_bundle(source, *, fmt: str, out) -> Path:
         write_text_atomic(folder / RUNNER_FILE, inspect.getsource(run_exported))
         write_text_atomic(folder / WINDOWS_FILE, inspect.getsource(member_windows))
         write_text_atomic(folder / "README.md", _readme(meta))
-        export.replace_folder(folder, out)
+        replace_folder(folder, out)
     return out
 
 
 def is_bundle_source(path: Path) -> bool:
     """Whether ``rfcx export`` of ``path`` makes a folder (a run, or a model that is not a CNN)."""
     from rfcxlib.models import BACKBONES
-    from rfcxlib.runs import read_json
+    from rfcxlib.atomic import read_json
 
     path = Path(path)
     if (path / "models").is_dir():
         return True
-    config = read_json(path / "config.json", default=None)
+    config = read_json(path / CONFIG_FILE, default=None)
     if config is None:
         raise DataError(f"{path}: not a model folder (no config.json) nor a run folder (no models/); "
                         "expected outputs/<run>/ or outputs/<run>/models/<name>/")

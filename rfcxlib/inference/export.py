@@ -17,30 +17,28 @@ Metadata (window length, rate, species list, the feature settings) travels with 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import tempfile
 from pathlib import Path
 
 from rfcxlib import NUM_SPECIES, __version__
 from rfcxlib.errors import DataError, ParameterError, unknown_choice
-from rfcxlib.layout import SPECIES_COLUMNS
-from rfcxlib.runs import read_json, write_bytes_atomic, write_json_atomic
+from rfcxlib.layout import CONFIG_FILE, SPECIES_COLUMNS
+from rfcxlib.atomic import read_json, replace_folder, write_bytes_atomic, write_json_atomic
 
 FORMATS = ("savedmodel", "tflite")
 METADATA_FILE = "rfcx_metadata.json"
 
 
 def _model_config(model_dir: Path) -> dict:
-    config = read_json(model_dir / "config.json", default=None)
+    config = read_json(model_dir / CONFIG_FILE, default=None)
     if config is None:
-        raise DataError(f"{model_dir / 'config.json'}: no such file; expected a model folder written "
+        raise DataError(f"{model_dir / CONFIG_FILE}: no such file; expected a model folder written "
                         f"by rfcxlib.training.train.train_model (config.json, fold<k>/, model.keras)")
     backbone = (config.get("model") or {}).get("backbone")
     from rfcxlib.models import BACKBONES
 
     if backbone not in BACKBONES:
-        raise ParameterError(f"{model_dir / 'config.json'}: backbone {backbone!r} is not a CNN of "
+        raise ParameterError(f"{model_dir / CONFIG_FILE}: backbone {backbone!r} is not a CNN of "
                              f"rfcxlib.models ({', '.join(sorted(BACKBONES))}); only CNNs are exported")
     return config
 
@@ -112,17 +110,6 @@ def _save_savedmodel(module, folder: Path) -> None:
     tf.saved_model.save(module, str(folder), signatures={
         "serving_default": module.serve.get_concrete_function(),
         "metadata": module.metadata.get_concrete_function()})
-
-
-def replace_folder(tmp: Path, out: Path) -> None:
-    """Move the finished folder ``tmp`` to ``out`` (an older export there is removed after)."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def tflite_bytes(module, n: int, tmp: Path, *, inputs: str = "audio", outputs: str = "scores") -> tuple[bytes, bool]:

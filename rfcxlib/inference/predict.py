@@ -26,7 +26,6 @@ data set has a species name table.
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +41,7 @@ from rfcxlib.ensemble.ensemble_file import member_combination, read_ensemble
 from rfcxlib.errors import DataError, ParameterError
 from rfcxlib.layout import SPECIES_COLUMNS
 from rfcxlib.ensemble.model_scores import gather_models
-from rfcxlib.runs import write_json_atomic, write_text_atomic
+from rfcxlib.atomic import AtomicFile, write_json_atomic, write_text_atomic
 from rfcxlib.inference.scorers import build_scorer, has_scorer
 from rfcxlib.audio.header import audio_info
 from rfcxlib.audio.streaming import audio_blocks, collect_files, cut_windows
@@ -240,23 +239,17 @@ class _CsvAppender:
     :meth:`commit` (memory stays bounded however many files; readers never see half a table)."""
 
     def __init__(self, path: Path, columns: list):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path, self.tmp = path, path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        self.f = open(self.tmp, "w", newline="")
-        self.f.write(",".join(columns) + "\n")
+        self.out = AtomicFile(path, "w", newline="")
+        self.out.file.write(",".join(columns) + "\n")
 
     def add(self, frame: pd.DataFrame) -> None:
-        frame.to_csv(self.f, header=False, index=False, float_format="%.6f", lineterminator="\n")
+        frame.to_csv(self.out.file, header=False, index=False, float_format="%.6f", lineterminator="\n")
 
     def commit(self) -> None:
-        self.f.flush()
-        os.fsync(self.f.fileno())
-        self.f.close()
-        os.replace(self.tmp, self.path)
+        self.out.commit()
 
     def discard(self) -> None:
-        self.f.close()
-        self.tmp.unlink(missing_ok=True)
+        self.out.discard()
 
 
 def score_one(predictor: Predictor, rid: str, path: Path, *, cut, bands, names, out: Path, bar):

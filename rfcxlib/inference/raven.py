@@ -23,7 +23,7 @@ from rfcxlib.data.checks import read_annotations
 from rfcxlib.features.bands import bands_file, fill_bands, read_bands, species_bands, write_bands
 from rfcxlib.synth import dataset as synth
 from rfcxlib.errors import DataError, ParameterError
-from rfcxlib.runs import write_text_atomic
+from rfcxlib.atomic import write_text_atomic
 
 RAVEN_COLUMNS = ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)",
                  "High Freq (Hz)", "Species", "Species ID", "Score", "Windows"]

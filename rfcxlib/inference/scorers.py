@@ -22,6 +22,7 @@ import numpy as np
 
 from rfcxlib.errors import DataError, ParameterError, unknown_choice
 from rfcxlib.features import bands
+from rfcxlib.layout import CONFIG_FILE
 
 
 @dataclass
@@ -184,5 +185,5 @@ def build_scorer(model_dir: Path, config: dict, name: str) -> WindowScorer:
 
     if backbone in BACKBONES:
         return build_cnn_scorer(model_dir, config, name)
-    raise unknown_choice(f"backbone in {model_dir / 'config.json'}: no window scorer for",
+    raise unknown_choice(f"backbone in {model_dir / CONFIG_FILE}: no window scorer for",
                          backbone, sorted(set(SCORERS) | set(BACKBONES)))

@@ -31,7 +31,7 @@ from rfcxlib.config import check
 from rfcxlib.ensemble.combine import combine
 from rfcxlib.ensemble.model_scores import stack_models
 from rfcxlib.errors import DataError, ParameterError
-from rfcxlib.runs import write_json_atomic
+from rfcxlib.atomic import write_json_atomic
 
 FILE_NAME = "thresholds.json"
 DEFAULT_THRESHOLD = 0.5  # every species' threshold when nothing else is given

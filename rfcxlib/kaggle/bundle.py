@@ -1,6 +1,9 @@
 """Assembling the bundle folder that ``kaggle kernels push -p DIR`` uploads: the kernel's
 notebook and metadata, the wheels' data set and the upload steps, written in a temporary folder
-that is renamed into place."""
+that is renamed into place.
+
+Tests: tests/test_kaggle.py
+"""
 from __future__ import annotations
 
 import importlib.util
@@ -20,7 +23,7 @@ from rfcxlib.kaggle.kernel import (METADATA_FILE, PLACEHOLDER_USER, accelerator_
                                    slugify)
 from rfcxlib.kaggle.wheels import (DATASET_METADATA_FILE, WHEEL_FOLDER, birdnet_wheel,
                                    build_wheel, dataset_metadata)
-from rfcxlib.runs import write_json_atomic, write_text_atomic
+from rfcxlib.atomic import replace_folder, write_json_atomic, write_text_atomic
 
 README = """\
 # Kaggle kernel bundle: {code_file}
@@ -122,13 +125,7 @@ def build_bundle(notebook, out_dir, *, parameters: Optional[dict[str, Any]] = No
     except BaseException:
         shutil.rmtree(out_dir, ignore_errors=True)  # no half-built bundle
         raise
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-        os.replace(out_dir, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(out_dir, final)
+    replace_folder(out_dir, final)
     os.chmod(final, 0o755)  # mkdtemp makes it 0700
     return final
 

@@ -1,6 +1,8 @@
 """Running inside a Kaggle kernel: the attached competition data and where a submission goes.
 
 Standard library only: a kernel imports this before (and whatever) the wheel's dependencies are.
+
+Tests: tests/test_kaggle.py
 """
 from __future__ import annotations
 

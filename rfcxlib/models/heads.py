@@ -6,6 +6,8 @@
 - ``sed`` (sound event detection): the map is averaged over frequency, a per-frame layer gives
   frame logits ``(B, W', 24)`` (layer ``frame_logits``) and attention weights (softmax over time);
   the clip logits are the attention-weighted sum of frame logits.
+
+Tests: tests/test_models.py
 """
 from __future__ import annotations
 

@@ -34,7 +34,7 @@ from rfcxlib.config import RunConfig
 from rfcxlib.embeddings import birdnet, head_config, head_folds
 from rfcxlib.errors import DataError, ParameterError, unknown_choice
 from rfcxlib.noisy import coteaching, pseudo_labels
-from rfcxlib.runs import read_json, write_text_atomic
+from rfcxlib.atomic import read_json, write_text_atomic
 from rfcxlib.training import distribute, fingerprints, losses, train
 
 #: methods that are one loss of :mod:`rfcxlib.training.losses`

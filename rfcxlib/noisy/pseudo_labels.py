@@ -24,7 +24,7 @@ from rfcxlib.features import pipeline
 from rfcxlib.features.bands import species_bands
 from rfcxlib.inference import windows as inference
 from rfcxlib.layout import SAMPLE_RATE
-from rfcxlib.runs import write_text_atomic
+from rfcxlib.atomic import write_text_atomic
 from rfcxlib.training import distribute, losses, train
 
 

@@ -3,5 +3,7 @@ and returns the figure or axes; none shows or saves (notebooks save through ``Ru
 
 Submodules by topic: ``eda`` (data set), ``features`` (spectrograms, augmentations), ``embeddings``,
 ``training`` (curves, per-class scores), ``noisy`` (method comparisons), ``ensemble``.
+
+Tests: tests/test_plots_eda.py
 """
 from rfcxlib.plots import eda, embeddings, ensemble, features, noisy, training  # noqa: F401

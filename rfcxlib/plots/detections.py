@@ -1,6 +1,8 @@
 """Figures for ``rfcx predict``: a recording's spectrogram with its detections boxed, and the
 per-species window scores over time with their thresholds. Each function takes ``fig=None``,
 returns the figure, never shows or saves.
+
+Tests: tests/test_notebooks.py
 """
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Figures of pretrained embeddings (notebook 02)."""
+"""Figures of pretrained embeddings (notebook 02).
+
+Tests: tests/test_notebooks.py
+"""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt

@@ -1,6 +1,8 @@
 """Figures of the review loop: a query's spectrogram with its window and band boxed, and the
 learning curve (answers ▶ test LWLRAP, one line per query strategy). Each function takes
 ``ax=None``, returns the figure or axes, never shows or saves.
+
+Tests: tests/test_review.py
 """
 from __future__ import annotations
 

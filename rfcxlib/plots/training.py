@@ -1,4 +1,7 @@
-"""Training figures: learning curves per fold and per-species average precision."""
+"""Training figures: learning curves per fold and per-species average precision.
+
+Tests: tests/test_notebooks.py
+"""
 from __future__ import annotations
 
 from typing import Optional

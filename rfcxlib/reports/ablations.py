@@ -26,6 +26,7 @@ import pandas as pd
 
 from rfcxlib.config import InferenceConfig, RunConfig
 from rfcxlib.errors import DataError, ParameterError
+from rfcxlib.layout import CONFIG_FILE
 
 NAME = re.compile(r"^(?P<line>.+)-s(?P<seed>\d+)$")
 IGNORED = {"seed", "data_dir"}  # what a line may differ in without it being "its change"
@@ -60,7 +61,7 @@ def results(run_dir) -> pd.DataFrame:
 def _changes(run_dir, model: str, base: Optional[str]) -> str:
     if base is None:
         return ""
-    mine, theirs = (_flat(Path(run_dir) / "models" / n / "config.json") for n in (model, base))
+    mine, theirs = (_flat(Path(run_dir) / "models" / n / CONFIG_FILE) for n in (model, base))
     diff = [f"{k} {theirs.get(k)!r} -> {v!r}" for k, v in mine.items()
             if k not in IGNORED and theirs.get(k) != v]
     return ", ".join(diff) or "(none)"
@@ -122,9 +123,9 @@ def rescore(run_dir, dataset, source: str, name: str, **inference) -> dict:
     from rfcxlib.training import train
 
     src, dst = Path(run_dir) / "models" / source, Path(run_dir) / "models" / name
-    if not (src / "config.json").is_file():
+    if not (src / CONFIG_FILE).is_file():
         raise DataError(f"{src}: no config.json; expected a model folder written by train_model")
-    body = json.loads((src / "config.json").read_text())
+    body = json.loads((src / CONFIG_FILE).read_text())
     config = RunConfig.from_dict({k: v for k, v in body.items() if k in RunConfig.__dataclass_fields__})
     config = config.replace(**inference)
     dst.mkdir(parents=True, exist_ok=True)

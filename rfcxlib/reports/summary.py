@@ -8,7 +8,9 @@ of the run that cannot be read (a table that is not UTF-8, a JSON file cut short
 such and never stops the page.
 
 ``python -m rfcxlib.reports.summary RUN_DIR [--links] [--png OUT.png]`` rewrites it and, when Chromium
-is installed, renders it to a PNG.
+is installed, renders it to a PNG (:mod:`rfcxlib.reports.browser`).
+
+Tests: tests/test_series.py
 """
 from __future__ import annotations
 
@@ -16,13 +18,13 @@ import argparse
 import base64
 import html
 import os
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
-from rfcxlib.runs import read_json, write_text_atomic
+from rfcxlib.atomic import read_json, write_text_atomic
+from rfcxlib.errors import DataError
+from rfcxlib.layout import SUMMARY_FILE
+from rfcxlib.reports.browser import screenshot
 
 SCORE_KEYS = ("test_lwlrap", "oof_lwlrap", "val_lwlrap")
 LABELS = {"test_lwlrap": "test LWLRAP", "oof_lwlrap": "out-of-fold LWLRAP (masked)",
@@ -247,7 +249,7 @@ def _read(path: Path, notes: list) -> dict:
     """A JSON file of the run as a dict; ``{}`` (and a note) when it is absent or unreadable."""
     try:
         body = read_json(path, default={}) or {}
-    except (OSError, ValueError) as exc:
+    except (OSError, DataError) as exc:
         notes.append(f"{path.name}: unreadable ({exc})")
         return {}
     return body if isinstance(body, dict) else {}
@@ -307,35 +309,9 @@ def render(run: Path, embed: bool = True) -> str:
 """
 
 
-def write_summary(run, *, embed: bool = True, name: str = "summary.html") -> Path:
+def write_summary(run, *, embed: bool = True, name: str = SUMMARY_FILE) -> Path:
     """Write ``<run>/<name>`` (atomic) and return its path."""
     return write_text_atomic(Path(run) / name, render(Path(run), embed=embed))
-
-
-def find_chromium() -> Optional[str]:
-    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
-        if shutil.which(name):
-            return shutil.which(name)
-    return None
-
-
-def screenshot(url: str, png, *, width: int = 1280, height: int = 2000,
-               wait_ms: int = 0, timeout_s: float = 120) -> Path:
-    """Render ``url`` with headless Chromium into ``png``; FileNotFoundError without Chromium."""
-    exe = find_chromium()
-    if exe is None:
-        raise FileNotFoundError("no chromium on PATH (Debian: apt-get install chromium)")
-    png = Path(png).resolve()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as profile:
-        cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-               "--no-first-run", "--disable-background-networking", "--disable-component-update",
-               "--disable-sync", "--hide-scrollbars", f"--user-data-dir={profile}",
-               f"--screenshot={png}", f"--window-size={width},{height}"]
-        if wait_ms:
-            cmd.append(f"--virtual-time-budget={wait_ms}")
-        subprocess.run(cmd + [url], check=True, timeout=timeout_s, capture_output=True)
-    return png
 
 
 def main(argv=None) -> int:
@@ -347,7 +323,7 @@ def main(argv=None) -> int:
                         "embedding them: writes summary_links.html, lighter, beside figures/")
     args = parser.parse_args(argv)
     page = write_summary(args.run_dir, embed=not args.links,
-                         name="summary_links.html" if args.links else "summary.html")
+                         name="summary_links.html" if args.links else SUMMARY_FILE)
     print(page)
     if args.png:
         print(screenshot(page.resolve().as_uri(), args.png, height=args.height))

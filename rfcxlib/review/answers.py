@@ -26,7 +26,7 @@ import pandas as pd
 from rfcxlib.data import extra_labels
 from rfcxlib.data.checks import ADDED_FILES
 from rfcxlib.errors import DataError, ParameterError
-from rfcxlib.runs import file_lock, write_text_atomic
+from rfcxlib.atomic import file_lock, write_text_atomic
 
 ANSWERS = ("present", "absent", "skip")
 #: What a person may write for each answer (case and spaces ignored); empty: not answered.

@@ -2,6 +2,8 @@
 (for the review widget's spectrogram and player) or as a WAV file (for a Raven review queue).
 
 Tested in ``tests/test_review.py``.
+
+Tests: tests/test_review.py
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import numpy as np
 import soundfile as sf
 
 from rfcxlib.audio.decode import audio_info, load_audio
-from rfcxlib.runs import write_bytes_atomic
+from rfcxlib.atomic import write_bytes_atomic
 
 
 def window_audio(path, *, start_s: float, end_s: float, pad_s: float = 1.0) -> tuple[np.ndarray, int, float]:

@@ -27,6 +27,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from rfcxlib import metrics
+from rfcxlib.layout import CONFIG_FILE
 from rfcxlib.embeddings import birdnet as embeddings
 from rfcxlib.embeddings.head_config import HeadConfig
 from rfcxlib.embeddings.head_fit import fit_head, head_logits
@@ -82,7 +83,7 @@ def head_model_dirs(run_dir) -> list[Path]:
     if not models.is_dir():
         return []
     return sorted(p for p in models.iterdir() if p.is_dir() and not p.name.startswith(".")
-                  and any(p.glob("fold*/head.keras")) and (p / "config.json").is_file())
+                  and any(p.glob("fold*/head.keras")) and (p / CONFIG_FILE).is_file())
 
 
 def from_run(run_dir) -> Committee:
@@ -101,7 +102,7 @@ def from_run(run_dir) -> Committee:
                         "(rfcxlib.review.committee.train_committee)")
     members, names, notes, first = [], [], [], None
     for model_dir in dirs:
-        head, heads = load_heads(model_dir, json.loads((model_dir / "config.json").read_text()))
+        head, heads = load_heads(model_dir, json.loads((model_dir / CONFIG_FILE).read_text()))
         first = first or head
         if (head.embedder, head.embed_hop_s, head.recording_norm) != (first.embedder, first.embed_hop_s,
                                                                        first.recording_norm):

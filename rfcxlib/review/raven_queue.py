@@ -33,7 +33,7 @@ from rfcxlib.inference.raven import RAVEN_COLUMNS, SUFFIX, write_selection_table
 from rfcxlib.review.answers import AnswerStore, parse_answer
 from rfcxlib.review.clips import write_clip
 from rfcxlib.review.queries import read_queries
-from rfcxlib.runs import read_json, write_json_atomic, write_text_atomic
+from rfcxlib.atomic import read_json, write_json_atomic, write_text_atomic
 
 #: The columns of a queue's selection tables.
 QUEUE_COLUMNS = [*RAVEN_COLUMNS[:7], "Species", "Species ID", "Query", "Score", "Spread", "Clip", "Answer"]

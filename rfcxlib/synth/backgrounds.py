@@ -14,6 +14,8 @@ folder on the test side. Default folders: ``../shared/real-data/`` beside the ch
 (:func:`default_sources`), or ``$RFCX_FIELD_BACKGROUNDS`` / ``$RFCX_FIELD_TEST_BACKGROUNDS``.
 Real recordings hold real, unlabelled animal sounds; the default test site's ``f97ababc1.flac``
 holds calls of the real species 15 (9-14 s), which ``test_ground_truth.csv`` does not list.
+
+Tests: tests/test_synth_field.py
 """
 from __future__ import annotations
 

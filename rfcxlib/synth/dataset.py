@@ -42,21 +42,16 @@ from tqdm.auto import tqdm
 from rfcxlib.synth import backgrounds as sbg
 from rfcxlib.synth import sounds as snd
 from rfcxlib.errors import ParameterError
-from rfcxlib.kaggle import kaggle_data_dir
 from rfcxlib.layout import ANNOTATION_COLUMNS as COLUMNS
 from rfcxlib.layout import SAMPLE_RATE, SPECIES_COLUMNS
-from rfcxlib.runs import write_json_atomic, write_text_atomic
+from rfcxlib.atomic import AtomicFile, replace_folder, write_json_atomic, write_text_atomic
+from rfcxlib.paths import cache_root
 from rfcxlib.synth.plan import (PROFILES, Recording, check_profile, make_plan,  # noqa: F401  (API)
                                  prepare)
 
 SR = SAMPLE_RATE
 VERSION = 7  # bump when the output changes: cached data sets of other versions are rebuilt
 FLOOR_DB = -20.0  # real backgrounds: a call's SNR is taken against at least this flat floor
-
-
-def cache_root() -> Path:
-    """``$RFCX_CACHE_DIR`` or ``~/.cache/rfcx``."""
-    return Path(os.environ.get("RFCX_CACHE_DIR") or Path.home() / ".cache" / "rfcx")
 
 
 _TEMPLATES: dict = {}
@@ -114,9 +109,8 @@ def render_recording(rec: Recording, *, seed: int, rec_seed: int) -> np.ndarray:
 
 
 def _write_flac(path: Path, y: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    sf.write(tmp, y, SR, format="FLAC", subtype="PCM_16")
-    os.replace(tmp, path)
+    with AtomicFile(path, "wb") as f:
+        sf.write(f, y, SR, format="FLAC", subtype="PCM_16")
 
 
 def _render_job(job) -> str:
@@ -292,8 +286,7 @@ def is_complete(path) -> bool:
 
 
 def ensure_dataset(profile: str = "mini", seed: int = 0, *, progress: bool = True,
-                   kaggle: bool = True, backgrounds=None, test_backgrounds=None,
-                   settings=None) -> Path:
+                   backgrounds=None, test_backgrounds=None, settings=None) -> Path:
     """The synthetic data set of ``profile`` and ``seed``, generated on first use.
 
     It lives under ``$RFCX_CACHE_DIR/synth/<profile>-seed<seed>/`` (default cache:
@@ -303,14 +296,10 @@ def ensure_dataset(profile: str = "mini", seed: int = 0, *, progress: bool = Tru
     in a ``.partial`` folder beside it (resumed if a previous attempt was interrupted) and renamed
     into place when complete; a lock keeps two processes from building it at once.
 
-    Inside a Kaggle kernel (``/kaggle/input`` exists) the attached competition data is returned
-    instead (:func:`rfcxlib.kaggle.kaggle_data_dir`); ``kaggle=False`` turns that off.
+    A run that may use real data (a data folder, the competition data on Kaggle) finds its data
+    through :func:`rfcxlib.data.source.find_data`.
     """
     check_profile(profile)
-    if kaggle:
-        found = kaggle_data_dir()
-        if found is not None:
-            return found
     extra = dict(backgrounds=backgrounds, test_backgrounds=test_backgrounds, settings=settings)
     final = dataset_dir(profile, seed, **extra)
     if is_complete(final):
@@ -326,9 +315,7 @@ def ensure_dataset(profile: str = "mini", seed: int = 0, *, progress: bool = Tru
                 profile, seed, VERSION):
             shutil.rmtree(partial)  # left by another version of the generator: start afresh
         generate(partial, profile=profile, seed=seed, progress=progress, **extra)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(partial, final)
+        replace_folder(partial, final)
     return final
 
 

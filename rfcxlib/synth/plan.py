@@ -2,6 +2,8 @@
 
 Drawn in one process from one seeded generator, so the data set does not depend on how many
 processes render the audio (:mod:`rfcxlib.synth.dataset`).
+
+Tests: tests/test_synth.py
 """
 from __future__ import annotations
 

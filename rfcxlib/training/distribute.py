@@ -36,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from rfcxlib.errors import ClusterError, ParameterError
-from rfcxlib.runs import write_bytes_atomic
+from rfcxlib.atomic import write_bytes_atomic
 
 TIMEOUT_ENV = "RFCX_WORKER_TIMEOUT_S"
 DEFAULT_TIMEOUT_S = 60.0

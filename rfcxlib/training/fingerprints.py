@@ -33,7 +33,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from rfcxlib.runs import read_json, write_json_atomic
+from rfcxlib.atomic import read_json, write_json_atomic
 
 FILE = "fingerprint.json"
 NOT_TRAINING = {"data_dir", "audio_cache", "train_folds"}

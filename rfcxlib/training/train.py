@@ -47,8 +47,9 @@ from rfcxlib.training import distribute, fingerprints, losses, steps
 from rfcxlib.inference import windows as inference
 from rfcxlib.features import bands, pipeline
 from rfcxlib.config import RunConfig
+from rfcxlib.atomic import read_json, save_keras_atomic, save_npz_atomic, write_json_atomic, write_text_atomic
 from rfcxlib.errors import DataError
-from rfcxlib.runs import read_json, save_keras_atomic, save_npz_atomic, write_json_atomic, write_text_atomic
+from rfcxlib.layout import CONFIG_FILE
 
 
 # --------------------------------------------------------------------------- pieces
@@ -275,7 +276,7 @@ def train_model(dataset, config: RunConfig, model_dir, *, loss: Optional[str] = 
         keras.mixed_precision.set_global_policy("mixed_float16")
     with distribute.writer_folder(model_dir, strategy) as out:
         out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / "config.json", {**config.to_dict(), "notebook": extra or {}})
+        write_json_atomic(out / CONFIG_FILE, {**config.to_dict(), "notebook": extra or {}})
         if config.inference.band_mode:  # the bands it scores with, for rfcx predict and export
             bands.write_bands(out, bands.species_bands(dataset.tp, dataset.fp))
         oof, test, history = [], [], []

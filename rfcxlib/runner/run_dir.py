@@ -1,148 +1,38 @@
-"""The run directory ``outputs/<run_id>/`` and atomic artifact writes.
+"""The run folder ``outputs/<run_id>/`` and the lock that gives it to one process.
 
-Layout (DESIGN.md)::
+Layout::
 
     outputs/<run_id>/
-      config.json             every parameter, resolved
+      config.json             every parameter, resolved (each notebook's, the series' plan)
+      series.json             the state of ``rfcx run`` (:mod:`rfcxlib.runner.series`)
+      run.lock                the process running it (:class:`RunLock`)
       notebooks/NN_name.ipynb executed notebooks
-      models/<name>/          checkpoints, history.csv, oof.npz, test_scores.npz, config.json
+      models/<name>/          config.json, history.csv, oof.npz, test_scores.npz, metrics.json,
+                              fold<k>/ checkpoints, model.keras
       figures/*.png
       metrics.json            the numbers that matter
+      summary.html
       submission.csv
 
-Every artifact is written to a temporary file in the same folder and renamed into place, so a
-reader never sees half a file and an interrupted run leaves the previous version intact.
+Every file is written atomically (:mod:`rfcxlib.atomic`); the file names are
+:mod:`rfcxlib.layout`'s.
+
+Tests: tests/test_run_dir.py
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import io
 import json
 import os
 import socket
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
-
+from rfcxlib.atomic import (read_json, save_figure_atomic, update_json_atomic, write_bytes_atomic,
+                            write_json_atomic)
 from rfcxlib.errors import ParameterError, RunFailed
-
-
-def write_bytes_atomic(path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; artifacts are ordinary readable files
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def write_text_atomic(path, text: str) -> Path:
-    return write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def _json_default(obj):
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, tuple):
-        return list(obj)
-    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
-
-
-def write_json_atomic(path, obj: Any) -> Path:
-    return write_text_atomic(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
-
-
-def read_json(path, default: Any = None) -> Any:
-    path = Path(path)
-    if not path.exists():
-        return default
-    return json.loads(path.read_text())
-
-
-@contextlib.contextmanager
-def file_lock(path):
-    """Hold an exclusive ``flock`` on ``.<name>.lock`` beside ``path`` (waits for other holders)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def update_json_atomic(path, update) -> Any:
-    """Read-modify-write of a JSON file as one step: ``update(body) -> body`` runs under
-    :func:`file_lock`, and the result is written atomically (temporary file and rename), so two
-    writers never lose each other's sections. Returns the body written."""
-    with file_lock(path):
-        body = update(read_json(path, default={}) or {})
-        write_json_atomic(path, body)
-    return body
-
-
-def save_npz_atomic(path, **arrays) -> Path:
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    return write_bytes_atomic(path, buffer.getvalue())
-
-
-def save_figure_atomic(fig, path, dpi: int = 110) -> Path:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format=Path(path).suffix.lstrip(".") or "png", dpi=dpi, bbox_inches="tight")
-    return write_bytes_atomic(path, buffer.getvalue())
-
-
-def save_keras_atomic(model, path) -> Path:
-    """Save a Keras model (``.keras``) or, for a ``.weights.h5`` path, its weights, through a
-    temporary file in the same folder and a rename; the temporary name keeps the suffix Keras
-    checks."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
-        (model.save_weights if path.name.endswith(".weights.h5") else model.save)(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if tmp.exists():
-            tmp.unlink()
-        raise
-    return path
-
-
-def project_root() -> Optional[Path]:
-    """The checkout holding ``rfcxlib`` (None when the package is installed elsewhere)."""
-    here = Path(__file__).resolve().parent.parent
-    return here if (here / "pyproject.toml").exists() and (here / "notebooks").exists() else None
-
-
-def outputs_root() -> Path:
-    """``$RFCX_OUTPUTS``, else ``outputs/`` of the checkout, else ``./outputs``."""
-    if os.environ.get("RFCX_OUTPUTS"):
-        return Path(os.environ["RFCX_OUTPUTS"])
-    root = project_root()
-    return (root / "outputs") if root else Path.cwd() / "outputs"
+from rfcxlib.layout import CONFIG_FILE, LOCK_FILE, METRICS_FILE
+from rfcxlib.paths import outputs_root
 
 
 def new_run_id() -> str:
@@ -174,7 +64,7 @@ class RunDir:
 
     @property
     def metrics_path(self) -> Path:
-        return self.path / "metrics.json"
+        return self.path / METRICS_FILE
 
     def model_dir(self, name: str) -> Path:
         if not name or "/" in name or name.startswith("."):
@@ -204,7 +94,7 @@ class RunDir:
         notebook's own parameters (``extra``, keyed by its ``"notebook"`` entry) are kept under
         ``"notebooks"``, beside anything else already there (the series runner's ``"series"``).
         """
-        path = Path(path or self.path / "config.json")
+        path = Path(path or self.path / CONFIG_FILE)
         resolved = config.to_dict() if hasattr(config, "to_dict") else dict(config)
 
         def merge(body: dict) -> dict:
@@ -268,10 +158,6 @@ def make_run_folder(path) -> Path:
 
 
 # ----------------------------------------------------------------------------- the run lock
-
-LOCK_FILE = "run.lock"
-
-
 def _alive(pid: int) -> bool:
     """Whether ``pid`` still runs rfcx (a PID reused by another program does not count)."""
     if pid == os.getpid():
