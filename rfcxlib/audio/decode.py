@@ -292,7 +292,7 @@ class AudioCache:
         """Decode every path now (with a progress bar) so training epochs only slice arrays."""
         if self.mode == "none":
             return self
-        from tqdm.auto import tqdm
+        from rfcxlib.progress import tqdm
 
         for p in tqdm(list(paths), desc=f"decoding audio ({self.mode} cache)", disable=not progress,
                       leave=False):

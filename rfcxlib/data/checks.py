@@ -12,7 +12,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 import soundfile as sf
-from tqdm.auto import tqdm
+from rfcxlib.progress import tqdm
 
 from rfcxlib.audio.header import audio_info
 from rfcxlib.errors import DataError

@@ -29,7 +29,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from rfcxlib.progress import tqdm
 
 from rfcxlib.audio import decode as audio
 from rfcxlib.config import check

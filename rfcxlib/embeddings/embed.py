@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
+from rfcxlib.progress import tqdm
 
 from rfcxlib.beam_io import BeamFiles, LocalFiles, is_url, require_beam
 from rfcxlib.embeddings import birdnet

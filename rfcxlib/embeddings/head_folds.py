@@ -29,7 +29,7 @@ from typing import Optional
 import keras
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from rfcxlib.progress import tqdm
 
 from rfcxlib.layout import CONFIG_FILE
 from rfcxlib.config import RunConfig, check_choice

@@ -25,7 +25,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from rfcxlib.progress import tqdm
 
 from rfcxlib.beam_io import BeamFiles, is_url, require_beam
 from rfcxlib.errors import DataError

@@ -33,7 +33,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from rfcxlib.progress import tqdm
 
 from rfcxlib import NUM_SPECIES
 from rfcxlib.inference import member_windows, raven, thresholds

@@ -28,7 +28,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from rfcxlib.progress import tqdm
 
 from rfcxlib.config import RunConfig
 from rfcxlib.embeddings import birdnet, head_config, head_folds

@@ -24,7 +24,7 @@ from typing import Callable, Optional
 import keras
 import numpy as np
 import tensorflow as tf
-from tqdm.auto import tqdm
+from rfcxlib.progress import tqdm
 
 from rfcxlib.config import RunConfig
 from rfcxlib.errors import ParameterError

@@ -16,7 +16,7 @@ from typing import Callable, Optional
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from rfcxlib.progress import tqdm
 
 from rfcxlib.config import RunConfig
 from rfcxlib.errors import ParameterError, unknown_choice

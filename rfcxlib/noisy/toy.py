@@ -14,7 +14,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import tensorflow as tf
-from tqdm.auto import tqdm
+from rfcxlib.progress import tqdm
 
 from rfcxlib.errors import ParameterError, unknown_choice
 from rfcxlib.noisy import coteaching

@@ -23,7 +23,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from rfcxlib.progress import tqdm
 
 from rfcxlib.errors import ParameterError
 from rfcxlib.review import committee as review_committee

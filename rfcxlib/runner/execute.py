@@ -55,6 +55,7 @@ def execute_step(step: Step, *, kernel: str, log=say, progress_bar: bool = True)
     warnings.filterwarnings("ignore", message="Cell is missing an id field")
     partial = step.output.with_name(f".{step.output.stem}{PARTIAL}")
     echo = ProgressEcho(log)
+    os.environ["RFCX_TEXT_PROGRESS"] = "1"  # the kernel's bars as text lines the echo can read (rfcxlib.progress)
     try:
         papermill.execute_notebook(
             str(step.notebook), str(partial), parameters=step.parameters,

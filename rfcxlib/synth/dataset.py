@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 import scipy.fft as sfft
 import soundfile as sf
-from tqdm.auto import tqdm
+from rfcxlib.progress import tqdm
 
 from rfcxlib.synth import backgrounds as sbg
 from rfcxlib.synth import sounds as snd

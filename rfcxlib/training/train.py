@@ -39,7 +39,7 @@ import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
-from tqdm.auto import tqdm
+from rfcxlib.progress import tqdm
 
 from rfcxlib import metrics
 from rfcxlib.data import tables as data
