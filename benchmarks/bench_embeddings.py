@@ -15,7 +15,8 @@ time against data size, and the projected time to embed the real competition dat
 3. ``head``: ``head_fit.fit_head`` (notebook 04's head: 256 units, 60 epochs, batch 64) on
    a quarter, a half and all of the training windows of ``mini``'s fold 0.
 4. ``hop``: per hop (``--hops``, default 1, 1.5 and 3 s), embedding every ``mini`` recording and
-   notebook 04's head on those windows: seconds and test LWLRAP, so the default hop is chosen on both.
+   a head on those windows (``HeadConfig()``, soft pseudo-labels, fold 0): seconds and test LWLRAP,
+   so the default hop is chosen on both.
 5. ``projection``: the real data (4727 train + 1992 test recordings of 60 s; RFCX_FACTS.md) at
    ``--hop`` s, at the measured rfcxlib-mode rate.
 
@@ -28,6 +29,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -211,44 +213,49 @@ def matmul_limit(n: int = 2048) -> list[dict]:
     return rows
 
 
+@contextlib.contextmanager
+def empty_cache(tag: str):
+    """``RFCX_CACHE_DIR`` pointed at a new empty folder (yielded) for the block, then removed and restored."""
+    old = os.environ.get("RFCX_CACHE_DIR")
+    tmp = tempfile.mkdtemp(prefix=f"rfcx-bench-{tag}-")
+    os.environ["RFCX_CACHE_DIR"] = tmp
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is None:
+            os.environ.pop("RFCX_CACHE_DIR", None)
+        else:
+            os.environ["RFCX_CACHE_DIR"] = old
+
+
 def embedding_cost(dataset, sizes, hop_s: float) -> list[dict]:
     from rfcxlib.embeddings import birdnet as embeddings
 
     rows = []
-    old = os.environ.get("RFCX_CACHE_DIR")
     for n in sizes:
-        tmp = tempfile.mkdtemp(prefix="rfcx-bench-emb-")
-        os.environ["RFCX_CACHE_DIR"] = tmp
-        try:
+        with empty_cache("emb"):
             ids = dataset.train_ids[:n]
             t0 = time.perf_counter()
             table = embeddings.embed_paths({r: dataset.path(r) for r in ids}, hop_s=hop_s, progress=False)
             seconds = time.perf_counter() - t0
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         audio_s = sum(dataset.durations[r] for r in ids)
         rows.append({"recordings": n, "windows": len(table), "seconds": seconds,
                      "windows_per_s": len(table) / seconds, "audio_s_per_s": audio_s / seconds})
-    if old is None:
-        os.environ.pop("RFCX_CACHE_DIR", None)
-    else:
-        os.environ["RFCX_CACHE_DIR"] = old
     return rows
 
 
 def hop_choice(dataset, hops) -> list[dict]:
-    """Per hop: embedding every ``mini`` recording (empty cache) and notebook 04's BirdNET head
-    (soft pseudo-label rounds, every fold) trained on those windows: seconds and test LWLRAP."""
+    """Per hop: embedding every ``mini`` recording (empty cache) and a BirdNET head (``HeadConfig()``,
+    soft pseudo-label rounds, ``RunConfig``'s folds: fold 0) trained on those windows: seconds and
+    test LWLRAP."""
     from rfcxlib.config import RunConfig
     from rfcxlib.embeddings import birdnet as embeddings
     from rfcxlib.embeddings import head_config, head_folds
 
     rows = []
-    old = os.environ.get("RFCX_CACHE_DIR")
     for hop in hops:
-        tmp = tempfile.mkdtemp(prefix="rfcx-bench-hop-")
-        os.environ["RFCX_CACHE_DIR"] = tmp
-        try:
+        with empty_cache("hop") as tmp:
             t0 = time.perf_counter()
             table = embeddings.embed_dataset(dataset, hop_s=hop, progress=False)
             embed_s = time.perf_counter() - t0
@@ -258,17 +265,11 @@ def hop_choice(dataset, hops) -> list[dict]:
             metrics = head_folds.train_head_model(dataset, config, head, Path(tmp) / "head",
                                                   method="soft_pseudo", table=table, progress=False)
             head_s = time.perf_counter() - t0
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         rows.append({"hop_s": hop, "windows": len(table), "embed_s": embed_s, "windows_per_s": len(table) / embed_s,
                      "head_s": head_s, "test_lwlrap": metrics.get("test_lwlrap"),
                      "oof_lwlrap": metrics.get("oof_lwlrap")})
         print(f"hop         {hop:g} s: {len(table)} windows embedded in {embed_s:.1f} s, head {head_s:.1f} s, "
               f"test LWLRAP {metrics.get('test_lwlrap')}")
-    if old is None:
-        os.environ.pop("RFCX_CACHE_DIR", None)
-    else:
-        os.environ["RFCX_CACHE_DIR"] = old
     return rows
 
 
