@@ -55,8 +55,13 @@ class DataConfig:
     data_dir: str = ""
     profile: str = "mini"  # synthetic profile used when data_dir is empty
     data_seed: int = 0  # seed of the synthetic data set
+    # what the folds group by: "auto" (the data folder's sites.csv when it has one, else each
+    # recording), "recording", or the path of a CSV recording_id,site (rfcxlib.data.tables.fold_groups)
+    fold_groups: str = "auto"
 
     def __post_init__(self):
+        check(isinstance(self.fold_groups, str) and bool(self.fold_groups), "fold_groups", self.fold_groups,
+              "'auto', 'recording' or the path of a CSV file recording_id,site")
         check_choice("profile", self.profile, ("tiny", "mini", "field", "full"))
         check(isinstance(self.data_seed, int) and self.data_seed >= 0, "data_seed", self.data_seed,
               "an integer >= 0")

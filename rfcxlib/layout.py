@@ -17,6 +17,9 @@ ANNOTATION_COLUMNS = ["recording_id", "species_id", "songtype_id", "t_min", "f_m
 SPECIES_COLUMNS = [f"s{s}" for s in range(NUM_SPECIES)]
 #: ``sample_submission.csv`` and ``submission.csv``.
 SUBMISSION_COLUMNS = ["recording_id", *SPECIES_COLUMNS]
+#: An optional table of a data folder, ``recording_id,site``: where each recording was made (the
+#: synthetic ``field`` profile writes it; for other data the user gives one). Folds group by it.
+SITES_FILE = "sites.csv"
 
 # The file names of the folders rfcx writes.
 #: A model folder's resolved configuration (a ``RunConfig`` as a dict); a run folder's

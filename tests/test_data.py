@@ -1,5 +1,6 @@
 """The data layer: loading the synthetic and the real tables, (y, mask) targets, folds, and a
 clear DataError for each kind of bad input."""
+import dataclasses
 import shutil
 
 import numpy as np
@@ -174,6 +175,42 @@ def test_folds_grouped_and_balanced():
         assert np.abs(per_fold.to_numpy() - ideal).max() <= 2.0
     assert make_folds(ds, 5, seed=0).equals(folds)
     assert not make_folds(ds, 5, seed=1).equals(folds)
+
+
+def test_folds_grouped_by_site():
+    ds = _random_dataset()
+    sites = pd.Series([f"site{i % 7}" if i < 350 else "big" for i in range(400)],
+                      index=[f"r{i:04d}" for i in range(400)], name="site")
+    folds = make_folds(ds, 5, seed=0, groups=sites)
+    per_site = pd.crosstab(sites.reindex(folds.index), folds)
+    assert ((per_site > 0).sum(1) == 1).all()  # every site lies in one fold
+    assert set(folds) == set(range(5))  # every fold holds a site
+    sizes = folds.value_counts()
+    assert sizes.max() <= 2 * 400 / 5  # 8 sites of 50 into 5 folds: no fold takes three
+    assert make_folds(ds, 5, seed=0, groups=sites).equals(folds)
+    assert not make_folds(ds, 5, seed=0).equals(folds)  # by recording: another split
+    with pytest.raises(ParameterError, match="at least 9"):
+        make_folds(ds, 9, seed=0, groups=sites)
+
+
+def test_fold_groups_from_the_folder_or_a_file(tmp_path):
+    ds = _random_dataset(n=40)
+    assert data.fold_groups(ds, "auto") is None and data.fold_groups(ds, "recording") is None
+    path = tmp_path / "groups.csv"
+    pd.DataFrame({"recording_id": ds.train_ids, "site": [f"s{i % 4}" for i in range(40)]}).to_csv(path, index=False)
+    groups = data.fold_groups(ds, str(path))
+    assert list(groups.index) == ds.labelled_ids and groups.nunique() == 4
+    with_sites = dataclasses.replace(ds, sites=groups)
+    assert data.fold_groups(with_sites, "auto").equals(groups)
+    assert data.fold_groups(with_sites, "recording") is None
+    with pytest.raises(ParameterError, match="fold_groups"):
+        data.fold_groups(ds, str(tmp_path / "absent.csv"))
+    pd.DataFrame({"recording_id": ds.train_ids[:30], "site": "a"}).to_csv(path, index=False)
+    with pytest.raises(DataError, match="no site for 10 labelled"):
+        data.fold_groups(ds, str(path))
+    pd.DataFrame({"recording_id": ["r0000", "nope"], "site": ["a", "b"]}).to_csv(path, index=False)
+    with pytest.raises(DataError, match="groups.csv: .* at line 3"):
+        data.fold_groups(ds, str(path))
 
 
 def test_folds_on_tiny_and_bad_n_folds(tiny_data_dir):
@@ -353,3 +390,18 @@ def test_validate_command_on_tiny(tiny_data_dir, capsys):
     out = capsys.readouterr().out
     assert "recordings: 48 train, 12 test; sample rate: 48000" in out
     assert "problems: 0" in out and "tp_rows" in out
+
+
+def test_a_bad_sites_table_is_reported_by_validate(tiny_data_dir, tmp_path, capsys):
+    root = tmp_path / "d"
+    shutil.copytree(tiny_data_dir, root)
+    ids = load_dataset(root).train_ids
+    (root / "sites.csv").write_text("recording_id,site\n" + f"{ids[0]},a\n" + "nope,b\n" + f"{ids[0]},c\n")
+    assert cli.main(["validate", str(root), "--no-progress"]) == 1
+    out = capsys.readouterr().out
+    assert "sites.csv: an empty, repeated or unknown recording_id or an empty site at line 3, 4" in out
+    (root / "sites.csv").write_text("recording_id,site\n" + "".join(f"{r},s{i % 3}\n" for i, r in enumerate(ids)))
+    assert cli.main(["validate", str(root), "--no-progress"]) == 0
+    assert "sites: 3 in sites.csv; training recordings by site: s0 16, s1 16, s2 16" in capsys.readouterr().out
+    ds = load_dataset(root)
+    assert ds.sites.nunique() == 3 and data.fold_groups(ds).nunique() == 3

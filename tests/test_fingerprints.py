@@ -83,3 +83,23 @@ def test_fold_fingerprint_levels(change, level):
     base = fingerprints.fold_fingerprint(Data, RunConfig(), loss="masked_bce")
     other = fingerprints.fold_fingerprint(Data, RunConfig().replace(**change), loss="masked_bce")
     assert fingerprints.compare(base, other) == {"weights": "stale", "scores": "scores", None: "same"}[level]
+
+
+def test_folds_by_site_enter_the_fingerprint_folds_by_recording_do_not(tmp_path):
+    import dataclasses as dc
+
+    import pandas as pd
+
+    by_recording = fingerprints.fold_fingerprint(Data, RunConfig(), loss="masked_bce")
+    assert "fold_sites" not in by_recording["weights"] and "fold_groups" not in by_recording["weights"]
+    same = fingerprints.fold_fingerprint(Data, RunConfig().replace(fold_groups="recording"), loss="masked_bce")
+    assert fingerprints.compare(by_recording, same) == "same"
+
+    class Sited(Data):
+        labelled_ids = ["a", "b"]
+        sites = pd.Series(["x", "y"], index=["a", "b"])
+
+    grouped = fingerprints.fold_fingerprint(Sited, RunConfig(), loss="masked_bce")
+    assert fingerprints.compare(by_recording, grouped) == "stale"
+    Sited.sites = pd.Series(["x", "x"], index=["a", "b"])
+    assert fingerprints.compare(grouped, fingerprints.fold_fingerprint(Sited, RunConfig(), loss="masked_bce")) == "stale"

@@ -4,6 +4,7 @@ background folders. Sizes are cut down with ``settings``; tests that read the re
 when ``../shared/real-data`` is absent."""
 import copy
 import json
+from pathlib import Path
 import shutil
 
 import numpy as np
@@ -18,6 +19,7 @@ from rfcxlib.runner import profiles
 from rfcxlib.synth import dataset as synth
 from rfcxlib.synth import backgrounds as sbg
 from rfcxlib.errors import DataError, ParameterError
+from rfcxlib.synth import plan as synth_plan
 
 SMALL = dict(n_train=40, n_test=10, duration_s=6.0)
 TEST_SITES = ("rfcx", "chronister2021", "spinetail")
@@ -75,8 +77,10 @@ def test_sites_come_from_the_background_folders(field_dir, real_data):
     ds = data.load_dataset(field_dir)
     site = sites.set_index("recording_id").site
     assert sorted(site.index) == sorted(ds.train_ids + ds.test_ids)
-    prefixes = {p.stem.split("_")[0] for p in (real_data / "backgrounds").iterdir()}
-    assert set(site[ds.train_ids]) <= prefixes and set(site[ds.test_ids]) <= set(TEST_SITES)
+    expected = {sbg.site_of(p, "train", 6) for p in (real_data / "backgrounds").iterdir()}
+    assert "S4A03895_00-06h" in expected and "S4A03895_18-24h" in expected and "rugr" in expected
+    assert set(site[ds.train_ids]) <= expected and set(site[ds.test_ids]) <= set(TEST_SITES)
+    assert ds.sites is not None and ds.sites.equals(site.reindex(ds.sites.index))
     info = json.loads((field_dir / "synth_info.json").read_text())["backgrounds"]
     assert info["train"]["sources"] == [str((real_data / "backgrounds").resolve())]
     train_files = {f["file"] for f in info["train"]["files"]}
@@ -233,3 +237,27 @@ def test_field_run_profile():
     assert body["parameters"]["profile"] == "field"
     assert body["sweep"]["models"] == profiles.load_profile("mini")["sweep"]["models"]  # comparable
     assert config.DataConfig(profile="field").profile == "field"
+
+
+def test_a_recorders_day_is_split_into_sites_by_period():
+    p = Path("/x/S4A03895_20190522_134500.wav")
+    assert sbg.site_of(p, "train", 0) == "S4A03895"
+    assert sbg.site_of(p, "train", 6) == "S4A03895_12-18h"
+    assert sbg.site_of(p, "train", 24) == "S4A03895_00-24h"
+    assert sbg.site_of(Path("/x/1min.wav"), "train", 6) == "1min"
+    assert sbg.site_of(Path("/x/birds_10s.wav"), "train", 6) == "birds"  # not a recorder's name
+    assert sbg.site_of(p, "test", 6) == "x"  # the test side: the folder
+    with pytest.raises(ParameterError, match="site_hours"):
+        synth_plan.resolve_settings("field", {"site_hours": 25})
+
+
+def test_folds_grouped_by_site_hold_out_whole_sites(field_dir):
+    ds = data.load_dataset(field_dir)
+    groups = data.fold_groups(ds, "auto")
+    assert groups is not None and list(groups.index) == ds.labelled_ids
+    n_sites = groups.nunique()
+    n = min(3, n_sites)
+    folds = data.make_folds(ds, n, seed=0, groups=groups)
+    assert (pd.crosstab(groups, folds) > 0).sum(1).max() == 1  # each site in one fold
+    assert set(folds) == set(range(n))
+    assert data.fold_groups(ds, "recording") is None

@@ -17,7 +17,7 @@ from rfcxlib.progress import tqdm
 from rfcxlib.audio.header import audio_info
 from rfcxlib.errors import DataError
 from rfcxlib.layout import ANNOTATION_COLUMNS as COLUMNS
-from rfcxlib.layout import NUM_SPECIES, SAMPLE_RATE, SUBMISSION_COLUMNS
+from rfcxlib.layout import NUM_SPECIES, SAMPLE_RATE, SITES_FILE, SUBMISSION_COLUMNS
 ASSUMED_DURATION_S = 60.0  # for boxes of recordings that are not on disk (tables-only loading)
 _TIME_TOL_S = 0.01  # rounding slack for boxes that end at the recording's end
 _MAX_LISTED = 10  # lines listed per kind of problem
@@ -262,6 +262,35 @@ def _check_test_tables(root: Path, test_files: list, problems: list, require_aud
     return test_ids, truth
 
 
+def check_sites(sites: Optional[pd.DataFrame], name: str, ids: set) -> tuple[Optional[pd.Series], list[str]]:
+    """A sites table (``recording_id,site``: where each recording was made; folds are grouped by
+    it): ``(Series recording_id -> site, problems)``. Every row must name a recording of ``ids``
+    once and a non-empty site."""
+    if sites is None:
+        return None, []
+    if list(sites.columns) != ["recording_id", "site"]:
+        return None, [f"{name}: columns {list(sites.columns)[:6]}; expected ['recording_id', 'site']"]
+    rid = sites.recording_id.astype(str)
+    site = sites.site.astype(str).str.strip()
+    bad = (sites.recording_id.isna() | sites.site.isna() | (site == "") | rid.duplicated()
+           | ~rid.isin(ids)).to_numpy()
+    if bad.any():
+        return None, [_rows_msg(name, (np.flatnonzero(bad) + 2).tolist(), "an empty, repeated or unknown "
+                                "recording_id or an empty site", "each recording of train/ or test/ once, "
+                                "with the name of its site")]
+    return pd.Series(site.to_numpy(), index=pd.Index(rid.to_numpy(), name="recording_id"), name="site"), []
+
+
+def read_sites(path, ids) -> pd.Series:
+    """The sites table at ``path`` (:func:`check_sites`) for the recordings ``ids``; a problem raises
+    :class:`DataError` naming the file and rows."""
+    problems: list[str] = []
+    sites, found = check_sites(_read_csv(Path(path), problems, required=True), str(path), set(ids))
+    if problems or found:
+        raise DataError("\n".join(problems + found))
+    return sites
+
+
 def inspect_folder(data_dir, *, sr: Optional[int] = SAMPLE_RATE, require_audio: bool = True,
                    decode: bool = False, progress: bool = False,
                    extra_labels=None) -> tuple[dict, list[str]]:
@@ -297,8 +326,11 @@ def inspect_folder(data_dir, *, sr: Optional[int] = SAMPLE_RATE, require_audio: 
     test_ids, truth = _check_test_tables(root, files["test"], problems, require_audio)
     if extra_labels:
         problems += check_added_labels(extra_labels, {r: durations.get(r, ASSUMED_DURATION_S) for r in files["train"]})
+    sites, found = check_sites(_read_csv(root / SITES_FILE, problems, required=False), str(root / SITES_FILE),
+                               set(files["train"]) | set(files["test"]))
+    problems += found
     parts = dict(root=root, tp=tables["tp"], fp=tables["fp"], train_ids=files["train"], test_ids=test_ids,
-                 ground_truth=truth, durations=durations,
+                 ground_truth=truth, durations=durations, sites=sites,
                  sample_rate=rates.pop() if len(rates) == 1 else None)
     return parts, problems
 
@@ -322,6 +354,15 @@ def validate(data_dir, *, sr: Optional[int] = SAMPLE_RATE, decode: bool = True, 
     return {"problems": problems, "parts": parts, "species": summarise(parts["tp"], parts["fp"])}
 
 
+def _sites_line(sites: Optional[pd.Series], train_ids) -> str:
+    if sites is None:
+        return f"none ({SITES_FILE} absent: folds group by recording)"
+    train = sites.reindex(train_ids).dropna()
+    counts = train.value_counts()
+    return (f"{sites.nunique()} in {SITES_FILE}; training recordings by site: "
+            + ", ".join(f"{k} {v}" for k, v in counts.head(8).items()) + (" ..." if len(counts) > 8 else ""))
+
+
 def format_report(report: dict) -> str:
     parts, problems = report["parts"], report["problems"]
     dur = np.array(list(parts["durations"].values()) or [0.0])
@@ -332,6 +373,7 @@ def format_report(report: dict) -> str:
         f"annotations: {len(parts['tp'])} TP rows over {parts['tp'].recording_id.nunique()} recordings, "
         f"{len(parts['fp'])} FP rows over {parts['fp'].recording_id.nunique()} recordings",
         f"test ground truth: {'yes' if parts['ground_truth'] is not None else 'no'}",
+        f"sites: {_sites_line(parts.get('sites'), parts['train_ids'])}",
         "", report["species"].to_string(), "",
         f"problems: {len(problems)}",
     ]

@@ -20,7 +20,7 @@ import pandas as pd
 
 from rfcxlib.data.checks import (  # noqa: F401  (re-exported)
     COLUMNS, NUM_SPECIES, check_annotations, inspect_folder, normalise_annotations, read_annotations,
-    summarise, validate)
+    read_sites, summarise, validate)
 from rfcxlib.data.extra_labels import with_extra_labels
 from rfcxlib.errors import DataError, ParameterError
 from rfcxlib.layout import SAMPLE_RATE
@@ -49,6 +49,9 @@ class Dataset:
         Recording id -> duration in seconds (from the FLAC headers).
     sample_rate : int or None
         The rate shared by the recordings (None when they differ or there are none).
+    sites : pd.Series or None
+        Recording id -> site, from the folder's ``sites.csv`` when it has one (folds group by it:
+        :func:`fold_groups`).
     """
 
     root: Path
@@ -60,6 +63,7 @@ class Dataset:
     durations: dict = field(default_factory=dict)
     sample_rate: Optional[int] = None
     num_species: int = NUM_SPECIES
+    sites: Optional[pd.Series] = None
 
     def __post_init__(self):
         self._split = {**{r: "train" for r in self.train_ids}, **{r: "test" for r in self.test_ids}}
@@ -223,12 +227,55 @@ def load_dataset(data_dir, *, sr: Optional[int] = SAMPLE_RATE, require_audio: bo
     return with_extra_labels(Dataset(**parts), extra_labels) if extra_labels else Dataset(**parts)
 
 
-def make_folds(dataset: Dataset, n_folds: int = 5, seed: int = 0) -> pd.Series:
+#: ``fold_groups`` values that are not a path: the folder's ``sites.csv`` when it has one, else one
+#: recording per group ("auto"); one recording per group whatever the folder holds ("recording").
+FOLD_GROUPS = ("auto", "recording")
+
+
+def fold_groups(dataset: Dataset, spec: str = "auto") -> Optional[pd.Series]:
+    """What the folds group by: recording id -> group, or None for one recording per group.
+
+    ``spec``: ``"auto"`` (the data folder's ``sites.csv``, :attr:`Dataset.sites`, when it has
+    one: out-of-fold scores then measure transfer to a site the model never heard; else None),
+    ``"recording"`` (None) or the path of a CSV ``recording_id,site`` (any grouping the user gives
+    for their data: recorders, sites, days). Every labelled training recording needs a group.
+    """
+    if not isinstance(spec, str) or not spec:
+        raise ParameterError(f"fold_groups = {spec!r}: expected 'auto', 'recording' or the path of a "
+                             "CSV file recording_id,site")
+    if spec == "recording":
+        return None
+    if spec == "auto":
+        groups = getattr(dataset, "sites", None)
+    else:
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise ParameterError(f"fold_groups = {spec!r}: no such file; expected 'auto', 'recording' or "
+                                 "the path of a CSV file recording_id,site")
+        groups = read_sites(path, dataset.train_ids + dataset.test_ids)
+    if groups is None:
+        return None
+    ids = dataset.labelled_ids
+    missing = [r for r in ids if r not in groups.index]
+    if missing:
+        where = "the data folder's sites.csv" if spec == "auto" else spec
+        raise DataError(f"{where}: no site for {len(missing)} labelled training recording(s), e.g. "
+                        f"{missing[:3]}; expected a site for every training recording with TP/FP rows "
+                        "(or fold_groups = 'recording')")
+    return groups.reindex(ids).rename("site")
+
+
+def make_folds(dataset: Dataset, n_folds: int = 5, seed: int = 0,
+               groups: Optional[pd.Series] = None) -> pd.Series:
     """Assign the labelled training recordings to ``n_folds`` folds.
 
-    Grouped by recording (each recording is in exactly one fold) and balanced by species with
-    iterative stratification (Sechidis et al., 2011) over 48 labels: the TP species and the FP
-    species of each recording. Only recordings with at least one TP or FP row take part.
+    Without ``groups``: grouped by recording (each recording is in exactly one fold) and balanced
+    by species with iterative stratification (Sechidis et al., 2011) over 48 labels: the TP
+    species and the FP species of each recording. With ``groups`` (recording id -> site,
+    :func:`fold_groups`): every site lies in one fold, so a fold's validation recordings come from
+    sites its model never heard; sites are placed largest first, each where the folds most want
+    its recordings and labels (the same stratification over sites). Only recordings with at least
+    one TP or FP row take part.
 
     Returns
     -------
@@ -247,8 +294,44 @@ def make_folds(dataset: Dataset, n_folds: int = 5, seed: int = 0) -> pd.Series:
     labels = np.zeros((len(ids), 2 * dataset.num_species), bool)
     for col0, table in ((0, dataset.tp), (dataset.num_species, dataset.fp)):
         labels[table.recording_id.map(index).to_numpy(int), col0 + table.species_id.to_numpy(int)] = True
-    folds = _iterative_stratification(labels, n_folds, np.random.default_rng(seed))
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        folds = _iterative_stratification(labels, n_folds, rng)
+    else:
+        site = groups.reindex(ids).to_numpy()
+        names = sorted(set(site))
+        if len(names) < n_folds:
+            raise ParameterError(f"n_folds = {n_folds}: the labelled training recordings come from "
+                                 f"{len(names)} site(s) ({', '.join(map(str, names[:8]))}); folds grouped "
+                                 f"by site need at least {n_folds} (fewer folds, or fold_groups = 'recording')")
+        folds = _group_folds(labels, site, names, n_folds, rng)
     return pd.Series(folds, index=pd.Index(ids, name="recording_id"), name="fold")
+
+
+def _group_folds(labels: np.ndarray, site: np.ndarray, names: list, n_folds: int, rng) -> np.ndarray:
+    """Whole sites to folds, largest first (ties in a seeded order): each to the fold that most
+    wants its labels (relative to each label's ideal count per fold) and its recordings."""
+    n = len(site)
+    counts = np.stack([labels[site == name].sum(0) for name in names]).astype(float)
+    sizes = np.array([(site == name).sum() for name in names], float)
+    ideal = np.maximum(labels.sum(0) / n_folds, 1e-9)
+    want_label = np.tile(labels.sum(0) / n_folds, (n_folds, 1))
+    want_size = np.full(n_folds, n / n_folds)
+    order = sorted(range(len(names)), key=lambda g: (-sizes[g], rng.random()))
+    fold_of, used = {}, set()
+    for g in order:
+        present = counts[g] > 0
+        wish = (np.minimum(want_label[:, present], counts[g][present]) / ideal[present]).sum(1)
+        score = 0.1 * wish / max(1.0, counts[g].sum()) + want_size / (n / n_folds) + 1e-6 * rng.random(n_folds)
+        if len(used) < n_folds:  # every fold gets a site before any fold gets a second one
+            score[list(used)] = -np.inf
+        f = int(np.argmax(score))
+        fold_of[g] = f
+        used.add(f)
+        want_label[f] -= counts[g]
+        want_size[f] -= sizes[g]
+    position = {name: g for g, name in enumerate(names)}
+    return np.array([fold_of[position[s]] for s in site])
 
 
 def _iterative_stratification(labels: np.ndarray, n_folds: int, rng) -> np.ndarray:

@@ -10,7 +10,11 @@ data set's rate with soxr (quality HQ).
 
 The site of a file is the part of its name before the first ``_`` on the training side (a
 recorder's serial number: ``S4A03895_20190522_000000.wav`` -> ``S4A03895``) and the name of its
-folder on the test side. Default folders: ``../shared/real-data/`` beside the checkout
+folder on the test side. With ``site_hours`` (the ``field`` profile: 6), a training recorder's
+files named ``SERIAL_YYYYMMDD_HHMMSS`` are split by period of the day into sites of their own
+(``S4A03895_00-06h``, ``S4A03895_06-12h``, ...): night insects and a dawn chorus differ as much as
+two places do, and folds grouped by site (:func:`rfcxlib.data.tables.make_folds`) then have
+several to hold out, where one recorder would make one site. Default folders: ``../shared/real-data/`` beside the checkout
 (:func:`default_sources`), or ``$RFCX_FIELD_BACKGROUNDS`` / ``$RFCX_FIELD_TEST_BACKGROUNDS``.
 Real recordings hold real, unlabelled animal sounds; the default test site's ``f97ababc1.flac``
 holds calls of the real species 15 (9-14 s), which ``test_ground_truth.csv`` does not list.
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import filecmp
 import os
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -31,6 +36,7 @@ import pandas as pd
 import soundfile as sf
 
 from rfcxlib.errors import DataError, ParameterError
+from rfcxlib.layout import SITES_FILE
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff")
 ENV_TRAIN, ENV_TEST = "RFCX_FIELD_BACKGROUNDS", "RFCX_FIELD_TEST_BACKGROUNDS"
@@ -89,11 +95,21 @@ def _as_paths(sources: Sources) -> list[Path]:
     return [Path(s) for s in sources]
 
 
-def _site(path: Path, side: str) -> str:
-    return path.stem.split("_")[0] if side == "train" else path.parent.name
+RECORDER_NAME = re.compile(r"^([^_]+)_(\d{8})_(\d{2})(\d{4})$")  # SERIAL_YYYYMMDD_HHMMSS
 
 
-def list_backgrounds(sources: Sources, *, side: str, param: str) -> list[BackgroundFile]:
+def site_of(path: Path, side: str, site_hours: int = 0) -> str:
+    """The site of a background file (the module's docstring says how)."""
+    if side != "train":
+        return path.parent.name
+    match = RECORDER_NAME.match(path.stem)
+    if site_hours and match:
+        start = int(match.group(3)) // site_hours * site_hours
+        return f"{match.group(1)}_{start:02d}-{min(24, start + site_hours):02d}h"
+    return path.stem.split("_")[0]
+
+
+def list_backgrounds(sources: Sources, *, side: str, param: str, site_hours: int = 0) -> list[BackgroundFile]:
     """The audio files of ``sources`` (folders, read without recursion, and files), sorted.
 
     Parameters
@@ -102,6 +118,8 @@ def list_backgrounds(sources: Sources, *, side: str, param: str) -> list[Backgro
         Folders of recordings, or recordings.
     side : {"train", "test"}
         Decides the site of a file (see the module's docstring).
+    site_hours : int
+        Training side: a recorder's files split into sites by period of the day (0: one site).
     param : str
         The parameter's name, for error messages.
 
@@ -139,7 +157,7 @@ def list_backgrounds(sources: Sources, *, side: str, param: str) -> list[Backgro
             raise DataError(f"{param}: {path}: {info.frames / info.samplerate:.2f} s long; expected "
                             f"a recording of at least {MIN_FILE_S:g} s")
         out.append(BackgroundFile(str(path.resolve()), path.stat().st_size, int(info.samplerate),
-                                  info.frames / info.samplerate, _site(path, side)))
+                                  info.frames / info.samplerate, site_of(path, side, site_hours)))
     return out
 
 
@@ -157,12 +175,13 @@ def check_disjoint(train: list[BackgroundFile], test: list[BackgroundFile]) -> N
 
 
 def resolve(backgrounds: Optional[Sources] = None,
-            test_backgrounds: Optional[Sources] = None) -> dict:
+            test_backgrounds: Optional[Sources] = None, *, site_hours: int = 0) -> dict:
     """Both sides' files, checked: ``{"sources": {"train": [...], "test": [...]}, "train": [...],
-    "test": [...]}`` (a side not given: :func:`default_sources`)."""
+    "test": [...]}`` (a side not given: :func:`default_sources`; ``site_hours``: see
+    :func:`site_of`)."""
     backgrounds = _default("train") if backgrounds is None else backgrounds
     test_backgrounds = _default("test") if test_backgrounds is None else test_backgrounds
-    train = list_backgrounds(backgrounds, side="train", param="backgrounds")
+    train = list_backgrounds(backgrounds, side="train", param="backgrounds", site_hours=site_hours)
     test = list_backgrounds(test_backgrounds, side="test", param="test_backgrounds")
     check_disjoint(train, test)
     return {"sources": {"train": [str(p.resolve()) for p in _as_paths(backgrounds)],
@@ -261,7 +280,7 @@ def tables(plan: dict) -> dict[str, pd.DataFrame]:
             sites.append((rid, bg["site"]))
             rows += [(split, rid, bg["site"], _short(p), round(t, 4), round(d, 4), rev,
                       round(bg["level_rms"], 6)) for p, t, d, rev in bg["segments"]]
-    return {"sites.csv": pd.DataFrame(sites, columns=["recording_id", "site"]),
+    return {SITES_FILE: pd.DataFrame(sites, columns=["recording_id", "site"]),
             "synth_backgrounds.csv": pd.DataFrame(rows, columns=[
                 "split", "recording_id", "site", "file", "start_s", "length_s", "reversed",
                 "level_rms"])}

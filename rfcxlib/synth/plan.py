@@ -34,13 +34,16 @@ from rfcxlib.layout import NUM_SPECIES
 # the test split's from another site, with the real label structure (a TP row on 24 % of the
 # training recordings, FP rows on 84 %, both on 7.7 %: fp_only 0.76, both 0.32, about 1.07 TP rows
 # and 2 FP rows a labelled recording) and quieter calls: snr_db (mean, std, low, high) of the
-# in-band SNR, whose default (every other profile) is (10, 5, 0, 25).
+# in-band SNR, whose default (every other profile) is (10, 5, 0, 25). site_hours: a training recorder
+# whose files are named SERIAL_YYYYMMDD_HHMMSS is split into sites by period of the day (6: four
+# sites a day; rfcxlib.synth.backgrounds), so that folds grouped by site have several to hold out.
 PROFILES = {
     "tiny": dict(n_train=48, n_test=12, duration_s=10.0, fp_only=0.15, both=0.4, max_calls=3, p_label=0.8),
     "mini": dict(n_train=360, n_test=120, duration_s=15.0, fp_only=0.2, both=1.0, max_calls=3, p_label=0.8,
                  fp_extra=7.0, fp_max=10),
     "field": dict(n_train=360, n_test=120, duration_s=20.0, fp_only=0.76, both=0.32, max_calls=3,
-                  p_label=0.1, fp_extra=1.0, fp_max=10, snr_db=(5.0, 5.0, -3.0, 18.0), backgrounds=True),
+                  p_label=0.1, fp_extra=1.0, fp_max=10, snr_db=(5.0, 5.0, -3.0, 18.0), backgrounds=True,
+                  site_hours=6),
     "full": dict(n_train=4727, n_test=1992, duration_s=60.0, fp_only=0.76, both=0.32, max_calls=6,
                  p_label=0.05, fp_extra=1.0, fp_max=10),
 }
@@ -51,6 +54,7 @@ _SETTINGS = {  # what a setting may be: (type, lowest, highest)
     "n_train": (int, 1, None), "n_test": (int, 1, None), "duration_s": (float, 2.0, None),
     "fp_only": (float, 0.0, 1.0), "both": (float, 0.0, 1.0), "max_calls": (int, 1, None),
     "p_label": (float, 0.0, 1.0), "fp_extra": (float, 0.0, None), "fp_max": (int, 1, None),
+    "site_hours": (int, 0, 24),
 }
 
 
@@ -100,7 +104,7 @@ def prepare(profile: str, seed, settings=None, backgrounds=None, test_background
     spec = resolve_settings(profile, settings)
     resolved = None
     if spec.get("backgrounds"):
-        resolved = sbg.resolve(backgrounds, test_backgrounds)
+        resolved = sbg.resolve(backgrounds, test_backgrounds, site_hours=spec.get("site_hours", 0))
     elif backgrounds is not None or test_backgrounds is not None:
         real = sorted(p for p, s in PROFILES.items() if s.get("backgrounds"))
         raise ParameterError(f"parameters 'backgrounds'/'test_backgrounds' are for a profile with "
@@ -112,6 +116,8 @@ def prepare(profile: str, seed, settings=None, backgrounds=None, test_background
                           for k, v in sorted((settings or {}).items())}}
     if resolved is not None:
         ident["backgrounds"] = sbg.identity(resolved)
+        if spec.get("site_hours"):  # sites by period of the day: other sites, another data set
+            ident["site_hours"] = spec["site_hours"]
     return spec, resolved, hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -36,7 +36,7 @@ from typing import Any, Callable, Optional, Sequence
 from rfcxlib.atomic import read_json, write_json_atomic
 
 FILE = "fingerprint.json"
-NOT_TRAINING = {"data_dir", "audio_cache", "train_folds"}
+NOT_TRAINING = {"data_dir", "audio_cache", "train_folds", "fold_groups"}  # fold_groups: by folds_identity
 # options added after results were fingerprinted: left out at these values (off), so a result of
 # a configuration without them is still reused; any other value enters the fingerprint
 ADDED_OFF = {"freq_channel": False, "p_background_mix": 0.0}
@@ -68,6 +68,18 @@ def data_digest(dataset, *, test: bool = False) -> str:
     return h.hexdigest()
 
 
+def folds_identity(dataset, config) -> dict:
+    """What the folds group by, for a fingerprint: ``{}`` for folds by recording (as before sites
+    existed, so those results stay reusable), else ``{"fold_sites": digest}`` of every labelled
+    recording's site (:func:`rfcxlib.data.tables.fold_groups`)."""
+    from rfcxlib.data import tables
+
+    groups = tables.fold_groups(dataset, config.data.fold_groups)
+    if groups is None:
+        return {}
+    return {"fold_sites": digest(sorted(groups.items()))}
+
+
 def builder_name(build_fn: Optional[Callable]) -> str:
     if build_fn is None:
         return "rfcxlib.models.build_model"  # the default builder of train_model
@@ -87,6 +99,7 @@ def fold_fingerprint(dataset, config, *, loss: str, build_fn: Optional[Callable]
     for name, option in ADDED_WITH.items():
         if option not in weights:
             weights.pop(name, None)
+    weights.update(folds_identity(dataset, config))
     weights.update(loss=loss, build_fn=builder_name(build_fn),
                    data=data_digest(dataset), source=data_digest(source) if source is not None else "")
     return make(weights, {**sections["inference"], "test_data": data_digest(dataset, test=True)})

@@ -54,9 +54,11 @@ from rfcxlib.layout import CONFIG_FILE
 
 # --------------------------------------------------------------------------- pieces
 def fold_split(dataset, config: RunConfig, fold: int) -> tuple[list, list]:
-    """Training and validation recordings of ``fold``. The folds depend on the data set and
-    ``data_seed`` only, so every model of a sweep holds out the same recordings."""
-    folds = data.make_folds(dataset, config.train.folds, seed=config.data.data_seed)
+    """Training and validation recordings of ``fold``. The folds depend on the data set,
+    ``data_seed`` and ``fold_groups`` only (grouped by site when the data has ``sites.csv``), so
+    every model of a sweep holds out the same recordings."""
+    folds = data.make_folds(dataset, config.train.folds, seed=config.data.data_seed,
+                            groups=data.fold_groups(dataset, config.data.fold_groups))
     return sorted(folds.index[folds != fold]), sorted(folds.index[folds == fold])
 
 
