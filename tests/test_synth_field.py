@@ -177,7 +177,7 @@ def test_cli_writes_a_small_field_data_set(real_data, tmp_path, capsys):
 def test_default_folders_and_their_overrides(tmp_path, monkeypatch):
     monkeypatch.delenv(sbg.ENV_TRAIN, raising=False)
     monkeypatch.delenv(sbg.ENV_TEST, raising=False)
-    beside = synth.Path(synth.__file__).resolve().parents[2] / "shared" / "real-data"
+    beside = Path(__file__).resolve().parents[2] / "shared" / "real-data"  # tests/ -> checkout -> beside it
     assert sbg.real_data_dir() == beside  # <checkout>/../shared/real-data
     monkeypatch.setattr(sbg, "real_data_dir", lambda: tmp_path / "nowhere")
     with pytest.raises(DataError, match="nowhere/backgrounds is absent; pass folders of field "

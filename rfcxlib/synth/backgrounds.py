@@ -61,7 +61,7 @@ class BackgroundFile:
 
 def real_data_dir() -> Path:
     """``<checkout>/../shared/real-data``: the real recordings kept beside the project."""
-    return Path(__file__).resolve().parents[2] / "shared" / "real-data"
+    return Path(__file__).resolve().parents[3] / "shared" / "real-data"  # rfcxlib/synth/ -> checkout -> beside it
 
 
 def default_sources() -> tuple[list[Path], list[Path]]:
