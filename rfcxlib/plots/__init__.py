@@ -1,9 +1,10 @@
 """Every figure the notebooks show. Each function takes ``ax=None`` (or ``fig=None``), draws,
 and returns the figure or axes; none shows or saves (notebooks save through ``RunDir``).
 
-Submodules by topic: ``eda`` (data set), ``features`` (spectrograms, augmentations), ``embeddings``,
-``training`` (curves, per-class scores), ``noisy`` (method comparisons), ``ensemble``.
+Submodules by topic: ``eda`` (data set), ``field`` (real backgrounds and sites), ``features``
+(spectrograms, augmentations), ``embeddings``, ``training`` (curves, per-class scores), ``noisy``
+(method comparisons), ``ensemble``.
 
 Tests: tests/test_plots_eda.py
 """
-from rfcxlib.plots import eda, embeddings, ensemble, features, noisy, training  # noqa: F401
+from rfcxlib.plots import eda, embeddings, ensemble, features, field, noisy, training  # noqa: F401

@@ -1,5 +1,6 @@
 """Figures of the data set: rows per species, bands and box lengths, co-occurrence, and
-spectrograms with their TP / FP boxes (and, on synthetic data, the calls nobody labelled).
+spectrograms with their TP / FP boxes (and, on synthetic data, the calls nobody labelled or the
+calls a test recording holds).
 
 Every function takes ``ax=None`` (or ``fig=None``), returns the axes or the figure, never shows
 or saves.
@@ -24,7 +25,9 @@ from rfcxlib.plots.features import specshow
 TP_COLOR = "#2ca02c"
 FP_COLOR = "#d62728"
 UNLABELLED_COLOR = "#00e5ff"
-BOX_COLORS = {"tp": "#4cff4c", "fp": "#ff5c5c", "unlabelled": UNLABELLED_COLOR}
+CALL_COLOR = "#ffd23f"
+BOX_COLORS = {"tp": "#4cff4c", "fp": "#ff5c5c", "unlabelled": UNLABELLED_COLOR, "call": CALL_COLOR}
+BOX_NAMES = {"tp": "TP", "fp": "FP", "unlabelled": "no row:", "call": "call"}
 
 
 def _axes(ax, figsize):
@@ -171,7 +174,8 @@ def _box(ax, t0, t1, f0, f1, label, kind, config, ls="-"):
     ax.add_patch(Rectangle((t0, y0), t1 - t0, y1 - y0, fill=False, ec=color, lw=2.0, ls=ls))
     # TP labels above the box's left corner, FP labels below it, unlabelled above its right corner
     x, y, va, ha = {"tp": (t0, y1 + 0.6, "bottom", "left"), "fp": (t0, y0 - 0.6, "top", "left"),
-                    "unlabelled": (t1, y1 + 0.6, "bottom", "right")}[kind]
+                    "unlabelled": (t1, y1 + 0.6, "bottom", "right"),
+                    "call": (t0, y1 + 0.6, "bottom", "left")}[kind]
     if kind == "fp" and y0 < 6:  # no room below: inside the box, at its foot
         y, va = y0 + 0.6, "bottom"
     if kind != "fp" and y1 > config.n_mels - 6:  # no room above: inside the box, at its top
@@ -180,8 +184,9 @@ def _box(ax, t0, t1, f0, f1, label, kind, config, ls="-"):
             bbox=dict(facecolor="black", alpha=0.6, pad=1.2, edgecolor="none"))
 
 
-def spectrogram_with_boxes(S, *, tp: pd.DataFrame, fp: pd.DataFrame,
-                           unlabelled: Optional[pd.DataFrame] = None, sr: int = SAMPLE_RATE,
+def spectrogram_with_boxes(S, *, tp: Optional[pd.DataFrame] = None, fp: Optional[pd.DataFrame] = None,
+                           unlabelled: Optional[pd.DataFrame] = None,
+                           calls: Optional[pd.DataFrame] = None, sr: int = SAMPLE_RATE,
                            config: Optional[FeatureConfig] = None, start_s: float = 0.0,
                            title: str = "", ax=None, legend: bool = True, cmap: str = "gray",
                            floor_percentile: float = 50.0):
@@ -189,27 +194,33 @@ def spectrogram_with_boxes(S, *, tp: pd.DataFrame, fp: pd.DataFrame,
 
     ``tp`` / ``fp``: rows of the recording (RFCx columns); ``unlabelled``: calls present without
     a row (``species_id, t_min, t_max, f_min, f_max``, as ``synth.unlabelled_calls`` gives),
-    drawn dashed. A grey colour map keeps the coloured boxes readable; values below the
-    ``floor_percentile`` percentile (the background, mostly) are drawn black.
+    drawn dashed; ``calls``: the calls a recording holds, known from the synthetic truth (the
+    same columns; e.g. a test recording's, ``synth.recording_calls``). A grey colour map keeps
+    the coloured boxes readable; values below the ``floor_percentile`` percentile (the
+    background, mostly) are drawn black. The legend names TP and FP rows whenever ``tp`` or
+    ``fp`` is given, the other kinds when they draw a box.
     """
     c = config or FeatureConfig()
     ax = _axes(ax, (12, 4))
     arr = S.numpy() if hasattr(S, "numpy") else np.asarray(S)
     specshow(arr, sr=sr, config=c, ax=ax, title=title, colorbar=False, start_s=start_s, cmap=cmap,
              vmin=float(np.percentile(arr, floor_percentile)))
-    for kind, df in (("tp", tp), ("fp", fp), ("unlabelled", unlabelled)):
+    for kind, df in (("tp", tp), ("fp", fp), ("unlabelled", unlabelled), ("call", calls)):
         if df is None:
             continue
         for r in df.itertuples():
-            name = {"tp": "TP", "fp": "FP", "unlabelled": "no row:"}[kind]
-            _box(ax, r.t_min, r.t_max, r.f_min, r.f_max, f"{name} s{r.species_id}", kind, c,
+            _box(ax, r.t_min, r.t_max, r.f_min, r.f_max, f"{BOX_NAMES[kind]} s{r.species_id}", kind, c,
                  ls="--" if kind == "unlabelled" else "-")
-    handles = [Line2D([], [], color=BOX_COLORS["tp"], lw=2, label="TP row:\nspecies present"),
-               Line2D([], [], color=BOX_COLORS["fp"], lw=2, label="FP row:\ndetector fired,\nspecies absent")]
+    handles = []
+    if tp is not None or fp is not None:
+        handles += [Line2D([], [], color=BOX_COLORS["tp"], lw=2, label="TP row:\nspecies present"),
+                    Line2D([], [], color=BOX_COLORS["fp"], lw=2, label="FP row:\ndetector fired,\nspecies absent")]
     if unlabelled is not None and len(unlabelled):
         handles.append(Line2D([], [], color=UNLABELLED_COLOR, lw=2, ls="--",
                               label="call present,\nno row (unknown)"))
-    if legend:
+    if calls is not None and len(calls):
+        handles.append(Line2D([], [], color=CALL_COLOR, lw=2, label="call present\n(synthetic truth)"))
+    if legend and handles:
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8,
                   frameon=False, borderaxespad=0.0)
     return ax

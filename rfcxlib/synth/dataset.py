@@ -13,7 +13,7 @@ species, labelled or not, and the confusers the simulated detector fired on) and
 ``synth_info.json`` (profile, seed, counts). A profile with real backgrounds (``field``:
 :mod:`rfcxlib.synth.backgrounds`) also writes ``sites.csv`` (``recording_id,site``: where each
 recording's background was recorded) and ``synth_backgrounds.csv`` (the stretches of real
-recordings each background is made of).
+recordings each background is made of; :func:`read_backgrounds`).
 
 How the labels are made, as in the real tables: a training recording has a focal species whose
 calls are mostly boxed as TP rows; other species may call in it without any row (partial labels);
@@ -41,7 +41,7 @@ from rfcxlib.progress import tqdm
 
 from rfcxlib.synth import backgrounds as sbg
 from rfcxlib.synth import sounds as snd
-from rfcxlib.errors import ParameterError
+from rfcxlib.errors import DataError, ParameterError
 from rfcxlib.layout import ANNOTATION_COLUMNS as COLUMNS
 from rfcxlib.layout import SAMPLE_RATE, SPECIES_COLUMNS
 from rfcxlib.atomic import AtomicFile, replace_folder, write_json_atomic, write_text_atomic
@@ -339,3 +339,47 @@ def unlabelled_calls(calls: pd.DataFrame, recording_id: str) -> pd.DataFrame:
     """Calls of a training recording that no TP row covers (species present, label unknown)."""
     sel = (calls.recording_id == recording_id) & (calls.kind == "call") & ~calls.labelled.astype(bool)
     return calls[sel]
+
+
+def recording_calls(calls: pd.DataFrame, recording_id: str) -> pd.DataFrame:
+    """Every call of a recording, labelled or not (a test recording's: its ground truth, in time)."""
+    return calls[(calls.recording_id == recording_id) & (calls.kind == "call")]
+
+
+BACKGROUND_COLUMNS = ["split", "recording_id", "site", "file", "start_s", "length_s", "reversed", "level_rms"]
+
+
+def read_backgrounds(data_dir) -> "pd.DataFrame | None":
+    """The stretches of real recordings each background is made of (``synth_backgrounds.csv`` of
+    a data set with real backgrounds, the ``field`` profile), in the order they follow each
+    other; None for a folder without that file (other profiles, real data).
+
+    Columns: ``split, recording_id, site, file`` (folder/name), ``start_s, length_s`` (the part
+    of the file), ``reversed, level_rms``, and ``at_s``: where the stretch begins in the
+    recording (each overlaps the one before by the crossfade ``backgrounds.XFADE_S``).
+
+    Raises
+    ------
+    DataError
+        A column missing, or a row whose ``start_s`` is negative or ``length_s`` not above the
+        crossfade (the file and rows named).
+    """
+    path = Path(data_dir) / "synth_backgrounds.csv"
+    if not path.is_file():
+        return None
+    table = pd.read_csv(path, dtype={"recording_id": str, "site": str, "file": str})
+    missing = [c for c in BACKGROUND_COLUMNS if c not in table.columns]
+    if missing:
+        raise DataError(f"{path}: columns {missing} missing; expected {BACKGROUND_COLUMNS}")
+    start = pd.to_numeric(table.start_s, errors="coerce")
+    length = pd.to_numeric(table.length_s, errors="coerce")
+    bad = ~((start >= 0) & (length > sbg.XFADE_S))
+    if bad.any():
+        rows = (np.flatnonzero(bad.to_numpy()) + 2).tolist()
+        raise DataError(f"{path}: rows {rows[:10]} (line numbers): start_s "
+                        f"{table.start_s[bad].tolist()[:3]}, length_s {table.length_s[bad].tolist()[:3]}; "
+                        f"expected start_s >= 0 and length_s > {sbg.XFADE_S} s (the crossfade)")
+    table = table.assign(start_s=start, length_s=length, reversed=table.reversed.astype(str) == "True")
+    ends = table.groupby("recording_id", sort=False).length_s.cumsum()
+    k = table.groupby("recording_id", sort=False).cumcount()
+    return table.assign(at_s=(ends - table.length_s - k * sbg.XFADE_S).round(4))
