@@ -335,3 +335,40 @@ def test_notebook_06_runs_on_tiny_data(tiny_data_dir, tmp_path):
         assert (run.figures / f"{name}.png").stat().st_size > 5000
     saved = json.loads((run.path / "ensemble.json").read_text())
     assert saved["choice"] == values["choice"] and len(saved["table"]) == 5
+
+
+def test_model_table_reads_oof_three_ways(world):
+    """Known labels only (optimistic) >= the complete truth >= unknown read as absent (pessimistic),
+    when only some present species are labelled."""
+    rng = np.random.default_rng(1)
+    w = dict(world)
+    y = np.zeros_like(w["y"])  # the complete truth: the labelled species plus unlabelled ones
+    for i in range(len(y)):
+        y[i, rng.choice(24, 4, replace=False)] = 1
+    labelled = y * (rng.random(y.shape) < 0.4)
+    labelled[np.arange(len(y)), y.argmax(1)] = 1  # every recording keeps one known positive
+    w["y"], w["mask"] = labelled, np.maximum(labelled, _partial(y, rng) * (1 - y))
+    w["oof"] = _logits(y, rng, NOISE, 0.0)
+    table = E.model_table(_stack(w), oof_truth=y)
+    assert list(table.columns) == ["oof_lwlrap", "oof_all_lwlrap", "oof_truth_lwlrap", "test_lwlrap"]
+    for name in ("m0", "m1", "m2"):
+        row = table.loc[name]
+        assert row.oof_lwlrap > row.oof_truth_lwlrap > row.oof_all_lwlrap
+        assert row.oof_truth_lwlrap == pytest.approx(lwlrap(y, _sigmoid(w["oof"][int(name[1])])))
+    assert table.oof_truth_lwlrap.is_monotonic_decreasing or table.loc["m0"].oof_truth_lwlrap > table.loc["m2"].oof_truth_lwlrap
+    assert np.isnan(E.model_table(_stack(w)).oof_truth_lwlrap).all()
+
+
+def test_clip_truth_of_a_synthetic_data_set(tiny_data_dir):
+
+    from rfcxlib.data.tables import load_dataset
+    from rfcxlib.synth import dataset as synth
+
+    ds = load_dataset(tiny_data_dir)
+    truth = synth.clip_truth(tiny_data_dir, ds.test_ids)
+    assert np.array_equal(truth, ds.test_truth())  # on the test split: test_ground_truth.csv
+    train = synth.clip_truth(tiny_data_dir, ds.train_ids)
+    tp = ds.tp.assign(row=ds.tp.recording_id.map({r: i for i, r in enumerate(ds.train_ids)}))
+    assert train[tp.row.to_numpy(), tp.species_id.to_numpy()].all()  # every TP row's species calls there
+    assert train.sum() > len(set(zip(tp.recording_id, tp.species_id)))  # and more, unlabelled
+    assert synth.clip_truth(tiny_data_dir / "train", ds.train_ids) is None  # no synth_calls.csv

@@ -293,9 +293,16 @@ def fit_ensemble(stack: Stack, *, method: str = "prob", rescale: bool = True,
                        oof_lwlrap=oof)
 
 
-def model_table(stack: Stack, truth=None, fit: Optional[EnsembleFit] = None):
-    """One row per model (and ``mean`` / ``ensemble`` rows): OOF LWLRAP (masked) on the shared
-    OOF recordings, and test LWLRAP when ``truth`` ``(n_test, 24)`` is given (else NaN)."""
+def model_table(stack: Stack, truth=None, fit: Optional[EnsembleFit] = None, *, oof_truth=None):
+    """One row per model (and ``mean`` / ``ensemble`` rows): OOF LWLRAP on the shared OOF
+    recordings three ways and test LWLRAP when ``truth`` ``(n_test, 24)`` is given (else NaN).
+
+    ``oof_lwlrap``: known labels only (a known positive ranked against the species known absent:
+    what a user of real data sees, optimistic when most cells are unknown); ``oof_all_lwlrap``:
+    known positives ranked against every other species, unknown ones read as absent (pessimistic:
+    an unlabelled call ranked above a labelled one counts as an error); ``oof_truth_lwlrap``:
+    against the complete truth of the training recordings ``oof_truth`` ``(n_oof, 24)``, in
+    ``stack.oof_ids`` order (synthetic data only, else NaN)."""
     import pandas as pd
 
     rows = []
@@ -305,8 +312,11 @@ def model_table(stack: Stack, truth=None, fit: Optional[EnsembleFit] = None):
                         combine(stack.inputs("prob", "test"), method="prob")))
     if fit is not None:
         entries.append(("ensemble", fit.predict(stack, "oof"), fit.predict(stack, "test")))
+    every = np.ones_like(stack.mask)
     for name, oof, test in entries:
         rows.append({"model": name, "oof_lwlrap": _lwlrap(stack.y, oof, stack.mask),
+                     "oof_all_lwlrap": _lwlrap(stack.y * stack.mask, oof, every),
+                     "oof_truth_lwlrap": _lwlrap(oof_truth, oof) if oof_truth is not None else np.nan,
                      "test_lwlrap": _lwlrap(truth, test) if truth is not None else np.nan})
     return pd.DataFrame(rows).set_index("model")
 
@@ -350,6 +360,7 @@ def ensemble_metrics(table, fit: EnsembleFit) -> dict:
            "weights": dict(zip(fit.names, np.round(fit.weights, 6).tolist())),
            "guard_heldout": fit.holdout,
            "oof_lwlrap": float(table.loc["ensemble", "oof_lwlrap"]),
+           "oof_all_lwlrap": float(table.loc["ensemble", "oof_all_lwlrap"]),
            "best_single_oof_lwlrap": float(singles["oof_lwlrap"].max()),
            "best_single_oof_model": str(singles["oof_lwlrap"].idxmax())}
     if np.isfinite(table["test_lwlrap"]).all():
@@ -359,4 +370,6 @@ def ensemble_metrics(table, fit: EnsembleFit) -> dict:
         out["gain_over_best_single"] = out["test_lwlrap"] - out["best_single_test_lwlrap"]
         if "mean" in table.index:
             out["mean_test_lwlrap"] = float(table.loc["mean", "test_lwlrap"])
+    if "oof_truth_lwlrap" in table and np.isfinite(table.loc["ensemble", "oof_truth_lwlrap"]):
+        out["oof_truth_lwlrap"] = float(table.loc["ensemble", "oof_truth_lwlrap"])
     return out

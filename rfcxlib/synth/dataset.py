@@ -43,7 +43,7 @@ from rfcxlib.synth import backgrounds as sbg
 from rfcxlib.synth import sounds as snd
 from rfcxlib.errors import DataError, ParameterError
 from rfcxlib.layout import ANNOTATION_COLUMNS as COLUMNS
-from rfcxlib.layout import SAMPLE_RATE, SPECIES_COLUMNS
+from rfcxlib.layout import NUM_SPECIES, SAMPLE_RATE, SPECIES_COLUMNS
 from rfcxlib.atomic import AtomicFile, replace_folder, write_json_atomic, write_text_atomic
 from rfcxlib.paths import cache_root
 from rfcxlib.synth.plan import (PROFILES, Recording, check_profile, make_plan,  # noqa: F401  (API)
@@ -344,6 +344,24 @@ def unlabelled_calls(calls: pd.DataFrame, recording_id: str) -> pd.DataFrame:
 def recording_calls(calls: pd.DataFrame, recording_id: str) -> pd.DataFrame:
     """Every call of a recording, labelled or not (a test recording's: its ground truth, in time)."""
     return calls[(calls.recording_id == recording_id) & (calls.kind == "call")]
+
+
+def clip_truth(data_dir, recording_ids) -> "np.ndarray | None":
+    """``(n, 24)`` float32: 1 for every species that calls in each of ``recording_ids`` (training
+    or test), from ``synth_calls.csv``; None for a folder without it (real data). On training
+    recordings this is the complete truth the TP/FP rows only sample: out-of-fold scores measured
+    against it show what validation on known labels cannot (notebook 06)."""
+    path = Path(data_dir) / "synth_calls.csv"
+    if not path.is_file():
+        return None
+    calls = pd.read_csv(path, dtype={"recording_id": str})
+    calls = calls[calls.kind == "call"]
+    index = {str(r): i for i, r in enumerate(recording_ids)}
+    rows = calls.recording_id.map(index)
+    out = np.zeros((len(index), NUM_SPECIES), np.float32)
+    keep = rows.notna().to_numpy()
+    out[rows[keep].to_numpy(int), calls.species_id.to_numpy(int)[keep]] = 1.0
+    return out
 
 
 BACKGROUND_COLUMNS = ["split", "recording_id", "site", "file", "start_s", "length_s", "reversed", "level_rms"]
