@@ -83,3 +83,18 @@ def test_fold_fingerprint_levels(change, level):
     base = fingerprints.fold_fingerprint(Data, RunConfig(), loss="masked_bce")
     other = fingerprints.fold_fingerprint(Data, RunConfig().replace(**change), loss="masked_bce")
     assert fingerprints.compare(base, other) == {"weights": "stale", "scores": "scores", None: "same"}[level]
+
+
+def test_pcen_time_s_counts_only_when_log_is_pcen():
+    """``pcen_time_s`` was added after results were fingerprinted: with another ``log`` it is left out
+    whatever its value (the old results stay reusable); with ``log="pcen"`` it decides the weights."""
+    def weights(**change):
+        return fingerprints.fold_fingerprint(Data, RunConfig().replace(**change), loss="masked_bce")
+
+    base = weights()
+    assert "pcen_time_s" not in base["weights"] and "pcen_time_s" in RunConfig().to_dict()["features"]
+    assert weights(pcen_time_s=1.5)["weights_hash"] == base["weights_hash"]
+    on, slower = weights(log="pcen"), weights(log="pcen", pcen_time_s=1.5)
+    assert on["weights"]["pcen_time_s"] == 0.4 and on["weights_hash"] != base["weights_hash"]
+    assert fingerprints.compare(on, slower) == "stale"
+    assert "pcen_time_s 0.4 -> 1.5" in fingerprints.describe_change(on, slower)
