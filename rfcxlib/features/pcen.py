@@ -84,10 +84,10 @@ def smoothing_coefficient(time_s: float, *, sr: int, hop_length: int) -> float:
 def _decay(n, log_q: float, dtype) -> tuple[tf.Tensor, tf.Tensor]:
     """``(P, c)`` for ``n`` steps of a decay ``q = exp(log_q)``: ``P[t, j] = q ** (t - j)`` on and below
     the diagonal, 0 above, ``(n, n)``; ``c[t] = q ** (t + 1)``, ``(n, 1)``."""
-    t = tf.cast(tf.range(n), dtype)
-    lag = t[:, None] - t[None, :]
+    t = tf.expand_dims(tf.cast(tf.range(n), dtype), -1)  # (n, 1); no new-axis slices: TFLite has no kernel
+    lag = t - tf.transpose(t)
     P = tf.exp(tf.maximum(lag, 0.0) * log_q)  # never overflowing above the diagonal
-    return tf.where(lag >= 0, P, tf.zeros_like(P)), tf.exp((t[:, None] + 1.0) * log_q)
+    return tf.where(lag >= 0, P, tf.zeros_like(P)), tf.exp((t + 1.0) * log_q)
 
 
 def _smooth_blocks(x, s: float, log_q: float) -> tf.Tensor:
@@ -107,7 +107,7 @@ def _smooth_blocks(x, s: float, log_q: float) -> tf.Tensor:
     first = x[:, :1, :]
     ends = tf.linalg.matmul(P_blocks, Z[:, :, -1, :]) + c_blocks * first  # m[k]: (batch, blocks, mels)
     before = tf.concat([first, ends[:, :-1, :]], axis=1)  # m[k - 1]
-    M = Z + c * before[:, :, None, :]
+    M = Z + c * tf.expand_dims(before, 2)
     return tf.reshape(M, tf.stack([shape[0], n_blocks * L, shape[2]]))[:, :shape[1], :]
 
 
