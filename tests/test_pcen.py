@@ -223,3 +223,10 @@ def test_rfcx_export_of_a_pcen_model_gives_the_keras_scores(tiny_data_dir, tmp_p
     scores = runner(audio=windows)["scores"]
     print(f"TFLite max |difference| {np.abs(scores - expected).max():.2e}")
     np.testing.assert_allclose(scores, expected, atol=1e-4)
+
+
+def test_the_stages_figure_shows_pcen(signals):
+    from rfcxlib.plots import features as fplots
+
+    fig = fplots.plot_stages(signals["chirp"], sr=SR, config=FeatureConfig(log="pcen", pcen_time_s=0.2))
+    assert fig.axes[3].get_title().startswith("4. PCEN of mel power (time constant 0.2 s)")
