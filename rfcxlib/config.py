@@ -98,7 +98,7 @@ class FeatureConfig:
     fmin: float = 40.0
     fmax: float = 15000.0
     power: float = 2.0
-    log: str = "log_eps"  # "log_eps": log(M + 1e-4); "log1p": log(1 + M)
+    log: str = "log_eps"  # "log_eps": log(M + 1e-4); "log1p": log(1 + M); "pcen" (rfcxlib.features.pcen)
     image_height: int = 0  # 0: keep n_mels rows
     image_width: int = 0  # 0: keep one column per STFT frame
     channels: int = 1  # 3 for ImageNet weights
@@ -107,6 +107,8 @@ class FeatureConfig:
     # one more image channel: the row's mel-bin index scaled to [0, 1], constant over time
     # (rfcxlib.features.image_channels); image masks and augmentations leave it intact
     freq_channel: bool = False
+    # log="pcen": time constant of PCEN's smoother over time, seconds (rfcxlib.features.pcen)
+    pcen_time_s: float = 0.4
 
     def __post_init__(self):
         check(self.n_fft > 0 and self.n_fft & (self.n_fft - 1) == 0, "n_fft", self.n_fft,
@@ -116,13 +118,15 @@ class FeatureConfig:
         check(self.n_mels > 0, "n_mels", self.n_mels, "a positive integer")
         check(0 <= self.fmin < self.fmax, "fmin", self.fmin, f"0 <= fmin < fmax ({self.fmax})")
         check(self.power in (1.0, 2.0), "power", self.power, "1.0 (magnitude) or 2.0 (power)")
-        check_choice("log", self.log, ("log1p", "log_eps"))
+        check_choice("log", self.log, ("log1p", "log_eps", "pcen"))
         check(self.image_height >= 0 and self.image_width >= 0, "image_height/image_width",
               (self.image_height, self.image_width), "sizes >= 0 (0 keeps the native size)")
         check(self.channels in (1, 3), "channels", self.channels, "1 or 3")
         check_choice("mel_scale", self.mel_scale, ("htk", "slaney"))
         check_choice("normalize", self.normalize, ("standardize", "minmax", "none"))
         check(isinstance(self.freq_channel, bool), "freq_channel", self.freq_channel, "True or False")
+        check(isinstance(self.pcen_time_s, (int, float)) and 0 < self.pcen_time_s < float("inf"),
+              "pcen_time_s", self.pcen_time_s, "a time constant in seconds > 0")
 
 
 @dataclass(frozen=True)

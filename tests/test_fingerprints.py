@@ -103,3 +103,18 @@ def test_folds_by_site_enter_the_fingerprint_folds_by_recording_do_not(tmp_path)
     assert fingerprints.compare(by_recording, grouped) == "stale"
     Sited.sites = pd.Series(["x", "x"], index=["a", "b"])
     assert fingerprints.compare(grouped, fingerprints.fold_fingerprint(Sited, RunConfig(), loss="masked_bce")) == "stale"
+
+
+def test_pcen_time_s_counts_only_when_log_is_pcen():
+    """``pcen_time_s`` was added after results were fingerprinted: with another ``log`` it is left out
+    whatever its value (the old results stay reusable); with ``log="pcen"`` it decides the weights."""
+    def weights(**change):
+        return fingerprints.fold_fingerprint(Data, RunConfig().replace(**change), loss="masked_bce")
+
+    base = weights()
+    assert "pcen_time_s" not in base["weights"] and "pcen_time_s" in RunConfig().to_dict()["features"]
+    assert weights(pcen_time_s=1.5)["weights_hash"] == base["weights_hash"]
+    on, slower = weights(log="pcen"), weights(log="pcen", pcen_time_s=1.5)
+    assert on["weights"]["pcen_time_s"] == 0.4 and on["weights_hash"] != base["weights_hash"]
+    assert fingerprints.compare(on, slower) == "stale"
+    assert "pcen_time_s 0.4 -> 1.5" in fingerprints.describe_change(on, slower)

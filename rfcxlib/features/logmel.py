@@ -1,4 +1,4 @@
-"""Log-mel features: STFT ▶ power ▶ mel ▶ log, frequency-band crops, shaping to the model input.
+"""Log-mel features: STFT ▶ power ▶ mel ▶ log (or PCEN), frequency-band crops, shaping to the model input.
 
 Everything runs on ``tf.signal`` so the same code works eagerly (notebooks), inside ``tf.data``
 graphs (the input pipeline) and on an accelerator (the :class:`LogMel` Keras layer).
@@ -23,7 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from rfcxlib.features import image_channels
+from rfcxlib.features import image_channels, pcen
 from rfcxlib.config import FeatureConfig, check
 from rfcxlib.errors import ParameterError
 from rfcxlib.layout import SAMPLE_RATE
@@ -164,9 +164,15 @@ def stft_power(y, *, config: Optional[FeatureConfig] = None) -> tf.Tensor:
     return _stft(y, c)
 
 
-def apply_log(M, *, config: Optional[FeatureConfig] = None) -> tf.Tensor:
-    """``log1p(M)`` or ``log(M + 1e-4)`` as ``config.log`` says."""
+def apply_log(M, *, config: Optional[FeatureConfig] = None, sr: Optional[int] = None) -> tf.Tensor:
+    """``log1p(M)``, ``log(M + 1e-4)`` or PCEN (:mod:`rfcxlib.features.pcen`, over time: ``M`` is
+    ``(..., frames, n_mels)`` and ``sr`` the audio's rate) as ``config.log`` says."""
     c = config or FeatureConfig()
+    if c.log == "pcen":
+        if sr is None:
+            raise ParameterError("sr: log='pcen' needs the sample rate of the audio (PCEN's frame rate "
+                                 "is sr / hop_length); got None")
+        return pcen.front_end(M, sr=sr, config=c)
     return tf.math.log1p(M) if c.log == "log1p" else tf.math.log(M + LOG_EPS)
 
 
@@ -187,7 +193,7 @@ def _mel_body(y, sr: int, params: tuple, log: bool):
     c = FeatureConfig(*params)
     bins, weights = band_limited_filterbank(sr=sr, config=c)
     M = tf.tensordot(_stft(y, c, bins), tf.constant(weights), axes=1)
-    return apply_log(M, config=c) if log else M
+    return apply_log(M, config=c, sr=sr) if log else M
 
 
 # Inside tf.data and Keras graphs the plain graph is used. Called eagerly (one clip, a batch of

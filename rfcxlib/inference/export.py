@@ -3,7 +3,7 @@
 
 The exported graph takes windows of raw mono audio at the model's rate (48 kHz), float32 in
 ``[-1, 1]``, shape ``[N, window_samples]``, and returns ``scores`` ``[N, 24]``: the log-mel
-front-end of :mod:`rfcxlib.features.logmel` (``tf.signal`` STFT ▶ mel ▶ log ▶ image) is inside the graph,
+front-end of :mod:`rfcxlib.features.logmel` (``tf.signal`` STFT ▶ mel ▶ log or PCEN ▶ image) is inside the graph,
 followed by every trained fold of the model (their mean logits, as ``test_scores.npz``) and a
 sigmoid. Nothing of rfcxlib is needed to run it.
 
@@ -73,7 +73,7 @@ def device_log_mel(y, *, sr: int, config):
     power = re * re + im * im
     if c.power != 2.0:
         power = tf.sqrt(power)
-    return features.apply_log(tf.tensordot(power, tf.constant(weights), axes=1), config=c)
+    return features.apply_log(tf.tensordot(power, tf.constant(weights), axes=1), config=c, sr=int(sr))
 
 
 def cnn_module(model_dir: Path, *, outputs: str = "scores", per_fold: bool = False):

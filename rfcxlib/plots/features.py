@@ -68,13 +68,19 @@ def specshow(S, *, sr: int = SAMPLE_RATE, config: Optional[FeatureConfig] = None
     return ax
 
 
+def _compression_title(c: FeatureConfig) -> str:
+    if c.log == "pcen":
+        return f"4. PCEN of mel power (time constant {c.pcen_time_s:g} s): each band over its recent level"
+    return f"4. log-mel = {'log(1 + M)' if c.log == 'log1p' else 'log(M + 1e-4)'}: quiet calls become visible"
+
+
 def plot_stages(y, *, sr: int, config: Optional[FeatureConfig] = None, fig=None):
-    """Waveform ▶ STFT power ▶ mel power ▶ log-mel, one panel each, for one clip ``y`` ``(n,)``."""
+    """Waveform ▶ STFT power ▶ mel power ▶ log-mel (or PCEN), one panel each, for one clip ``y`` ``(n,)``."""
     c = config or FeatureConfig()
     y = _np(y)
     P = _np(features.stft_power(y, config=c))
     M = _np(features.mel_power(y, sr=sr, config=c))
-    L = _np(features.apply_log(M, config=c))
+    L = _np(features.apply_log(M, config=c, sr=sr))
     fig = fig or plt.figure(figsize=(11, 10), layout="constrained")
     axes = fig.subplots(4, 1)
     t = np.arange(len(y)) / sr
@@ -93,8 +99,7 @@ def plot_stages(y, *, sr: int, config: Optional[FeatureConfig] = None, fig=None)
     axes[2].set(xlabel="time (s)", title=f"3. mel power: {c.n_mels} mel bands, {c.fmin:g}-{c.fmax:g} Hz "
                                          "(still linear colour)")
     specshow(L, sr=sr, config=c, ax=axes[3], colorbar=True,
-             title=f"4. log-mel = {'log(1 + M)' if c.log == 'log1p' else 'log(M + 1e-4)'}: "
-                   "quiet calls become visible")
+             title=_compression_title(c))
     return fig
 
 

@@ -40,7 +40,9 @@ NOT_TRAINING = {"data_dir", "audio_cache", "train_folds", "fold_groups"}  # fold
 # options added after results were fingerprinted: left out at these values (off), so a result of
 # a configuration without them is still reused; any other value enters the fingerprint
 ADDED_OFF = {"freq_channel": False, "p_background_mix": 0.0}
-ADDED_WITH = {"background_snr_db": "p_background_mix"}  # only matters when that option is on
+# options that only matter while another is on: left out when that option is absent above (off),
+# or, for a pair (option, value), whenever that option has another value
+ADDED_WITH = {"background_snr_db": "p_background_mix", "pcen_time_s": ("log", "pcen")}
 
 
 def digest(values: Any) -> str:
@@ -97,7 +99,8 @@ def fold_fingerprint(dataset, config, *, loss: str, build_fn: Optional[Callable]
         if weights.get(name) == off:
             del weights[name]
     for name, option in ADDED_WITH.items():
-        if option not in weights:
+        option, on = option if isinstance(option, tuple) else (option, None)
+        if option not in weights or (on is not None and weights[option] != on):
             weights.pop(name, None)
     weights.update(folds_identity(dataset, config))
     weights.update(loss=loss, build_fn=builder_name(build_fn),
