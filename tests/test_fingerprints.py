@@ -118,3 +118,13 @@ def test_pcen_time_s_counts_only_when_log_is_pcen():
     assert on["weights"]["pcen_time_s"] == 0.4 and on["weights_hash"] != base["weights_hash"]
     assert fingerprints.compare(on, slower) == "stale"
     assert "pcen_time_s 0.4 -> 1.5" in fingerprints.describe_change(on, slower)
+
+
+def test_without_added_drops_the_added_options_while_off():
+    base = RunConfig().to_dict()
+    assert fingerprints.without_added(base) == fingerprints.without_added(
+        RunConfig().replace(pcen_time_s=0.2, background_snr_db=[1.0, 2.0], fold_groups="recording").to_dict())
+    flat = {n for fields in fingerprints.without_added(base).values() for n in fields}
+    assert not flat & {"freq_channel", "p_background_mix", "background_snr_db", "pcen_time_s", "fold_groups"}
+    on = fingerprints.without_added(RunConfig().replace(log="pcen", freq_channel=True).to_dict())
+    assert on["features"]["pcen_time_s"] == 0.4 and on["features"]["freq_channel"] is True

@@ -77,9 +77,8 @@ def train_head_model(dataset, config: RunConfig, head: HeadConfig, model_dir, *,
     extra = {"family": "birdnet", "embedder": head.embedder, "licence": birdnet.get_embedder(head.embedder).licence,
              **info, **(extra or {})}
     write_json_atomic(model_dir / CONFIG_FILE, {**config.to_dict(), "head": head.to_dict(), "notebook": extra})
-    settings = config.to_dict()
-    settings["data"].pop("fold_groups")  # enters through folds_identity (nothing when by recording)
-    made_by = {"data": fingerprints.data_digest(dataset, test=True), "config": settings,
+    made_by = {"data": fingerprints.data_digest(dataset, test=True),
+               "config": fingerprints.without_added(config.to_dict()),
                "head": head.key(), "info": info, "windows": windows,
                **fingerprints.folds_identity(dataset, config)}
     oof, test, history, notes = [], [], [], {}

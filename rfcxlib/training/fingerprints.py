@@ -70,6 +70,20 @@ def data_digest(dataset, *, test: bool = False) -> str:
     return h.hexdigest()
 
 
+def without_added(sections: dict) -> dict:
+    """A configuration's sections (``RunConfig.to_dict()``) without the options added after results
+    were fingerprinted while they are off (``ADDED_OFF``, ``ADDED_WITH``) and without
+    ``fold_groups`` (:func:`folds_identity` says what the folds group by): the embedding heads'
+    fingerprints take this, so an option added for the CNNs does not make their folds stale."""
+    flat = {name: value for fields in sections.values() for name, value in fields.items()}
+    drop = {"fold_groups"} | {name for name, off in ADDED_OFF.items() if flat.get(name) == off}
+    for name, option in ADDED_WITH.items():
+        option, on = option if isinstance(option, tuple) else (option, None)
+        if option in drop or option not in flat or (on is not None and flat[option] != on):
+            drop.add(name)
+    return {section: {n: v for n, v in fields.items() if n not in drop} for section, fields in sections.items()}
+
+
 def folds_identity(dataset, config) -> dict:
     """What the folds group by, for a fingerprint: ``{}`` for folds by recording (as before sites
     existed, so those results stay reusable), else ``{"fold_sites": digest}`` of every labelled
