@@ -372,3 +372,15 @@ def test_clip_truth_of_a_synthetic_data_set(tiny_data_dir):
     assert train[tp.row.to_numpy(), tp.species_id.to_numpy()].all()  # every TP row's species calls there
     assert train.sum() > len(set(zip(tp.recording_id, tp.species_id)))  # and more, unlabelled
     assert synth.clip_truth(tiny_data_dir / "train", ds.train_ids) is None  # no synth_calls.csv
+
+
+def test_guard_on_every_cell_reads_unknown_ones_as_absent(world):
+    stack = _stack(world)
+    known = E.fit_ensemble(stack, method="logit", labels="known")
+    every = E.fit_ensemble(stack, method="logit", labels="all")
+    assert known.labels == "known" and every.labels == "all" and every.to_dict()["labels"] == "all"
+    pooled = stack.y * stack.mask
+    assert every.oof_lwlrap == pytest.approx(lwlrap(pooled, every.predict(stack, "oof")))
+    assert every.oof_lwlrap < known.oof_lwlrap  # unknown positives count against it
+    with pytest.raises(ParameterError, match="guard_labels"):
+        E.fit_ensemble(stack, labels="truth")

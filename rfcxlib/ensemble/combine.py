@@ -18,7 +18,7 @@ import numpy as np
 
 from rfcxlib import NUM_SPECIES
 from rfcxlib.inference import member_windows
-from rfcxlib.errors import DataError, ParameterError
+from rfcxlib.errors import DataError, ParameterError, unknown_choice
 from rfcxlib.ensemble.model_scores import Stack, check_method
 
 
@@ -210,6 +210,7 @@ class EnsembleFit:
     split_by: str
     n_splits: int
     oof_lwlrap: float
+    labels: str = "known"
 
     def predict(self, stack: Stack, split: str = "test") -> np.ndarray:
         """Ensemble scores ``(n, 24)`` of the ``"oof"`` or ``"test"`` recordings of ``stack``."""
@@ -224,7 +225,7 @@ class EnsembleFit:
                 "weights": dict(zip(self.names, np.round(self.weights, 6).tolist())),
                 "scale": np.round(self.scale, 6).tolist(), "holdout_lwlrap": self.holdout,
                 "split_by": self.split_by, "n_splits": self.n_splits,
-                "oof_lwlrap": self.oof_lwlrap}
+                "oof_lwlrap": self.oof_lwlrap, "labels": self.labels}
 
 
 def holdout_splits(stack: Stack, *, n_splits: int = 5, seed: int = 0) -> tuple[list, str]:
@@ -252,9 +253,15 @@ def _fit_kinds(kinds, X, y, mask, method: str, seed: int, l2: float) -> dict:
     return {k: out[k] for k in kinds}
 
 
+#: what the weights, factors and guard are fitted on: the known cells only, or every cell with the
+#: unknown ones read as absent (known-label LWLRAP reads 0.97-1.00 for every model on data labelled
+#: as sparsely as RFCx, so it cannot tell them apart; the other ranks them as the truth does)
+GUARD_LABELS = ("known", "all")
+
+
 def fit_ensemble(stack: Stack, *, method: str = "prob", rescale: bool = True,
                  guard: bool = True, n_splits: int = 5, seed: int = 0, min_gain: float = 0.0,
-                 l2: float = 0.01) -> EnsembleFit:
+                 l2: float = 0.01, labels: str = "known") -> EnsembleFit:
     """Fit model weights (and per-species factors) on OOF scores, keeping them only when they
     beat the plain mean on held-out data.
 
@@ -262,35 +269,40 @@ def fit_ensemble(stack: Stack, *, method: str = "prob", rescale: bool = True,
     held-out scores over splits and computes their masked LWLRAP. A fitted kind is kept only
     when it beats the simpler kinds by more than ``min_gain``; the kept kind is then refitted
     on every OOF row. ``guard=False`` keeps the most complex kind without checking.
+    ``labels`` (:data:`GUARD_LABELS`): ``"known"`` fits and compares on the known cells,
+    ``"all"`` on every cell with the unknown ones read as absent.
     """
     check_method(method)
+    if labels not in GUARD_LABELS:
+        raise unknown_choice("guard_labels", labels, GUARD_LABELS)
+    y, mask = (stack.y, stack.mask) if labels == "known" else (stack.y * stack.mask, np.ones_like(stack.mask))
     X = stack.inputs(method, "oof")
     kinds = ["mean"] + (["weighted"] if X.shape[0] > 1 else [])
     kinds += ["weighted+rescaled"] if rescale else []
     holdout: dict = {}
     splits, split_by = holdout_splits(stack, n_splits=n_splits, seed=seed)
     if guard and len(kinds) > 1:
-        pooled = {k: np.zeros(stack.y.shape) for k in kinds}
+        pooled = {k: np.zeros(y.shape) for k in kinds}
         for held in splits:
             train = ~held
-            if not (stack.y[train] * stack.mask[train]).any():
+            if not (y[train] * mask[train]).any():
                 raise DataError("a held-out split leaves no known positive label to fit on")
-            fitted = _fit_kinds(kinds, X[:, train], stack.y[train], stack.mask[train], method,
+            fitted = _fit_kinds(kinds, X[:, train], y[train], mask[train], method,
                                 seed, l2)
             for k, (w, a) in fitted.items():
                 pooled[k][held] = combine(X[:, held], w, method=method) * a
-        holdout = {k: _lwlrap(stack.y, pooled[k], stack.mask) for k in kinds}
+        holdout = {k: _lwlrap(y, pooled[k], mask) for k in kinds}
         choice = "mean"
         for k in kinds[1:]:
             if holdout[k] > holdout[choice] + min_gain:
                 choice = k
     else:
         choice = kinds[-1]
-    weights, scale = _fit_kinds([choice], X, stack.y, stack.mask, method, seed, l2)[choice]
-    oof = _lwlrap(stack.y, combine(X, weights, method=method) * scale, stack.mask)
+    weights, scale = _fit_kinds([choice], X, y, mask, method, seed, l2)[choice]
+    oof = _lwlrap(y, combine(X, weights, method=method) * scale, mask)
     return EnsembleFit(names=list(stack.names), method=method, choice=choice, weights=weights,
                        scale=scale, holdout=holdout, split_by=split_by, n_splits=len(splits),
-                       oof_lwlrap=oof)
+                       oof_lwlrap=oof, labels=labels)
 
 
 def model_table(stack: Stack, truth=None, fit: Optional[EnsembleFit] = None, *, oof_truth=None):
