@@ -37,6 +37,8 @@ def cnn_method_from_params(params: dict) -> tuple[str, SoftPseudoConfig]:
     ``soft_*``), checked as the notebook will check them."""
     method = params.get("cnn_method", "loss")
     check_choice("cnn_method", method, CNN_TRAINING)
+    check(not (method == "soft_pseudo" and params.get("loss") == "sed"), "loss", "sed",
+          "a clip loss with cnn_method='soft_pseudo' (its training windows carry no frame targets)")
     return method, soft_from_params(params)
 
 
