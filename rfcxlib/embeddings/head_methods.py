@@ -40,7 +40,7 @@ import numpy as np
 from rfcxlib.embeddings import birdnet
 from rfcxlib.embeddings.head_config import HeadConfig, SoftPseudoConfig
 from rfcxlib.embeddings.head_fit import build_head, fit_head, head_logits, mixup_batches
-from rfcxlib.embeddings.head_targets import training_windows, window_targets
+from rfcxlib.embeddings.head_targets import training_windows
 from rfcxlib.inference import windows as inference
 from rfcxlib.noisy import coteaching, pseudo_labels, soft_labels
 
