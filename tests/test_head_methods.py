@@ -48,7 +48,7 @@ def _constant_model(value: float):
 
 # --------------------------------------------------------------------------- soft targets
 def test_soft_targets_keep_known_cells_hard_and_weigh_the_soft_ones():
-    from rfcxlib.embeddings import head_methods as hm
+    from rfcxlib.noisy import soft_labels as hm
 
     known = np.zeros((2, 2 * S), np.float32)
     known[0, [3, S + 3]] = 1.0  # TP of species 3
@@ -71,7 +71,7 @@ def test_soft_targets_keep_known_cells_hard_and_weigh_the_soft_ones():
 
 
 def test_row_sampling_is_seeded_drops_about_half_and_spares_other_recordings():
-    from rfcxlib.embeddings import head_methods as hm
+    from rfcxlib.noisy import soft_labels as hm
 
     dataset = _dataset()
     train = dataset.train_ids[:80]
@@ -94,6 +94,7 @@ def test_row_sampling_is_seeded_drops_about_half_and_spares_other_recordings():
 
 def test_round_targets_cover_training_windows_only_and_keep_sampled_labels_hard():
     from rfcxlib.embeddings import head_config as hc, head_methods as hm, head_targets as ht
+    from rfcxlib.noisy import soft_labels
 
     dataset = _dataset(n_recordings=30, rows_each=3)
     table = _table(dataset)
@@ -103,7 +104,7 @@ def test_round_targets_cover_training_windows_only_and_keep_sampled_labels_hard(
                                            round_index=1)
     assert set(pool.windows.recording_id) == set(train) and not set(pool.windows.recording_id) & set(valid)
     assert len(pool) == len(targets) == 20 * 8 == info["windows"]
-    sampled = hm.sample_rows(dataset, train, keep_prob=0.5, seed=[4, 1])
+    sampled = soft_labels.sample_rows(dataset, train, keep_prob=0.5, seed=[4, 1])
     known = ht.window_targets(sampled, pool)
     hard = known[:, S:] == 1
     np.testing.assert_array_equal(targets[:, :S][hard], known[:, :S][hard])

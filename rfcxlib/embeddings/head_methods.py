@@ -19,7 +19,8 @@ scored on them alone.
   with probability ``row_keep`` (a fresh seeded draw per round, against confirmation bias); a
   cell that a kept row labels keeps its hard target (TP 1, FP 0, weight 1), every other cell
   (unknown, or labelled only by a dropped row) takes the previous head's probability
-  ``sigmoid(logit / temperature)`` as a soft target with weight ``soft_weight``. The loss is BCE
+  ``sigmoid(logit / temperature)`` as a soft target with weight ``soft_weight``
+  (:mod:`rfcxlib.noisy.soft_labels`, shared with the CNNs' rounds, :mod:`rfcxlib.noisy.soft_pseudo`). The loss is BCE
   over all cells with those targets and weights: :func:`rfcxlib.training.losses.masked_bce` on the packed
   ``[target | weight]``, which with every weight 1 is plain mean BCE on soft targets.
 
@@ -32,19 +33,16 @@ Tests: tests/test_head_methods.py
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Optional, Sequence
 
 import numpy as np
 
-from rfcxlib.config import check
 from rfcxlib.embeddings import birdnet
 from rfcxlib.embeddings.head_config import HeadConfig, SoftPseudoConfig
 from rfcxlib.embeddings.head_fit import build_head, fit_head, head_logits, mixup_batches
-from rfcxlib.embeddings.head_targets import training_windows, window_targets
-from rfcxlib.errors import ParameterError
+from rfcxlib.embeddings.head_targets import training_windows
 from rfcxlib.inference import windows as inference
-from rfcxlib.noisy import coteaching, pseudo_labels
+from rfcxlib.noisy import coteaching, pseudo_labels, soft_labels
 
 
 # --------------------------------------------------------------------------- co-teaching
@@ -94,50 +92,11 @@ def fit_pseudo_labels(dataset, table: birdnet.WindowTable, train_ids: Sequence[s
 
 
 # --------------------------------------------------------------------------- soft pseudo-labels
-def sample_rows(dataset, recording_ids: Sequence[str], *, keep_prob: float, seed):
-    """A copy of ``dataset`` in which each TP and FP row of ``recording_ids`` is kept with
-    probability ``keep_prob`` (one draw per row from ``np.random.default_rng(seed)``); the rows of
-    every other recording are all kept."""
-    check(0 < keep_prob <= 1, "soft_row_keep", keep_prob, "a probability in (0, 1]")
-    rng, ids, tables = np.random.default_rng(seed), set(recording_ids), []
-    for rows in (dataset.tp, dataset.fp):
-        keep = rng.random(len(rows)) < keep_prob
-        tables.append(rows[keep | ~rows["recording_id"].isin(ids).to_numpy()].reset_index(drop=True))
-    return dataclasses.replace(dataset, tp=tables[0], fp=tables[1])
-
-
-def soft_targets(known: np.ndarray, logits: np.ndarray, *, soft_weight: float = 1.0,
-                 temperature: float = 1.0) -> np.ndarray:
-    """Packed ``[target | weight]`` for BCE with soft targets.
-
-    Parameters
-    ----------
-    known : np.ndarray [shape=(n, 2 * S)]
-        ``[y | mask]`` of the hard labels (:func:`rfcxlib.embeddings.head_targets.window_targets`).
-    logits : np.ndarray [shape=(n, S)]
-        The previous head's logits of the same windows.
-    soft_weight, temperature : float
-        See :class:`SoftPseudoConfig`.
-
-    Returns
-    -------
-    np.ndarray [shape=(n, 2 * S)], float32: where ``mask = 1`` the target is ``y`` with weight 1;
-    elsewhere ``sigmoid(logits / temperature)`` with weight ``soft_weight``.
-    """
-    known, logits = np.asarray(known, np.float32), np.asarray(logits)
-    s = known.shape[-1] // 2
-    if known.ndim != 2 or logits.shape != (len(known), s):
-        raise ParameterError(f"known {known.shape} and logits {logits.shape}: expected (n, 2 * S) and (n, S)")
-    y, mask = known[:, :s], known[:, s:]
-    p = inference.sigmoid(np.asarray(logits, np.float64) / temperature)
-    return np.concatenate([mask * y + (1 - mask) * p, mask + (1 - mask) * soft_weight], axis=1).astype(np.float32)
-
-
 def round_targets(dataset, table: birdnet.WindowTable, train_ids: Sequence[str], model, *,
                   soft: SoftPseudoConfig, seed: int, round_index: int):
     """The training set of soft round ``round_index``: every window of ``train_ids`` in ``table``,
-    its targets (:func:`soft_targets` of ``model``'s logits, the hard labels of the rows this
-    round keeps, drawn with seed ``[seed, round_index]``) and what the round did.
+    its targets (:func:`rfcxlib.noisy.soft_labels.round_targets` of ``model``'s logits, the rows
+    kept drawn with seed ``[seed, round_index]``) and what the round did.
 
     Returns
     -------
@@ -146,16 +105,9 @@ def round_targets(dataset, table: birdnet.WindowTable, train_ids: Sequence[str],
     target of the cells without a kept label)}``.
     """
     pool = table.subset(train_ids)
-    sampled = sample_rows(dataset, train_ids, keep_prob=soft.row_keep, seed=[seed, round_index])
-    known = window_targets(sampled, pool)
-    targets = soft_targets(known, head_logits(model, pool), soft_weight=soft.soft_weight,
-                           temperature=soft.temperature)
-    ids, s = set(train_ids), dataset.num_species
-    ours = [int(t.recording_id.isin(ids).sum()) for t in (dataset.tp, dataset.fp, sampled.tp, sampled.fp)]
-    unknown = known[:, s:] == 0
-    return pool, targets, {"round": round_index, "windows": len(pool),
-                           "rows_kept": (ours[2] + ours[3]) / max(1, ours[0] + ours[1]),
-                           "soft_mean": float(targets[:, :s][unknown].mean()) if unknown.any() else float("nan")}
+    targets, info = soft_labels.round_targets(dataset, pool.windows, train_ids, head_logits(model, pool),
+                                              soft=soft, seed=[seed, round_index])
+    return pool, targets, {"round": round_index, **info}
 
 
 def fit_soft_pseudo(dataset, table: birdnet.WindowTable, train_ids: Sequence[str],

@@ -13,16 +13,13 @@ import numpy as np
 import pandas as pd
 
 from rfcxlib.embeddings import birdnet
+from rfcxlib.noisy import soft_labels
 
 
 def window_targets(dataset, table: birdnet.WindowTable) -> np.ndarray:
-    """``(n, 48)`` float32 ``[y | mask]`` of every window of ``table`` (the CNN windows' rule)."""
-    w = table.windows
-    out = np.zeros((len(w), 2 * dataset.num_species), np.float32)
-    for i, (rid, t0, t1) in enumerate(zip(w["recording_id"], w["start_s"], w["end_s"])):
-        y, mask = dataset.window_targets(rid, float(t0), min(float(t1), dataset.durations.get(rid, float(t1))))
-        out[i, :dataset.num_species], out[i, dataset.num_species:] = y, mask
-    return out
+    """``(n, 48)`` float32 ``[y | mask]`` of every window of ``table`` (the CNN windows' rule,
+    :func:`rfcxlib.noisy.soft_labels.window_labels`)."""
+    return soft_labels.window_labels(dataset, table.windows)
 
 
 def training_windows(dataset, table: birdnet.WindowTable, recording_ids) -> tuple[np.ndarray, np.ndarray]:

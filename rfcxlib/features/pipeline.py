@@ -141,9 +141,9 @@ def _options() -> tf.data.Options:
 
 
 # --------------------------------------------------------------------------- builders
-def _band_filter(targets: np.ndarray, keep: np.ndarray, species: int):
-    """Frequency filtering of one crop: the rows ``keep`` of its species' band, and only that
-    species' label known (the others' calls may lie outside the band)."""
+def band_filter(targets: np.ndarray, keep: np.ndarray, species: int):
+    """Frequency filtering of one crop (or window): the rows ``keep`` of its species' band, and
+    only that species' label known (the others' calls may lie outside the band)."""
     known = np.zeros(NUM_SPECIES, np.float32)
     known[species] = 1.0
     targets = targets.copy()
@@ -158,7 +158,7 @@ def _train_crops(dataset, rows: pd.DataFrame, cache: audio.AudioCache, *, crop_s
     generator ``default_rng([seed, e])``. With ``frames``, targets are ``(1 + frames, 48)``:
     the clip's, then each frame's (``dataset.frame_targets``). With ``band = (masks, p)``
     (:func:`band_masks`, ``p_band_filter``), each crop also yields the image rows to keep
-    ``(H,)``: with probability ``p`` its row's species band (:func:`_band_filter`), else all."""
+    ``(H,)``: with probability ``p`` its row's species band (:func:`band_filter`), else all."""
     probs = species_weights(rows)
     table = list(rows[["recording_id", "t_min", "t_max", "species_id"]].itertuples(index=False, name=None))
     paths = {rid: dataset.path(rid) for rid in set(rows["recording_id"])}
@@ -180,7 +180,7 @@ def _train_crops(dataset, rows: pd.DataFrame, cache: audio.AudioCache, *, crop_s
                 continue
             masks, p = band
             if rng.random() < p:
-                targets, keep = _band_filter(targets, masks[int(species)], int(species))
+                targets, keep = band_filter(targets, masks[int(species)], int(species))
             else:
                 keep = np.ones(masks.shape[1], np.float32)
             yield wave, targets, keep, rng.integers(0, 2**62, size=2)
@@ -229,32 +229,39 @@ def train_dataset(dataset, recording_ids: Sequence[str], config: Optional[RunCon
     c = config or RunConfig()
     rows = crop_rows(dataset, recording_ids)
     cache = audio_cache(dataset, sorted(set(rows["recording_id"])), c, split=None, progress=progress)
-    batch = c.train.batch_size
-    n = int(samples_per_epoch or max(len(rows), batch))
-    if n < batch:
-        raise ParameterError(f"samples_per_epoch={n}: expected at least batch_size={batch}")
+    n = epoch_size(samples_per_epoch, len(rows), c)
     if frames is not None and not (isinstance(frames, (int, np.integer)) and frames >= 1):
         raise ParameterError(f"parameter 'frames' = {frames!r}: expected an integer >= 1 (the SED head's frames)")
     if frames and c.augment.augment and c.augment.p_flip_time > 0:
         raise ParameterError(f"p_flip_time = {c.augment.p_flip_time}: expected 0 with frame targets "
                              "(a time flip reverses the sound but not its frame labels)")
     target_shape = (2 * NUM_SPECIES,) if not frames else (1 + int(frames), 2 * NUM_SPECIES)
-    signature = (tf.TensorSpec((crop_samples(c),), tf.float32),
-                 tf.TensorSpec(target_shape, tf.float32), tf.TensorSpec((2,), tf.int64))
-    to_image = _features_fn(c, train=True)
     ac = c.augment
-
-    def mix(x, t, seeds):  # the batch's mixup seed: its first example's, folded apart
-        return augment.mixup(x, t, seed=tf.random.experimental.stateless_fold_in(seeds[0], 1), config=ac)
-
     p_band = ac.p_band_filter if ac.augment else 0.0
     band = (band_masks(dataset, c), p_band) if p_band > 0 else None
     generate = _train_crops(dataset, rows, cache, crop_s=c.audio.crop_s, n=n, seed=seed, frames=frames,
                             band=band)
-    if band is not None:  # the rows to keep (H,) ride along: image rows outside the band are zeroed
-        signature = signature[:2] + (tf.TensorSpec((band[0].shape[1],), tf.float32),) + signature[2:]
+    return training_batches(generate, c, n=n, target_shape=target_shape, band_rows=band and band[0].shape[1])
+
+
+def training_batches(generate, c: RunConfig, *, n: int, target_shape: tuple, band_rows: Optional[int]):
+    """Training batches of the ``n`` examples ``(wave, targets, [keep (H,),] seed (2,))`` that
+    ``generate`` (a generator function: one call, one epoch) yields, ``keep`` being the image rows
+    a frequency-filtered example keeps (with ``band_rows``): background mix, image (waveform and
+    image augmentations), rows outside the band zeroed, batches (``drop_remainder``), mixup, prefetch.
+    :func:`train_dataset` and :func:`rfcxlib.features.fixed_windows.window_train_dataset` share it."""
+    batch, ac = c.train.batch_size, c.augment
+    signature = (tf.TensorSpec((crop_samples(c),), tf.float32),
+                 tf.TensorSpec(target_shape, tf.float32), tf.TensorSpec((2,), tf.int64))
+    if band_rows:  # the rows to keep (H,) ride along: image rows outside the band are zeroed
+        signature = signature[:2] + (tf.TensorSpec((band_rows,), tf.float32),) + signature[2:]
+    to_image = _features_fn(c, train=True)
+
+    def mix(x, t, seeds):  # the batch's mixup seed: its first example's, folded apart
+        return augment.mixup(x, t, seed=tf.random.experimental.stateless_fold_in(seeds[0], 1), config=ac)
+
     ds = _mix_backgrounds(tf.data.Dataset.from_generator(generate, output_signature=signature), ac, batch)
-    if band is None:
+    if not band_rows:
         ds = ds.map(lambda w, t, s: (to_image(w, s), t, s), num_parallel_calls=tf.data.AUTOTUNE)
     else:
         freq = c.features.freq_channel
@@ -264,6 +271,15 @@ def train_dataset(dataset, recording_ids: Sequence[str], config: Optional[RunCon
     ds = ds.map(mix, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.apply(tf.data.experimental.assert_cardinality(n // batch))  # Keras then knows the epoch
     return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
+
+
+def epoch_size(samples_per_epoch: Optional[int], examples: int, c: RunConfig) -> int:
+    """Examples per epoch: ``samples_per_epoch``, else ``examples`` (at least one batch)."""
+    batch = c.train.batch_size
+    n = int(samples_per_epoch or max(examples, batch))
+    if n < batch:
+        raise ParameterError(f"samples_per_epoch={n}: expected at least batch_size={batch}")
+    return n
 
 
 def valid_crops(dataset, recording_ids: Sequence[str], config: Optional[RunConfig] = None) -> pd.DataFrame:

@@ -8,10 +8,11 @@ families take part:
 
 - CNNs (:data:`CNN_METHODS`): one loss each (:data:`LOSS_METHODS`,
   :func:`rfcxlib.training.train.train_model`), co-teaching
-  (:func:`rfcxlib.noisy.coteaching.train_coteaching`) and pseudo-label rounds
-  (:func:`rfcxlib.noisy.pseudo_labels.pseudo_label_rounds`);
+  (:func:`rfcxlib.noisy.coteaching.train_coteaching`), pseudo-label rounds
+  (:func:`rfcxlib.noisy.pseudo_labels.pseudo_label_rounds`) and soft pseudo-label rounds
+  (:func:`rfcxlib.noisy.soft_pseudo.soft_pseudo_rounds`);
 - embedding heads, with ``head`` given (:data:`BIRDNET_METHODS`: the same methods on BirdNET
-  embeddings plus soft pseudo-label rounds, :func:`rfcxlib.embeddings.head_folds.train_head_model`).
+  embeddings, :func:`rfcxlib.embeddings.head_folds.train_head_model`).
 
 A finished run is never trained again under the settings that made it and always under others:
 a CNN method's folder records the method's fingerprint (:func:`method_fingerprint`,
@@ -33,16 +34,16 @@ from rfcxlib.progress import tqdm
 from rfcxlib.config import RunConfig
 from rfcxlib.embeddings import birdnet, head_config, head_folds
 from rfcxlib.errors import DataError, ParameterError, unknown_choice
-from rfcxlib.noisy import coteaching, pseudo_labels
+from rfcxlib.noisy import coteaching, pseudo_labels, soft_pseudo
 from rfcxlib.atomic import read_json, write_text_atomic
 from rfcxlib.training import distribute, fingerprints, losses, train
 
 #: methods that are one loss of :mod:`rfcxlib.training.losses`
 LOSS_METHODS = tuple(losses.LOSSES)
 #: the methods compared on CNNs (notebook 05's ``methods``)
-CNN_METHODS = LOSS_METHODS + ("coteaching", "pseudo_labels")
+CNN_METHODS = LOSS_METHODS + ("coteaching", "pseudo_labels", "soft_pseudo")
 #: the methods compared on BirdNET embedding heads (notebook 05's ``embedding_methods``)
-BIRDNET_METHODS = CNN_METHODS + ("soft_pseudo",)
+BIRDNET_METHODS = CNN_METHODS
 RESULT_COLUMNS = ["method", "seed", "val_lwlrap", "oof_lwlrap", "test_lwlrap", "train_s", "model_dir"]
 
 
@@ -87,12 +88,14 @@ def compare_methods(dataset, config: RunConfig, out_dir, *, head: Optional[head_
     tau, t_k : float, int
         Co-teaching's forget rate and the epochs over which it is reached.
     pseudo_rounds, pseudo_threshold, pseudo_hop_s : int, float, float
-        Pseudo-labels: rounds and window hop (CNNs), score threshold (both).
+        Pseudo-labels: rounds and window hop (CNNs; the hop also of ``soft_pseudo``'s windows),
+        score threshold (both).
     pseudo_loss : str
         The loss ``pseudo_labels`` trains with: default ``naive_bce`` on CNNs (which then start from
         the ``naive_bce`` run of the same seed), ``masked_bce`` on heads.
     soft : SoftPseudoConfig, optional
-        ``soft_pseudo``'s rounds on heads (default: its defaults).
+        ``soft_pseudo``'s rounds, on CNNs (which start from the ``masked_bce`` run of the same
+        seed) and heads alike (default: its defaults).
     results_csv : path-like, optional
         Rewritten (atomically) after every run.
 
@@ -147,6 +150,8 @@ def _own_settings(method: str, s: _Settings) -> dict:
     if method == "pseudo_labels":
         return dict(rounds=s.pseudo_rounds, threshold=s.pseudo_threshold, hop_s=s.pseudo_hop_s,
                     pseudo_loss=s.pseudo_loss)
+    if method == "soft_pseudo":
+        return dict(soft=(s.soft or head_config.SoftPseudoConfig()).to_dict(), hop_s=s.pseudo_hop_s)
     return {}
 
 
@@ -161,6 +166,10 @@ def _train_cnn_method(method: str, dataset, c: RunConfig, model_dir: Path, s: _S
                           extra={"method": method})
     elif method == "coteaching":
         coteaching.train_coteaching(dataset, c, model_dir, tau=s.tau, t_k=s.t_k, build_fn=s.build_fn, progress=False)
+    elif method == "soft_pseudo":
+        base = model_dir.parent / f"masked_bce-seed{c.train.seed}"  # the masked_bce run of this seed, when current
+        soft_pseudo.soft_pseudo_rounds(dataset, c, model_dir, soft=s.soft, hop_s=s.pseudo_hop_s, loss="masked_bce",
+                                       build_fn=s.build_fn, initial_dir=base, progress=False)
     else:
         pseudo_labels.pseudo_label_rounds(
             dataset, c, model_dir, rounds=s.pseudo_rounds, threshold=s.pseudo_threshold, hop_s=s.pseudo_hop_s,

@@ -154,7 +154,8 @@ def rules_for(notebook: str) -> Rules:
 def config_of(notebook: str, params: Mapping[str, Any], rules: Optional[Rules] = None) -> RunConfig:
     """The configuration ``notebook`` runs with: its parameters that are configuration fields
     (:meth:`RunConfig.from_notebook`) and its :data:`RULES`. With ``backbone="birdnet"`` the
-    embedding head's parameters are checked too."""
+    embedding head's parameters are checked too, and ``cnn_method`` and the ``soft_*`` settings
+    wherever they are given."""
     rules = rules or rules_for(notebook)
     fields = set(RunConfig.param_names())
     values = {k: v for k, v in params.items() if k in fields and k not in rules.own}
@@ -165,6 +166,10 @@ def config_of(notebook: str, params: Mapping[str, Any], rules: Optional[Rules] =
         from rfcxlib.embeddings import head_config  # only for a notebook that asks for it
 
         head_config.head_from_params(params)
+    if "cnn_method" in params or any(name.startswith("soft_") for name in params):
+        from rfcxlib.noisy import soft_labels  # NumPy only
+
+        soft_labels.cnn_method_from_params(params)
     return config
 
 

@@ -96,6 +96,20 @@ def folds_identity(dataset, config) -> dict:
     return {"fold_sites": digest(sorted(groups.items()))}
 
 
+def source_digest(source) -> str:
+    """What a fold trains on besides its data set, for its fingerprint: ``""`` for none (crops of
+    the data set itself), :func:`data_digest` of another data set (e.g. one with pseudo-label
+    rows), or the digest of a source's own ``key`` and ``seed`` (fixed windows with soft targets,
+    :class:`rfcxlib.features.fixed_windows.WindowTargets`: the settings and the model that made
+    them, so that deciding a reuse scores nothing)."""
+    if source is None:
+        return ""
+    key = getattr(source, "key", None)
+    if isinstance(key, dict):
+        return digest({"windows": key, "seed": getattr(source, "seed", 0)})
+    return data_digest(source)
+
+
 def builder_name(build_fn: Optional[Callable]) -> str:
     if build_fn is None:
         return "rfcxlib.models.build_model"  # the default builder of train_model
@@ -105,7 +119,7 @@ def builder_name(build_fn: Optional[Callable]) -> str:
 def fold_fingerprint(dataset, config, *, loss: str, build_fn: Optional[Callable] = None,
                      source=None) -> dict:
     """``{"weights": {...}, "scores": {...}, "weights_hash", "scores_hash"}`` of one fold trained on
-    crops of ``source`` (default ``dataset``) and scored on ``dataset``."""
+    ``source`` (default: crops of ``dataset``; :func:`source_digest`) and scored on ``dataset``."""
     sections = config.to_dict()
     weights = {name: value for section, fields in sections.items() if section != "inference"
                for name, value in fields.items() if name not in NOT_TRAINING}
@@ -117,8 +131,8 @@ def fold_fingerprint(dataset, config, *, loss: str, build_fn: Optional[Callable]
         if option not in weights or (on is not None and weights[option] != on):
             weights.pop(name, None)
     weights.update(folds_identity(dataset, config))
-    weights.update(loss=loss, build_fn=builder_name(build_fn),
-                   data=data_digest(dataset), source=data_digest(source) if source is not None else "")
+    weights.update(loss=loss, build_fn=builder_name(build_fn), data=data_digest(dataset),
+                   source=source_digest(source))
     return make(weights, {**sections["inference"], "test_data": data_digest(dataset, test=True)})
 
 

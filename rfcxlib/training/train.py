@@ -45,10 +45,10 @@ from rfcxlib import metrics
 from rfcxlib.data import tables as data
 from rfcxlib.training import distribute, fingerprints, losses, steps
 from rfcxlib.inference import windows as inference
-from rfcxlib.features import bands, pipeline
+from rfcxlib.features import bands, fixed_windows, pipeline
 from rfcxlib.config import RunConfig
 from rfcxlib.atomic import read_json, save_keras_atomic, save_npz_atomic, write_json_atomic, write_text_atomic
-from rfcxlib.errors import DataError
+from rfcxlib.errors import DataError, ParameterError
 from rfcxlib.layout import CONFIG_FILE
 
 
@@ -62,8 +62,11 @@ def fold_split(dataset, config: RunConfig, fold: int) -> tuple[list, list]:
     return sorted(folds.index[folds != fold]), sorted(folds.index[folds == fold])
 
 
-def _epoch_seed(config: RunConfig, fold: int, epoch: int) -> int:
-    return int(np.random.SeedSequence([config.train.seed, fold, epoch + 1]).generate_state(1)[0])
+def _epoch_seed(config: RunConfig, fold: int, epoch: int, salt: int = 0) -> int:
+    """The seed of ``epoch`` of ``fold`` (``-1``: the initial weights); ``salt`` (a soft round's
+    :class:`rfcxlib.features.fixed_windows.WindowTargets` ``seed``) makes another model's."""
+    entropy = [config.train.seed, fold, epoch + 1] + ([int(salt)] if salt else [])
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
 def _reseed_dropout(models, seed: int) -> None:
@@ -204,16 +207,19 @@ def fit_fold(dataset, config: RunConfig, fold: int, folder: Path, *, loss_fn=Non
     :func:`rfcxlib.training.distribute.select_strategy`); ``objective`` (default: the loss
     ``loss_fn``) says what they learn.
     ``source`` is the data set the training crops are drawn from (default ``dataset``; e.g. one
-    with pseudo-label rows added): the folds, the number of crops per epoch and the validation
-    crops always come from ``dataset``. ``folder`` is where this process writes: with several
-    workers, :func:`train_model` gives the chief the model folder and the others a copy of it.
+    with pseudo-label rows added), or fixed windows with targets of their own
+    (:class:`rfcxlib.features.fixed_windows.WindowTargets`, soft pseudo-label rounds): the folds,
+    the number of examples per epoch and the validation crops always come from ``dataset``.
+    ``folder`` is where this process writes: with several workers, :func:`train_model` gives the
+    chief the model folder and the others a copy of it.
     """
     t, folder = config.train, Path(folder)
     strategy = strategy or distribute.select_strategy()
     objective = objective or steps.loss_objective(getattr(loss_fn, "__name__", "loss"), loss_fn)
     folder.mkdir(parents=True, exist_ok=True)
     train_ids, valid_ids = fold_split(dataset, config, fold)
-    keras.utils.set_random_seed(_epoch_seed(config, fold, -1))
+    salt = source.seed if isinstance(source, fixed_windows.WindowTargets) else 0
+    keras.utils.set_random_seed(_epoch_seed(config, fold, -1, salt))
     samples = samples_per_epoch(dataset, train_ids, config)
     with strategy.scope():
         learner = _build_learner(config, pipeline.input_shape(config), build_fn, objective,
@@ -222,6 +228,7 @@ def fit_fold(dataset, config: RunConfig, fold: int, folder: Path, *, loss_fn=Non
                      global_batch=t.batch_size, xla=bool(t.xla))
     frames = learner.trainers[0].output.shape[1] - 1 if objective.frames else None
     valid = pipeline.valid_dataset(dataset, valid_ids, config, progress=False)
+    draw = _epoch_batches(dataset, train_ids, config, source=source, samples=samples, frames=frames)
     state = _load_resume(learner, folder) or {"epochs_done": 0, "best": -1.0, "best_epoch": -1, "history": []}
     _sync_batch_norm(learner.models, strategy.num_replicas_in_sync > 1)
     bar = tqdm(range(state["epochs_done"], t.epochs), desc=f"fold {fold}", disable=not progress,
@@ -229,10 +236,9 @@ def fit_fold(dataset, config: RunConfig, fold: int, folder: Path, *, loss_fn=Non
     for epoch in bar:
         if t.patience and epoch - state["best_epoch"] > t.patience and state["best_epoch"] >= 0:
             break
-        started, seed = time.time(), _epoch_seed(config, fold, epoch)
+        started, seed = time.time(), _epoch_seed(config, fold, epoch, salt)
         _seed_epoch(learner.models, seed)
-        batches = pipeline.train_dataset(dataset if source is None else source, train_ids, config,
-                                         seed=seed, samples_per_epoch=samples, frames=frames, progress=False)
+        batches = draw(seed)
         value = float(objective.value(epoch)) if objective.value else 0.0
         with distribute.collective_errors(strategy):
             logs = steps.run_epoch(step, steps.distributed(strategy, batches), value)
@@ -246,6 +252,22 @@ def fit_fold(dataset, config: RunConfig, fold: int, folder: Path, *, loss_fn=Non
     _sync_batch_norm(learner.models, False)
     learner.trainers[0].load_weights(folder / f"{t.checkpoint}.weights.h5")
     return learner.models[0]
+
+
+def _epoch_batches(dataset, train_ids, config: RunConfig, *, source, samples: int, frames: Optional[int]):
+    """``seed -> one epoch's training batches``: crops around the rows of ``source`` (default
+    ``dataset``), or the fixed windows of a :class:`rfcxlib.features.fixed_windows.WindowTargets`
+    (made once, here)."""
+    if not isinstance(source, fixed_windows.WindowTargets):
+        return lambda seed: pipeline.train_dataset(dataset if source is None else source, train_ids, config,
+                                                   seed=seed, samples_per_epoch=samples, frames=frames,
+                                                   progress=False)
+    if frames:
+        raise ParameterError("fixed training windows (soft pseudo-label rounds) carry clip targets only: "
+                             "expected a clip loss, not the frame loss 'sed'")
+    windows, targets = source.make()
+    return lambda seed: fixed_windows.window_train_dataset(source.dataset, windows, targets, config, seed=seed,
+                                                          samples_per_epoch=samples, progress=False)
 
 
 # --------------------------------------------------------------------------- folds + scores
