@@ -355,7 +355,8 @@ def cell(stage: dict) -> str:
 
 
 def markdown(rows: list, projection: dict, windows: int) -> str:
-    """The fractions and the projected full size: per stage ``seconds / peak RSS MB``."""
+    """The fractions and the projected full size: per stage ``seconds / peak RSS MB`` (``≥``: a
+    projection raised to the largest measured value)."""
     from rfcxlib.synth.plan import PROFILES
 
     full = PROFILES[PROFILE]
@@ -364,8 +365,13 @@ def markdown(rows: list, projection: dict, windows: int) -> str:
     for r in rows:
         lines.append(f"| {r['fraction']:g} | {r['n_train']} + {r['n_test']} | {r['windows']} | "
                      + " | ".join(cell(r["stages"][s]) for s in PROJECTED) + " |")
-    cells = [f"{p['wall_s']['full']:.0f} s / {p['peak_rss_mb']['full']:.0f} MB" if "wall_s" in p else "n/a"
-             for p in (projection[s] for s in PROJECTED)]
+    def projected(p):  # "≥": raised to the largest measured value
+        if "wall_s" not in p:
+            return "n/a"
+        return " / ".join(("≥ " if p[key].get("clamped") else "") + f"{p[key]['full']:.0f} {unit}"
+                          for key, unit in (("wall_s", "s"), ("peak_rss_mb", "MB")))
+
+    cells = [projected(projection[s]) for s in PROJECTED]
     lines.append(f"| **1 (projected)** | {full['n_train']} + {full['n_test']} | {windows} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
