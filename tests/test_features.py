@@ -59,7 +59,7 @@ def test_band_limited_filterbank_keeps_every_non_zero_bin():
 def test_default_mel_range_covers_every_species_band():
     c = FeatureConfig()
     assert c.fmin <= 94 and c.fmax >= 13688
-    assert (c.n_fft, c.hop_length, c.n_mels, c.power, c.log) == (2048, 2048, 48, 2.0, "log_eps")
+    assert (c.n_fft, c.hop_length, c.n_mels, c.power, c.log) == (2048, 2048, 48, 2.0, "pcen")
 
 
 def test_log_variants_and_silence(signals):

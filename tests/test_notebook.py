@@ -76,7 +76,8 @@ def test_rules_tie_fix_and_keep_own_names():
 def test_notebook_05_declares_what_it_needs_and_resolves_as_before():
     """Notebook 05's configuration from its parameters cell alone, no rule added: the same as the
     one recorded in ``tests/data/notebook_05_config.json`` (built when rules still fixed its
-    ``channels``, ``log`` and ``checkpoint``)."""
+    ``channels``, ``log`` and ``checkpoint``; ``log`` since changed on purpose to ``pcen``, the
+    field work's front-end)."""
     path = notebooks_dir() / "05_noisy_labels.ipynb"
     declared = {k: ast.literal_eval(v["default"]) for k, v in profiles.declared_parameters(path).items()}
     assert notebook.rules_for(path.stem).fixed == {}

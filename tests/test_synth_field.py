@@ -235,7 +235,12 @@ def test_bad_arguments(tmp_path):
 def test_field_run_profile():
     body = profiles.load_profile("field")
     assert body["parameters"]["profile"] == "field"
-    assert body["sweep"]["models"] == profiles.load_profile("mini")["sweep"]["models"]  # comparable
+    models = body["sweep"]["models"]  # the field recipe: a CNN and three soft pseudo-label heads
+    assert [m.get("backbone", "cnn") for m in models] == ["cnn", "birdnet", "birdnet", "birdnet"]
+    assert body["notebooks"]["06"]["ensemble_method"] == "logit"
+    # the mini recipe it is measured against: the mini profile's sweep with heads trained by the loss
+    base = profiles.load_sweep(str(profiles.configs_dir() / "sweeps" / "field_baseline.yaml"))
+    assert [m.get("head_method", "") for m in base["models"]] == ["", "loss", "loss"]
     assert config.DataConfig(profile="field").profile == "field"
 
 
