@@ -99,3 +99,50 @@ def test_predict_scorer_and_export_graph_give_the_keras_scores(tiny_data_dir, tm
     module, meta = export.cnn_module(folder, outputs="logits")
     np.testing.assert_allclose(module.serve(tf.constant(y))["logits"].numpy(), keras_logits, atol=1e-4)
     assert meta["features"]["freq_channel"] is True
+
+
+def test_mixup_validation_crops_and_tta_windows_keep_the_channel(tiny_data_dir):
+    """Mixup blends two images' ramps (the same ramp); validation crops and test windows with
+    test-time augmentation get the channel too."""
+    dataset = data.load_dataset(tiny_data_dir)
+    params = dict(batch_size=4, crop_s=3.0, hop_s=3.0, n_mels=32, channels=1, freq_channel=True, p_mixup=1.0,
+                  p_freq_mask=1.0, p_flip_freq=1.0, p_band_filter=0.0)
+    config = RunConfig.from_params(params)
+    ramp = image_channels.freq_ramp(32)[:, :, 0]
+    ids = dataset.labelled_ids[:4]
+    batches = [x for x, _ in pipeline.train_dataset(dataset, ids, config, seed=1, samples_per_epoch=8,
+                                                    progress=False)]
+    batches += [x for x, _ in pipeline.valid_dataset(dataset, ids, config, progress=False)]
+    batches += [x for x, _ in pipeline.window_dataset(dataset, dataset.test_ids[:2], config, progress=False,
+                                                      tta_seed=3)]
+    for x in batches:
+        x = x.numpy()
+        assert x.shape[-1] == 2
+        np.testing.assert_allclose(x[..., 1], np.broadcast_to(ramp, x.shape[1:3])[None].repeat(len(x), 0),
+                                   atol=1e-6)
+
+
+# tests/test_train.py's learning check, with the frequency channel
+LEARN = dict(backbone="small_cnn", head="attention_v1", attention="parallel", base_units=16, n_mels=32,
+             hop_length=2048, image_width=0, channels=1, crop_s=3.0, hop_s=1.5, batch_size=16, epochs=6,
+             steps_per_epoch=12, learning_rate=3e-3, folds=4, train_folds=[0], seed=0, p_band_filter=0.0,
+             band_mode=False, log="log_eps", time_mask=8, freq_mask=6, checkpoint="last", freq_channel=True)
+
+
+@pytest.mark.slow
+def test_a_small_cnn_with_the_frequency_channel_learns_beyond_a_shuffled_label_control(tiny_data_dir, tmp_path):
+    """tests/test_train.py's check with ``freq_channel=True``: a test LWLRAP of 0.35 or more that
+    beats the same training on species shuffled across rows by 0.15 or more (measured: 0.38 against
+    0.16 with seed 0, 0.45 against 0.19 with seed 1; without the channel 0.44-0.47 against 0.17)."""
+    tiny = data.load_dataset(tiny_data_dir)
+    config = RunConfig.from_params(LEARN)
+    gen = np.random.default_rng(0)
+    shuffled = tiny.with_rows(tp=tiny.tp.assign(species_id=gen.permutation(tiny.tp.species_id.to_numpy())),
+                              fp=tiny.fp.assign(species_id=gen.permutation(tiny.fp.species_id.to_numpy())),
+                              replace=True)
+    learned = train.train_model(tiny, config, tmp_path / "real", progress=False)["test_lwlrap"]
+    control = train.train_model(shuffled, config, tmp_path / "shuffled", progress=False)["test_lwlrap"]
+    print(f"freq_channel: test LWLRAP {learned:.3f}, shuffled labels {control:.3f}")
+    assert train.load_fold_model(tmp_path / "real", config, 0).input_shape[-1] == 2  # the channel was there
+    assert learned >= 0.35, learned
+    assert learned - control >= 0.15, (learned, control)
