@@ -8,6 +8,7 @@ import pytest
 from rfcxlib.data import tables as data
 from rfcxlib.features import pipeline
 from rfcxlib.features.background_mix import background_mix
+from rfcxlib.training import train
 from rfcxlib.config import AugmentConfig, RunConfig
 from rfcxlib.errors import ParameterError
 
@@ -42,6 +43,46 @@ def test_mix_adds_another_crop_at_an_snr_in_range(rng):
         assert changed.tolist() == [[1, 24 + 3]] and targets[1, 24 + 3] == 0
     else:
         assert changed.size == 0
+
+
+def test_each_mixed_crop_is_the_crop_plus_the_rolled_crop_at_its_snr(rng):
+    """Applied crops: ``y[i] + a_i * y[(i - k) mod B]``, one roll ``k`` for the batch, ``a_i`` the
+    scale of an SNR in range (the SNRs spread over it); the others untouched. Frame targets: the
+    crop's own, with the cells known absent in a frame turned unknown where the added crop's clip
+    row holds that species."""
+    n, frames = 64, 3
+    y = (rng.standard_normal((n, 2400)) * rng.uniform(0.05, 2.0, (n, 1))).astype(np.float32)
+    t = np.zeros((n, 1 + frames, 48), np.float32)
+    species = rng.integers(0, 24, n)
+    t[np.arange(n), :, species], t[np.arange(n), :, 24 + species] = 1.0, 1.0  # each crop: one species present
+    t[:, 1:, 24:] = 1.0  # and every other species known absent in its frames
+    config = AugmentConfig(p_background_mix=0.5, background_snr_db=(0.0, 10.0))
+    mixed, targets, applied = (v.numpy() for v in background_mix(y, t, seed=[5, 6], config=config,
+                                                                  return_applied=True))
+    assert 0.3 < applied.mean() < 0.7, applied.mean()
+    np.testing.assert_array_equal(mixed[~applied], y[~applied])
+    np.testing.assert_array_equal(targets[~applied], t[~applied])
+    added = (mixed - y).astype(np.float64)
+
+    def fit(k):  # per applied crop: the scale of its partner under roll k, and what the scale leaves over
+        partner = y[(np.flatnonzero(applied) - k) % n].astype(np.float64)
+        a = np.sum(added[applied] * partner, 1) / np.sum(partner**2, 1)
+        residual = np.abs(added[applied] - a[:, None] * partner).max(1) / np.abs(added[applied]).max(1)
+        return a, partner, residual
+
+    rolls = [k for k in range(1, n) if fit(k)[2].max() < 1e-5]
+    assert len(rolls) == 1, rolls
+    a, partner, _ = fit(rolls[0])
+    snr = 10 * np.log10(np.mean(y[applied].astype(np.float64)**2, 1) / (a**2 * np.mean(partner**2, 1)))
+    assert snr.min() > -1e-3 and snr.max() < 10 + 1e-3 and snr.min() < 2 and snr.max() > 8, snr
+    np.testing.assert_array_equal(targets[..., :24], t[..., :24])
+    expected = t[..., 24:].copy()
+    for i in np.flatnonzero(applied):
+        other = species[(i - rolls[0]) % n]
+        if other != species[i]:
+            expected[i, 1:, other] = 0.0  # known absent in the frames, a call of it just added
+    assert (expected != t[..., 24:]).sum() >= frames * 10
+    np.testing.assert_array_equal(targets[..., 24:], expected)
 
 
 def test_off_by_default_with_p_zero_and_without_augment(rng):
@@ -88,3 +129,31 @@ def test_pipeline_mixes_training_crops_only(tiny_data_dir):
     for (x0, t0), (x1, t1) in zip(epoch({}, "valid"), epoch({"p_background_mix": 1.0}, "valid")):
         np.testing.assert_array_equal(x1, x0)
         np.testing.assert_array_equal(t1, t0)
+
+
+# tests/test_train.py's learning check, with background mix at the field sweep's setting
+LEARN = dict(backbone="small_cnn", head="attention_v1", attention="parallel", base_units=16, n_mels=32,
+             hop_length=2048, image_width=0, channels=1, crop_s=3.0, hop_s=1.5, batch_size=16, epochs=6,
+             steps_per_epoch=12, learning_rate=3e-3, folds=4, train_folds=[0], seed=0, p_band_filter=0.0,
+             band_mode=False, log="log_eps", time_mask=8, freq_mask=6, checkpoint="last",
+             p_background_mix=0.5, background_snr_db=[0.0, 10.0])
+
+
+@pytest.mark.slow
+def test_a_small_cnn_with_background_mix_learns_beyond_a_shuffled_label_control(tiny_data_dir, tmp_path):
+    """tests/test_train.py's check with ``p_background_mix=0.5`` (0-10 dB): a test LWLRAP of 0.35
+    or more that beats the same training on species shuffled across rows by 0.15 or more
+    (measured: 0.41 against 0.15 with seed 0, 0.44 against 0.12 with seed 1; with
+    ``p_background_mix=1`` 0.48 against 0.17 and 0.42 against 0.16; without the mix 0.44-0.47
+    against 0.17)."""
+    tiny = data.load_dataset(tiny_data_dir)
+    config = RunConfig.from_params(LEARN)
+    gen = np.random.default_rng(0)
+    shuffled = tiny.with_rows(tp=tiny.tp.assign(species_id=gen.permutation(tiny.tp.species_id.to_numpy())),
+                              fp=tiny.fp.assign(species_id=gen.permutation(tiny.fp.species_id.to_numpy())),
+                              replace=True)
+    learned = train.train_model(tiny, config, tmp_path / "real", progress=False)["test_lwlrap"]
+    control = train.train_model(shuffled, config, tmp_path / "shuffled", progress=False)["test_lwlrap"]
+    print(f"background mix: test LWLRAP {learned:.3f}, shuffled labels {control:.3f}")
+    assert learned >= 0.35, learned
+    assert learned - control >= 0.15, (learned, control)
