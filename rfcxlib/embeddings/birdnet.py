@@ -267,7 +267,7 @@ class WindowTable:
         return WindowTable(self.windows, x.astype(self.x.dtype))
 
 
-def embed_paths(paths: dict, *, embedder: str = "birdnet_v24", hop_s: float = 1.0,
+def embed_paths(paths: dict, *, embedder: str = "birdnet_v24", hop_s: float = 1.5,
                 workers: Optional[int] = None, progress: bool = True,
                 model: Optional[EmbeddingModel] = None) -> WindowTable:
     """Embed (or read from the cache) every recording of ``paths`` (recording id -> audio path).
@@ -306,7 +306,7 @@ def embed_paths(paths: dict, *, embedder: str = "birdnet_v24", hop_s: float = 1.
 
 
 def embed_dataset(dataset, recording_ids: Optional[Sequence[str]] = None, *, embedder: str = "birdnet_v24",
-                  hop_s: float = 1.0, progress: bool = True, workers: Optional[int] = None) -> WindowTable:
+                  hop_s: float = 1.5, progress: bool = True, workers: Optional[int] = None) -> WindowTable:
     """Embedded windows of ``recording_ids`` of ``dataset`` (default: every train and test recording)."""
     ids = list(recording_ids) if recording_ids is not None else list(dataset.train_ids) + list(dataset.test_ids)
     return embed_paths({r: dataset.path(r) for r in ids}, embedder=embedder, hop_s=hop_s,
