@@ -14,7 +14,7 @@ answers, the time per round) and the figure (``--figure``, default
 
 Usage::
 
-    python benchmarks/bench_review.py --profile mini     # heavy: a quiet machine (about half an hour on 2 cores)
+    python benchmarks/bench_review.py --profile mini     # heavy: a quiet machine (about 8 minutes on 2 cores)
     python benchmarks/bench_review.py --profile field
     python benchmarks/bench_review.py --profile tiny --answers 0 3 --seeds 0   # a check, about a minute
 """
