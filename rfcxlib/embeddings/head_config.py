@@ -30,7 +30,7 @@ class HeadConfig:
     """Settings of an embedding head; validated on creation."""
 
     embedder: str = "birdnet_v24"
-    embed_hop_s: float = 1.5  # embedded windows every this many seconds (train and test)
+    embed_hop_s: float = birdnet.HOP_S  # embedded windows every this many seconds (train and test)
     units: int = 256  # hidden ReLU units (0: a linear head)
     dropout: float = 0.3
     epochs: int = 60
