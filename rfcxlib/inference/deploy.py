@@ -100,7 +100,7 @@ def _embedder_entry(name: str, folder: Path) -> dict:
     licence = path.parent / "LICENSE"
     if licence.is_file():
         shutil.copy2(licence, target / "LICENSE")
-    probe = embeddings.EmbeddingModel(name, workers=1)._interpreter()
+    probe = embeddings.EmbeddingModel(name, workers=1)._interpreter(1)
     out = probe.get_output_details()[0]["index"]
     return {"file": f"birdnet/{path.name}", "licence": e.licence, "licence_file": "birdnet/LICENSE",
             "window_s": e.window_s, "sample_rate_hz": e.sr, "dim": e.dim,
