@@ -19,12 +19,16 @@ fraction to the next. Its stages, in order:
                   --embed-hop-s, embed, one cache file per recording)
     load_table    the same windows read back from that cache (what every later notebook pays)
     heads         rfcxlib.embeddings.head_folds.train_head_model on every fold of --folds, as
-                  notebook 04 runs it (its head_* defaults, --head-method), into a temporary folder
+                  notebook 04 runs it (its head_* defaults, --head-method), into a temporary folder,
+                  the folds side by side in --head-workers worker processes (default: one per core,
+                  as at the full size; the library trains folds of a small fraction here, in this
+                  process, which would bend the line)
     score         every fold's head loaded, the test recordings scored from their embedded windows
                   (maximum over windows, mean of the folds' logits), test LWLRAP
 
 A stage records wall and CPU seconds (this process and its reaped children), the RSS at its start and
-its peak RSS, sampled every 50 ms in a thread (psutil when installed, else /proc/self/statm) and
+its peak RSS (for ``heads`` also the peak of this process and its worker processes together, which the
+table and the projection use), sampled every 50 ms in a thread (psutil when installed, else /proc/self/statm) and
 raised to ``ru_maxrss`` when the process's high-water mark grew during the stage; ``generate`` also
 records the peak summed RSS of its rendering processes (psutil only). Per fraction: the windows
 embedded, the bytes of the window table (embeddings, and the window frame), the cache on disk and
@@ -132,7 +136,7 @@ class Meter:
         self.read, self.source = rss_reader()
         self.interval_s, self.stages = interval_s, {}
         self._lock, self._stop = threading.Lock(), threading.Event()
-        self._peak, self._kids, self._children = self.read()[0], 0, False
+        self._peak, self._kids, self._total, self._children = self.read()[0], 0, 0, False
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
@@ -145,6 +149,7 @@ class Meter:
         with self._lock:
             self._peak = max(self._peak, rss)
             self._kids = max(self._kids, kids or 0)
+            self._total = max(self._total, rss + (kids or 0))
 
     @contextlib.contextmanager
     def stage(self, name: str, *, children: bool = False):
@@ -152,20 +157,21 @@ class Meter:
         gc.collect()
         start = self.read()[0]
         with self._lock:
-            self._peak, self._kids, self._children = start, 0, children
+            self._peak, self._kids, self._total, self._children = start, 0, start, children
         high0, wall0, cpu0 = max_rss(), time.perf_counter(), cpu_s()
         info: dict = {}
         yield info
         wall, cpu = time.perf_counter() - wall0, cpu_s() - cpu0
         self._sample()
         with self._lock:
-            peak, kids, self._children = self._peak, self._kids, False
+            peak, kids, total, self._children = self._peak, self._kids, self._total, False
         if max_rss() > high0:  # a peak between two samples
             peak = max(peak, max_rss())
         row = {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "rss_start_mb": round(start / MB, 1),
                "peak_rss_mb": round(peak / MB, 1), **info}
         if children and self.source == "psutil":
             row["peak_children_rss_mb"] = round(kids / MB, 1)
+            row["peak_total_rss_mb"] = round(max(total, peak) / MB, 1)  # this process and its children at once
         self.stages[name] = row
         print(f"  {name:<12} {wall:9.1f} s wall {cpu:9.1f} s CPU   RSS {start / MB:7.0f} -> peak {peak / MB:7.0f} MB",
               flush=True)
@@ -241,7 +247,7 @@ def measure_fraction(args) -> dict:
                                   groups=tables.fold_groups(dataset, config.data.fold_groups))
         info["fold_sizes"] = folds.value_counts().sort_index().tolist()
     table, facts = embed_stages(meter, dataset, head)
-    facts.update(head_stages(meter, dataset, config, head, method, table))
+    facts.update(head_stages(meter, dataset, config, head, method, table, args.head_workers))
     meter.close()
     return {"fraction": args.child_fraction, **settings, "data_dir": str(root), "windows": len(table),
             "recordings": len(dataset.train_ids) + len(dataset.test_ids), **facts,
@@ -285,7 +291,7 @@ def embed_stages(meter: Meter, dataset, head):
                    "embedding_dtype": str(table.x.dtype)}
 
 
-def head_stages(meter: Meter, dataset, config, head, method: str, table) -> dict:
+def head_stages(meter: Meter, dataset, config, head, method: str, table, workers: int) -> dict:
     """``heads`` (notebook 04's ``train_head_model`` into a temporary folder) and ``score`` (the
     test recordings by every fold's head): the test LWLRAP of both."""
     from rfcxlib import metrics
@@ -297,10 +303,10 @@ def head_stages(meter: Meter, dataset, config, head, method: str, table) -> dict
     work = Path(tempfile.mkdtemp(prefix="rfcx-bench-full-heads-"))
     try:
         model_dir = work / "model"
-        with meter.stage("heads") as info:
+        with meter.stage("heads", children=True) as info:
             result = head_folds.train_head_model(dataset, config, head, model_dir, method=method, table=table,
-                                                 progress=False)
-            info["folds"] = list(config.train.train_folds)
+                                                 workers=workers, progress=False)
+            info["folds"], info["workers"] = list(config.train.train_folds), workers
         with meter.stage("score") as info:
             _, heads = head_folds.load_heads(model_dir, read_json(model_dir / CONFIG_FILE))
             logits = np.mean([head_clip_logits(h, table, dataset.test_ids) for h in heads], axis=0)
@@ -334,7 +340,7 @@ def project(rows: list, windows: int) -> dict:
         x = [w for w, _ in measured]
         out[stage] = {}
         for key in ("wall_s", "cpu_s", "peak_rss_mb"):
-            y = [s[key] for _, s in measured]
+            y = [memory(s) if key == "peak_rss_mb" else s[key] for _, s in measured]
             a, b = fit_line(x, y)
             value = a + b * windows
             out[stage][key] = {"a": round(a, 4), "b_per_window": b, "full": round(max(value, max(y)), 2),
@@ -353,8 +359,13 @@ def memory_at_full(windows: int, per_recording: int, dim: int = 1024) -> dict:
             "soft_round_bytes": table + pool * dim * 2 + 3 * pool * dim * 4}
 
 
+def memory(stage: dict) -> float:
+    """A stage's peak RSS in MB: of this process and its worker processes together where measured."""
+    return stage.get("peak_total_rss_mb", stage["peak_rss_mb"])
+
+
 def cell(stage: dict) -> str:
-    return "cached" if stage.get("cached") else f"{stage['wall_s']:.1f} s / {stage['peak_rss_mb']:.0f} MB"
+    return "cached" if stage.get("cached") else f"{stage['wall_s']:.1f} s / {memory(stage):.0f} MB"
 
 
 def markdown(rows: list, projection: dict, windows: int) -> str:
@@ -397,7 +408,7 @@ def run_fraction(args, fraction: float) -> dict:
         argv = [sys.executable, str(Path(__file__).resolve()), "--child-fraction", repr(fraction),
                 "--child-out", str(out), "--embed-hop-s", repr(args.embed_hop_s), "--head-method",
                 args.head_method, "--data-seed", str(args.data_seed), "--seed", str(args.seed),
-                "--folds", *map(str, args.folds)]
+                "--folds", *map(str, args.folds), "--head-workers", str(args.head_workers)]
         if args.head_epochs is not None:
             argv += ["--head-epochs", str(args.head_epochs)]
         print(f"fraction {fraction:g}: {scaled_settings(fraction)}", flush=True)
@@ -421,6 +432,8 @@ def check_args(p: argparse.ArgumentParser, args) -> None:
         p.error(f"--head-method {args.head_method!r}: expected one of {', '.join(HEAD_METHODS)}")
     if args.head_epochs is not None and args.head_epochs < 1:
         p.error(f"--head-epochs {args.head_epochs!r}: expected an integer >= 1")
+    if args.head_workers is not None and args.head_workers < 1:
+        p.error(f"--head-workers {args.head_workers!r}: expected an integer >= 1")
     if not args.folds or any(not 0 <= k < N_FOLDS for k in args.folds) or len(set(args.folds)) != len(args.folds):
         p.error(f"--folds {args.folds}: expected distinct folds in [0, {N_FOLDS})")
 
@@ -437,6 +450,9 @@ def parse(argv=None):
     p.add_argument("--head-epochs", type=int, default=None,
                    help="the heads' epochs (default: notebook 04's head_epochs; fewer at a small size: "
                         "benchmarks/bench_head_epochs.py)")
+    p.add_argument("--head-workers", type=int, default=None,
+                   help="folds trained at once, each in a worker process of one thread (default: one per core, "
+                        "at most the folds)")
     p.add_argument("--folds", type=int, nargs="+", default=list(range(N_FOLDS)),
                    help=f"folds trained, of notebook 04's {N_FOLDS} (default all)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic data sets (and the folds)")
@@ -446,6 +462,10 @@ def parse(argv=None):
     p.add_argument("--child-out", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     check_args(p, args)
+    if args.head_workers is None:
+        from rfcxlib.workers import cores
+
+        args.head_workers = min(cores(), len(args.folds))
     return args
 
 
@@ -460,7 +480,8 @@ def main(argv=None) -> int:
                           "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1)},
               "licence": "BirdNET V2.4 model files: CC BY-NC-SA 4.0",
               "settings": {"fractions": sorted(set(args.fractions)), "embed_hop_s": args.embed_hop_s,
-                           "head_method": args.head_method, "folds": args.folds, "data_seed": args.data_seed,
+                           "head_method": args.head_method, "folds": args.folds,
+                           "head_workers": args.head_workers, "data_seed": args.data_seed,
                            "seed": args.seed},
               "full": {"windows": windows, "windows_per_recording": per_recording}, "fractions": []}
     for fraction in sorted(set(args.fractions)):

@@ -16,8 +16,10 @@ lines an error quotes when a worker dies without an answer (killed, out of memor
 The first call that fails stops the others (terminated) and raises: what finished is kept by the
 callers (e.g. each fold's files, written atomically), so running again resumes.
 
-:func:`default_workers`: one per core, no more than the calls, no more than the available memory
-holds at ``per_call_bytes`` each; ``RFCX_WORKERS`` overrides it (``1``: in this process).
+:func:`default_workers`: as many as finish equal calls soonest when the workers share the cores
+(:func:`makespan`: five folds on two cores take 2.5 fold-times in three workers, 3 in two), no more
+than the available memory holds at ``per_call_bytes`` each; ``RFCX_WORKERS`` overrides it (``1``: in
+this process).
 
 Tests: tests/test_workers.py
 """
@@ -77,10 +79,10 @@ def available_memory_bytes() -> Optional[int]:
 
 
 def default_workers(calls: int, *, per_call_bytes: int = 0, worth_it: bool = True) -> int:
-    """Worker processes for ``calls`` calls: ``$RFCX_WORKERS`` when set (an integer >= 1), else one
-    per core, at most ``calls``, at most what the available memory holds at ``per_call_bytes``;
-    1 (this process) when the calls are too small to be ``worth_it`` (a worker takes seconds to
-    start: it imports TensorFlow)."""
+    """Worker processes for ``calls`` equal calls: ``$RFCX_WORKERS`` when set (an integer >= 1), else
+    the fewest that finish soonest on this machine's cores (:func:`makespan`), at most what the
+    available memory holds at ``per_call_bytes``; 1 (this process) when the calls are too small to
+    be ``worth_it`` (a worker takes seconds to start: it imports TensorFlow)."""
     raw = os.environ.get(WORKERS_ENV, "").strip()
     if raw:
         try:
@@ -91,13 +93,21 @@ def default_workers(calls: int, *, per_call_bytes: int = 0, worth_it: bool = Tru
             raise ParameterError(f"environment variable {WORKERS_ENV} = {raw!r}: expected an integer >= 1 "
                                  "(worker processes; 1 runs in this process)")
         return max(1, min(chosen, calls))
-    if not worth_it:
+    if not worth_it or calls < 2:
         return 1
-    n = min(cores(), calls)
+    most = calls
     memory = available_memory_bytes()
     if per_call_bytes > 0 and memory is not None:
-        n = min(n, memory // per_call_bytes)
-    return max(1, n)
+        most = max(1, min(most, memory // per_call_bytes))
+    return min(range(1, most + 1), key=lambda n: (makespan(calls, n, cores()), n))
+
+
+def makespan(calls: int, workers: int, cores: int) -> float:
+    """Time for ``calls`` equal calls (1 each) in ``workers`` processes on ``cores`` cores that they
+    share evenly: waves of ``workers`` calls, a wave of ``m`` taking ``max(1, m / cores)``. Five
+    folds on two cores: 3 with two workers (2 + 2 + 1), 2.5 with three (3 sharing, then 2)."""
+    full, rest = divmod(calls, workers)
+    return full * max(1.0, workers / cores) + (max(1.0, rest / cores) if rest else 0.0)
 
 
 def run_calls(calls: Sequence[Call], *, workers: int, work_dir, desc: str = "calls",

@@ -40,7 +40,9 @@ def test_a_worker_that_dies_is_named_with_its_signal(tmp_path):
 
 def test_default_workers(monkeypatch):
     monkeypatch.delenv(workers.WORKERS_ENV, raising=False)
-    assert workers.default_workers(5) == min(workers.cores(), 5)
+    monkeypatch.setattr(workers, "cores", lambda: 2)
+    assert [workers.default_workers(n) for n in (2, 3, 4, 5, 6)] == [2, 3, 2, 3, 2]  # 5: 3 + 2 beats 2 + 2 + 1
+    assert workers.makespan(5, 2, 2) == 3 and workers.makespan(5, 3, 2) == 2.5 and workers.makespan(4, 3, 2) == 2.5
     assert workers.default_workers(1) == 1
     assert workers.default_workers(5, worth_it=False) == 1
     assert workers.default_workers(5, per_call_bytes=2 ** 60) == 1  # more than any memory: one
