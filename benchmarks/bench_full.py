@@ -20,9 +20,9 @@ fraction to the next. Its stages, in order:
     load_table    the same windows read back from that cache (what every later notebook pays)
     heads         rfcxlib.embeddings.head_folds.train_head_model on every fold of --folds, as
                   notebook 04 runs it (its head_* defaults, --head-method), into a temporary folder,
-                  the folds side by side in --head-workers worker processes (default: one per core,
-                  as at the full size; the library trains folds of a small fraction here, in this
-                  process, which would bend the line)
+                  the folds side by side in --head-workers worker processes (default: the library's
+                  choice at the full size, three for five folds on two cores; the library trains the
+                  folds of a small fraction in this process, which would bend the line)
     score         every fold's head loaded, the test recordings scored from their embedded windows
                   (maximum over windows, mean of the folds' logits), test LWLRAP
 
@@ -451,8 +451,8 @@ def parse(argv=None):
                    help="the heads' epochs (default: notebook 04's head_epochs; fewer at a small size: "
                         "benchmarks/bench_head_epochs.py)")
     p.add_argument("--head-workers", type=int, default=None,
-                   help="folds trained at once, each in a worker process of one thread (default: one per core, "
-                        "at most the folds)")
+                   help="folds trained at once, each in a worker process of one thread (default: the "
+                        "library's choice for folds of the full size, rfcxlib.workers.default_workers)")
     p.add_argument("--folds", type=int, nargs="+", default=list(range(N_FOLDS)),
                    help=f"folds trained, of notebook 04's {N_FOLDS} (default all)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic data sets (and the folds)")
@@ -463,9 +463,9 @@ def parse(argv=None):
     args = p.parse_args(argv)
     check_args(p, args)
     if args.head_workers is None:
-        from rfcxlib.workers import cores
+        from rfcxlib.workers import default_workers
 
-        args.head_workers = min(cores(), len(args.folds))
+        args.head_workers = default_workers(len(args.folds))
     return args
 
 
