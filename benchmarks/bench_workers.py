@@ -23,21 +23,21 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import ast
-import contextlib
-import json
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import numpy as np  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+import bench_full  # noqa: E402  (notebook 04's head, an empty cache, the JSON written)
 
 
 def _old_embed(model, windows: np.ndarray) -> np.ndarray:
@@ -63,20 +63,6 @@ def _old_embed(model, windows: np.ndarray) -> np.ndarray:
     return np.concatenate(parts)
 
 
-@contextlib.contextmanager
-def cache_at(folder):
-    """``RFCX_CACHE_DIR`` set to ``folder`` for the block."""
-    old = os.environ.get("RFCX_CACHE_DIR")
-    os.environ["RFCX_CACHE_DIR"] = str(folder)
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("RFCX_CACHE_DIR", None)
-        else:
-            os.environ["RFCX_CACHE_DIR"] = old
-
-
 def batches(recordings: int, repeats: int) -> dict:
     from rfcxlib.embeddings import birdnet
     from rfcxlib.synth import dataset as synth
@@ -89,7 +75,7 @@ def batches(recordings: int, repeats: int) -> dict:
             model = birdnet.EmbeddingModel()
             if way.startswith("re-"):
                 model.embed = lambda w, m=model: _old_embed(m, w)
-            with tempfile.TemporaryDirectory(prefix="rfcx-bench-workers-") as cache, cache_at(cache):
+            with bench_full.empty_cache():
                 started = time.perf_counter()
                 table = birdnet.embed_paths(paths, hop_s=1.5, progress=False, model=model)
                 seconds = time.perf_counter() - started
@@ -102,22 +88,15 @@ def batches(recordings: int, repeats: int) -> dict:
     return {"rows": rows, "mean_windows_per_s": summary, "embeddings_identical": same}
 
 
-def notebook_head():
-    """Notebook 04's head settings, as its ``parameters`` cell declares them."""
-    from rfcxlib.embeddings.head_config import head_from_params
-    from rfcxlib.runner import profiles
-
-    declared = profiles.declared_parameters(ROOT / "notebooks" / "04_training.ipynb")
-    return head_from_params({name: ast.literal_eval(spec["default"]) for name, spec in declared.items()})
-
-
 def heads(workers: list) -> dict:
     from rfcxlib.config import RunConfig
     from rfcxlib.data.tables import load_dataset
     from rfcxlib.embeddings import birdnet, head_folds
     from rfcxlib.synth import dataset as synth
 
-    head, method = notebook_head()
+    from rfcxlib.embeddings.head_config import head_from_params
+
+    head, method = head_from_params(bench_full.notebook_defaults())
     root = synth.ensure_dataset("mini", 0, progress=False)
     config = RunConfig.from_params({"profile": "mini", "data_seed": 0, "backbone": "birdnet", "seed": 0,
                                     "train_folds": [0, 1, 2, 3, 4]})
@@ -163,12 +142,7 @@ def main(argv=None) -> int:
     if not args.only or "heads" in args.only:
         print("heads: notebook 04's head on every fold of mini", flush=True)
         result["heads"] = heads(args.workers)
-    result["machine"]["load_1min_end"] = os.getloadavg()[0]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
-    return 0
+    return bench_full._write(result, args.out)  # with the load average at the end
 
 
 if __name__ == "__main__":

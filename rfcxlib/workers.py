@@ -99,7 +99,8 @@ def default_workers(calls: int, *, per_call_bytes: int = 0, worth_it: bool = Tru
     memory = available_memory_bytes()
     if per_call_bytes > 0 and memory is not None:
         most = max(1, min(most, memory // per_call_bytes))
-    return min(range(1, most + 1), key=lambda n: (makespan(calls, n, cores()), n))
+    n_cores = cores()
+    return min(range(1, most + 1), key=lambda n: (makespan(calls, n, n_cores), n))
 
 
 def makespan(calls: int, workers: int, cores: int) -> float:

@@ -9,9 +9,10 @@ they take a CNN. Each fold holds ``head.keras``, ``scores.npz``, ``state.json`` 
 the method's notes; written last: the fold is complete) and ``fingerprint.json``: everything that
 made it, so that a fold is reused only under the same settings and data and trained again otherwise
 (:func:`rfcxlib.training.fingerprints.prepare`). The folds to train run side by side in worker
-processes of one thread each, one per core by default (:mod:`rfcxlib.workers`): a head's steps
-keep one core busy, and a fold's numbers are the same, bitwise, in a worker or here. A fold written before ``fingerprint.json`` existed
-kept the same key in ``state.json``; it is reused when the key matches.
+processes of one thread each, as many as :func:`rfcxlib.workers.default_workers` chooses (a head's
+steps keep one core busy), with the same numbers, bitwise, as in this process. A fold written
+before ``fingerprint.json`` existed kept the same key in ``state.json``; it is reused when the key
+matches.
 
 With ``recording_norm`` each recording's mean embedding (over its windows) is subtracted before the
 head's standardisation, in training and in every score written here; ``rfcx predict`` and
@@ -69,9 +70,9 @@ def train_head_model(dataset, config: RunConfig, head: HeadConfig, model_dir, *,
     ``table``: the embedded windows (default: embed the data set now, or read them from the
     cache), centred per recording here when ``head.recording_norm``.
     ``workers``: folds trained at once, each in a worker process of one thread
-    (:mod:`rfcxlib.workers`; same numbers, bitwise, as training here); default one per core when
-    a fold takes :data:`MIN_FOLD_STEPS` steps or more, else 1 (``RFCX_WORKERS`` overrides it);
-    1 trains every fold in this process.
+    (:mod:`rfcxlib.workers`; same numbers, bitwise, as training here); default
+    :func:`rfcxlib.workers.default_workers`'s choice when a fold takes :data:`MIN_FOLD_STEPS` steps
+    or more, else 1 (``RFCX_WORKERS`` overrides it); 1 trains every fold in this process.
     Returns the metrics written to ``metrics.json``.
     """
     check_choice("embedding-head method", method, HEAD_METHODS)
@@ -129,7 +130,7 @@ def _train_folds(dataset, config, head, table, model_dir: Path, folds: list, mad
                  workers: Optional[int], progress: bool) -> dict:
     """Train ``folds``: here, one after the other, or in worker processes of one thread each
     (:mod:`rfcxlib.workers`; a head's steps use one core, so two folds train in about the time of
-    one). ``workers``: None for :func:`rfcxlib.workers.default_workers`. Returns their states."""
+    one). ``workers``: None for :func:`rfcxlib.workers.default_workers`'s choice. Returns their states."""
     n = workers if workers is not None else pool.default_workers(
         len(folds), per_call_bytes=_fold_bytes(table), worth_it=_fold_steps(table, config, head, how) >= MIN_FOLD_STEPS)
     if n == 1 or len(folds) < 2:
@@ -156,7 +157,7 @@ def _fold_steps(table, config, head, how: dict) -> int:
 def _fold_bytes(table) -> int:
     """What one fold's training holds, roughly: four float32 copies of the table's windows (its
     training windows, their batches, a soft round's set) and a TensorFlow runtime."""
-    return 4 * len(table) * int(table.x.shape[1] if table.x.ndim == 2 else 1) * 4 + 700 * 2 ** 20
+    return 4 * len(table) * table.x.shape[1] * 4 + 700 * 2 ** 20
 
 
 @dataclass(frozen=True)
